@@ -1,0 +1,38 @@
+"""shoal: run large grids of independent ML experiments, locally or on Slurm.
+
+Define the grid and the steps once::
+
+    import shoal
+
+    exp = shoal.Experiment("streamflow", grid=shoal.Grid(site=SITES, seed=range(30)))
+
+    @exp.step(per=["site", "seed"])
+    def train(ctx, site, seed):
+        ...
+        return {"val_rmse": 0.31}
+
+then ``shoal plan``, ``shoal run``, ``shoal status`` from the command line.
+``import shoal`` stays light: torch, pandas and Slurm support load only when used.
+"""
+
+from __future__ import annotations
+
+from shoal.configuration import config
+from shoal.errors import ConfigError, ShoalError, SpecError
+from shoal.grid import Grid, Zip, zip
+from shoal.spec import Experiment, Step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "Experiment",
+    "Grid",
+    "ShoalError",
+    "SpecError",
+    "Step",
+    "Zip",
+    "__version__",
+    "config",
+    "zip",
+]

@@ -1,0 +1,173 @@
+"""The ``shoal`` command: parses arguments, calls the public API, prints. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shoal import __version__
+from shoal.errors import ShoalError
+
+
+def _common(p: argparse.ArgumentParser, only: bool = True) -> None:
+    p.add_argument("experiment", metavar="EXP", help="experiment .py file, or a folder with "
+                   "experiment.py (FILE:NAME picks one of several)")
+    p.add_argument("--config", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
+                   help="values the experiment reads with shoal.config(KEY, default)")
+    p.add_argument("--config-file", metavar="FILE", help="TOML or JSON file of config values "
+                   "(--config overrides it)")
+    p.add_argument("--root", metavar="DIR", help="run root (default: runs/ beside the "
+                   "experiment file; or $SHOAL_ROOT)")
+    if only:
+        p.add_argument("--only", metavar="DIM=VALUE", nargs="+", action="extend", default=[],
+                       help="restrict to tasks at these values (repeat a dim for several)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shoal",
+        description="Run large grids of independent ML experiments: plan, run, resume, results.",
+    )
+    parser.add_argument("--version", action="version", version=f"shoal {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("plan", help="what would run, and why (runs nothing)")
+    _common(p)
+    p.add_argument("--why", action="store_true", help="show sample tasks per reason")
+    p.add_argument("--limit", type=int, default=5, help="tasks shown per step and reason")
+    p.add_argument("--json", action="store_true", help="machine-readable counts")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("status", help="counts by state from the store")
+    _common(p, only=False)
+    p.add_argument("--json", action="store_true", help="machine-readable counts")
+    p.add_argument("--rescan", action="store_true",
+                   help="rebuild the store from the task folders' result files first")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from shoal import configuration as cfg
+    from shoal.loader import load_experiment
+
+    values: dict[str, Any] = {}
+    if args.config_file:
+        values.update(cfg.load_file(args.config_file))
+    values.update(cfg.parse_assignments(args.config))
+    exp = load_experiment(args.experiment, values)
+    root = args.root or os.environ.get("SHOAL_ROOT")
+    if root:
+        exp.root = Path(root)
+    return exp
+
+
+def _only(exp: Any, args: argparse.Namespace) -> dict[str, Any] | None:
+    from shoal.plan import parse_only
+
+    items = getattr(args, "only", None)
+    return parse_only(exp, items) if items else None
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header] + [[f"{c:,}" if isinstance(c, int) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[k]) for r in cells) for k in range(len(header))]
+    lines = []
+    for r in cells:
+        lines.append("  ".join(
+            c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))
+        ))
+    return "\n".join(lines)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    exp = _load(args)
+    plan = exp.plan(only=_only(exp, args))
+    summary = plan.summary()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{exp.name}: {summary['total']:,} tasks, {summary['run']:,} to run  (root: {plan.root})")
+    rows = [
+        [name, s["total"], s["done"], s["run"], s["reasons"]["missing"], s["reasons"]["failed"],
+         s["reasons"]["changed"]]
+        for name, s in summary["steps"].items()
+    ]
+    print(_table(rows, ["step", "total", "done", "run", "missing", "failed", "changed"]))
+    if args.why:
+        from shoal.plan import DONE, REASONS
+
+        for sp in plan.steps.values():
+            shown: dict[int, int] = {}
+            lines: list[str] = []
+            for i, s in enumerate(sp.state):
+                if s == DONE or not sp.is_included(i) or shown.get(s, 0) >= args.limit:
+                    continue
+                shown[s] = shown.get(s, 0) + 1
+                why = sp.detail.get(i) or ("never ran" if s == 1 else "")
+                lines.append(f"  {REASONS[s]:8s} {plan.task_label(sp, i)}  {why}".rstrip())
+            if lines:
+                print(f"\n{sp.name}:")
+                print("\n".join(lines))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from shoal.plan import CHANGED, DONE, FAILED
+    from shoal.state import Store, rescan
+
+    exp = _load(args)
+    if args.rescan:
+        counts = rescan(exp.root)
+        total = sum(counts.values())
+        detail = ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "nothing"
+        print(f"rescanned {exp.root}: {total:,} task records ({detail})", file=sys.stderr)
+    plan = exp.plan()
+    with Store.open(exp.root) as store:
+        stored = store.counts()
+    out: dict[str, Any] = {"experiment": exp.name, "root": str(exp.root), "steps": {}}
+    for name, sp in plan.steps.items():
+        st = sp.state
+        running = stored.get(name, {}).get("running", 0)
+        done = st.count(DONE)
+        failed = st.count(FAILED)
+        changed = st.count(CHANGED)
+        out["steps"][name] = {
+            "total": len(st), "done": done, "failed": failed, "running": running,
+            "changed": changed, "pending": len(st) - done - failed - changed - running,
+        }
+    out["total"] = sum(s["total"] for s in out["steps"].values())
+    out["done"] = sum(s["done"] for s in out["steps"].values())
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{exp.name}: {out['done']:,} of {out['total']:,} tasks done  (root: {exp.root})")
+    cols = ["total", "done", "failed", "running", "changed", "pending"]
+    rows = [[name] + [s[c] for c in cols] for name, s in out["steps"].items()]
+    print(_table(rows, ["step", *cols]))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ShoalError as exc:
+        print(f"shoal: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("shoal: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Resource requests of a step: cpus, gpus, memory, time — parsed and checked once."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from shoal.errors import SpecError
+
+_MEM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_MEM_UNITS = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+_DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day)?s?\s*$", re.IGNORECASE)
+_DUR_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400}
+
+
+def parse_mem(step: str, value: str | int | float | None) -> int | None:
+    """Memory in MiB from ``"2G"``, ``"512M"``, ``"1.5GB"`` or a number of MiB (Slurm's unit)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        mib = float(value)
+    else:
+        m = _MEM.match(str(value))
+        if not m:
+            raise SpecError(
+                f"step '{step}': mem={value!r} is not a memory size; write e.g. mem=\"2G\" or "
+                "mem=\"512M\" (a bare number means MiB)"
+            )
+        mib = float(m.group(1)) * _MEM_UNITS[m.group(2).upper()]
+    if mib <= 0:
+        raise SpecError(f"step '{step}': mem={value!r} must be positive")
+    return max(1, math.ceil(mib))
+
+
+def parse_duration(step: str, field: str, value: str | int | float | None) -> float | None:
+    """Seconds from ``"20m"``, ``"2h"``, ``"90s"``, ``"1d"``, ``"HH:MM:SS"``, ``"D-HH:MM:SS"``.
+
+    A bare number means seconds.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        secs = float(value)
+    else:
+        text = str(value).strip()
+        m = _DUR.match(text)
+        if m:
+            secs = float(m.group(1)) * _DUR_UNITS[(m.group(2) or "s").lower()]
+        else:
+            secs = _clock(text)
+            if secs is None:
+                raise SpecError(
+                    f"step '{step}': {field}={value!r} is not a duration; write e.g. "
+                    f"{field}=\"20m\", \"2h\", \"1d\" or \"HH:MM:SS\""
+                )
+    if secs <= 0:
+        raise SpecError(f"step '{step}': {field}={value!r} must be positive")
+    return secs
+
+
+def _clock(text: str) -> float | None:
+    days = 0
+    if "-" in text:
+        d, _, text = text.partition("-")
+        if not d.isdigit():
+            return None
+        days = int(d)
+    parts = text.split(":")
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        return None
+    nums = [int(p) for p in parts]
+    while len(nums) < 3:
+        nums.insert(0, 0)
+    h, m, s = nums
+    return float(days * 86400 + h * 3600 + m * 60 + s)
+
+
+def slurm_time(seconds: float) -> str:
+    """Seconds as Slurm's ``D-HH:MM:SS`` (rounded up to whole minutes as Slurm does)."""
+    total = math.ceil(seconds / 60.0) * 60
+    d, rest = divmod(total, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return f"{d}-{h:02d}:{m:02d}:{s:02d}" if d else f"{h:02d}:{m:02d}:{s:02d}"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one task of a step occupies while it runs."""
+
+    cpus: int = 1
+    gpus: float = 0.0
+    mem_mb: int | None = None
+    time_s: float | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        step: str,
+        cpus: int = 1,
+        gpus: float = 0,
+        mem: str | int | float | None = None,
+        time: str | int | float | None = None,
+    ) -> Resources:
+        if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
+            raise SpecError(f"step '{step}': cpus={cpus!r} must be a whole number >= 1")
+        if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or gpus < 0:
+            raise SpecError(f"step '{step}': gpus={gpus!r} must be a number >= 0")
+        if gpus > 1 and not float(gpus).is_integer():
+            raise SpecError(
+                f"step '{step}': gpus={gpus!r}: more than one GPU must be a whole number; "
+                "fractions (gpus=0.25) share one device"
+            )
+        return cls(
+            cpus=cpus,
+            gpus=float(gpus),
+            mem_mb=parse_mem(step, mem),
+            time_s=parse_duration(step, "time", time),
+        )
