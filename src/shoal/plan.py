@@ -61,6 +61,7 @@ class StepPlan:
     detail: dict[int, str] = field(default_factory=dict)
     included: list[bool] | None = None
     index: dict[Point, int] = field(default_factory=dict)
+    run_ids: list[Any] = field(default_factory=list)  # of done tasks (None otherwise)
 
     @property
     def name(self) -> str:
@@ -345,7 +346,7 @@ def decide(plans: dict[str, StepPlan], store: Store, root: Path) -> None:
         state = [MISSING] * n
         ids: list[Any] = [None] * n
         detail: dict[int, str] = {}
-        sp.state, sp.detail = state, detail
+        sp.state, sp.detail, sp.run_ids = state, detail, ids
         run_ids[name] = ids
         if not rows:
             continue

@@ -83,3 +83,44 @@ def read_result(task_dir: Path) -> dict[str, Any] | None:
 def read_error(task_dir: Path) -> dict[str, Any] | None:
     """The task's last failure record, or None."""
     return read_json(meta_dir(task_dir) / ERROR)
+
+
+def new_run_id() -> str:
+    """A unique id for one successful attempt (downstream tasks record which they consumed)."""
+    return os.urandom(8).hex()
+
+
+def make_result(
+    *,
+    experiment: str,
+    step: str,
+    key: str,
+    params: dict[str, Any],
+    fingerprint: str,
+    code: str,
+    inputs: str | None,
+    attempt: int,
+    started: float,
+    ended: float,
+    host: str,
+    metrics: dict[str, Any] | None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """The JSON document of a task's result file."""
+    return {
+        "format": FORMAT,
+        "experiment": experiment,
+        "step": step,
+        "key": key,
+        "params": params,
+        "fingerprint": fingerprint,
+        "code": code,
+        "inputs": inputs,
+        "run_id": run_id or new_run_id(),
+        "attempt": attempt,
+        "started": started,
+        "ended": ended,
+        "duration": ended - started,
+        "host": host,
+        "metrics": metrics or {},
+    }

@@ -1,0 +1,252 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import complete
+from shoal.state import db_path
+
+SMALL = """
+N = shoal.config("sites", 2)
+SEEDS = shoal.config("seeds", 2)
+exp = shoal.Experiment("demo", grid=shoal.Grid(site=[f"s{i}" for i in range(N)], seed=range(SEEDS)))
+
+@exp.step(per=["site"])
+def prep(ctx, site): ...
+
+@exp.step(per=["site", "seed"], needs=[prep])
+def train(ctx, site, seed): ...
+
+@exp.gather(per=[], over=train)
+def combine(ctx, runs): ...
+"""
+
+
+def test_plan_json_has_exactly_the_documented_shape(cli, write_exp) -> None:
+    path = write_exp(SMALL)
+    rc, out, err = cli("plan", path, "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc == {
+        "experiment": "demo",
+        "total": 7,
+        "run": 7,
+        "steps": {
+            "prep": {"total": 2, "done": 0, "run": 2,
+                     "reasons": {"missing": 2, "failed": 0, "changed": 0}},
+            "train": {"total": 4, "done": 0, "run": 4,
+                      "reasons": {"missing": 4, "failed": 0, "changed": 0}},
+            "combine": {"total": 1, "done": 0, "run": 1,
+                        "reasons": {"missing": 1, "failed": 0, "changed": 0}},
+        },
+    }
+
+
+def test_folder_target_and_config_scale_the_grid(cli, write_exp) -> None:
+    path = write_exp(SMALL)
+    rc, out, _ = cli("plan", path.parent, "--json", "--config", "sites=5", "seeds=3")
+    assert rc == 0
+    assert json.loads(out)["total"] == 5 + 15 + 1
+
+
+def test_config_file_and_cli_override(cli, write_exp, tmp_path: Path) -> None:
+    path = write_exp(SMALL)
+    cfg = tmp_path / "big.toml"
+    cfg.write_text("sites = 4\nseeds = 4\n")
+    rc, out, _ = cli("plan", path, "--json", "--config-file", cfg, "--config", "seeds=1")
+    assert rc == 0
+    assert json.loads(out)["total"] == 4 + 4 + 1
+
+
+def test_unknown_config_key_is_an_error(cli, write_exp) -> None:
+    rc, out, err = cli("plan", write_exp(SMALL), "--config", "sitse=3")
+    assert rc == 2 and out == ""
+    assert "config key 'sitse'" in err and "sites" in err
+    assert "Traceback" not in err
+
+
+def test_plan_why_and_only(cli, write_exp, load) -> None:
+    path = write_exp(SMALL)
+    complete(load(path), steps=["prep"])
+    rc, out, _ = cli("plan", path, "--why", "--only", "site=s1")
+    assert rc == 0
+    assert "train[site=s1,seed=0]  never ran" in out
+    assert "site=s0" not in out
+    rc, out, _ = cli("plan", path, "--json", "--only", "site=s1")
+    doc = json.loads(out)
+    assert doc["steps"]["prep"] == {"total": 1, "done": 1, "run": 0,
+                                    "reasons": {"missing": 0, "failed": 0, "changed": 0}}
+    assert doc["steps"]["combine"]["total"] == 0
+
+
+def test_status_counts_and_rescan_rebuilds_a_deleted_store(cli, write_exp, load) -> None:
+    path = write_exp(SMALL)
+    exp = load(path)
+    complete(exp, failed=[("train", "site=s0/seed=1")])
+    rc, out, _ = cli("status", path, "--json")
+    assert rc == 0
+    doc = json.loads(out)
+    assert doc["steps"]["train"]["done"] == 3 and doc["steps"]["train"]["failed"] == 1
+    before = doc
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db_path(exp.root)) + suffix).unlink(missing_ok=True)
+    rc, out, _ = cli("status", path, "--json")
+    assert json.loads(out)["done"] == 0
+    rc, out, err = cli("status", path, "--json", "--rescan")
+    assert rc == 0 and "rescanned" in err
+    assert json.loads(out) == before
+    rc, out, _ = cli("status", path)
+    assert "demo: 5 of 7 tasks done" in out  # combine waits for the failed train task
+
+
+def test_root_option_and_env(cli, write_exp, tmp_path: Path, load, monkeypatch) -> None:
+    path = write_exp(SMALL)
+    exp = load(path)
+    exp.root = tmp_path / "elsewhere"
+    complete(exp)
+    rc, out, _ = cli("plan", path, "--json", "--root", tmp_path / "elsewhere")
+    assert rc == 0 and json.loads(out)["run"] == 0
+    monkeypatch.setenv("SHOAL_ROOT", str(tmp_path / "elsewhere"))
+    rc, out, _ = cli("plan", path, "--json")
+    assert json.loads(out)["run"] == 0
+
+
+ERRORS = {
+    "unknown dimension in per": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(site=["a"], seed=[0]))
+        @exp.step(per=["site", "sed"])
+        def train(ctx, site, sed): ...
+        """,
+        ["step 'train'", "'sed'", "fix"],
+    ),
+    "needs that cannot project": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(site=["a"], seed=[0]))
+        @exp.step(per=["site", "seed"])
+        def train(ctx, site, seed): ...
+        @exp.step(per=["site"], needs=[train])
+        def report(ctx, site): ...
+        """,
+        ["step 'report'", "'train'", "['seed']", "gather"],
+    ),
+    "cycle": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(site=["a"]))
+        @exp.step(per=["site"], needs=["b"])
+        def a(ctx, site): ...
+        @exp.step(per=["site"], needs=["a"])
+        def b(ctx, site): ...
+        """,
+        ["cycle", "a -> b -> a"],
+    ),
+    "duplicate step name": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(site=["a"]))
+        @exp.step(per=["site"])
+        def a(ctx, site): ...
+        @exp.step(per=["site"], name="a")
+        def b(ctx, site): ...
+        """,
+        ["step 'a'", "declared twice", "name="],
+    ),
+    "non-scalar grid value": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(site=[{"id": 1}]))
+        """,
+        ["dimension 'site'", "not a scalar"],
+    ),
+    "empty grid": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(site=[]))
+        """,
+        ["dimension 'site'", "no values"],
+    ),
+    "empty grid after where": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(site=["a"], where=lambda p: False))
+        @exp.step(per=["site"])
+        def a(ctx, site): ...
+        """,
+        ["empty", "where="],
+    ),
+    "unknown template placeholder": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(test_set=[0, 1]))
+        exp.command("locate", "python locator.py --sample_data {test_st} --out {out}/pred",
+                    per=["test_set"])
+        """,
+        ["step 'locate'", "'{test_st}'", "test_set"],
+    ),
+    "value that cannot become a path part": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(site=["a", ""]))
+        @exp.step(per=["site"])
+        def prep(ctx, site): ...
+        """,
+        ["step 'prep'", "dimension 'site'", "folder name"],
+    ),
+    "unknown function parameter": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(site=["a"]))
+        @exp.step(per=["site"])
+        def prep(ctx, site, seed): ...
+        """,
+        ["step 'prep'", "'seed'", "per="],
+    ),
+    "gather over a step lacking the dimension": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(site=["a"], seed=[0]))
+        @exp.step(per=["site"])
+        def prep(ctx, site): ...
+        @exp.gather(per=["seed"], over=prep)
+        def g(ctx, seed, runs): ...
+        """,
+        ["gather 'g'", "['seed']"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_invalid_definitions_fail_cleanly(case: str, cli, write_exp, tmp_path: Path) -> None:
+    body, needles = ERRORS[case]
+    path = write_exp(body)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for command in ("plan", "status"):
+        rc, out, err = cli(command, path)
+        assert rc == 2, (case, out, err)
+        assert out == ""
+        assert "Traceback" not in err
+        assert err.startswith("shoal: error: ") and err.count("\n") == 1, err
+        for needle in needles:
+            assert needle in err, (case, needle, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_missing_experiment_and_folder_without_experiment(cli, tmp_path: Path) -> None:
+    rc, _, err = cli("plan", tmp_path / "nope.py")
+    assert rc == 2 and "not found" in err
+    rc, _, err = cli("plan", tmp_path)
+    assert rc == 2 and "experiment.py" in err
+
+
+def test_real_process_end_to_end(write_exp, tmp_path: Path) -> None:
+    """The installed console script, in a fresh interpreter."""
+    path = write_exp(SMALL)
+    exe = Path(sys.executable).with_name("shoal")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "shoal.cli"]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    res = subprocess.run([*cmd, "plan", str(path), "--json"], capture_output=True, text=True,
+                         env=env, check=False)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["total"] == 7
+    bad = write_exp(SMALL.replace('per=["site"]', 'per=["sit"]'), name="bad.py")
+    res = subprocess.run([*cmd, "plan", str(bad)], capture_output=True, text=True, env=env,
+                         check=False)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and "'sit'" in res.stderr

@@ -1,0 +1,125 @@
+"""Property tests of the planner over random grids and step graphs."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import shoal
+from conftest import complete
+from shoal.plan import CHANGED, DONE
+
+
+@dataclass
+class StepSpec:
+    name: str
+    per: tuple[str, ...]
+    needs: tuple[int, ...]
+    over: int | None  # gather over this earlier step
+
+
+@st.composite
+def experiments(draw: st.DrawFn) -> tuple[dict[str, list], list[StepSpec]]:
+    ndims = draw(st.integers(1, 3))
+    dims: dict[str, list] = {}
+    for k in range(ndims):
+        n = draw(st.integers(1, 3))
+        dims[f"d{k}"] = (
+            [f"v{i}" for i in range(n)] if draw(st.booleans()) else list(range(n))
+        )
+    names = list(dims)
+    steps: list[StepSpec] = []
+    for s in range(draw(st.integers(1, 5))):
+        per = tuple(d for d in names if draw(st.booleans()))
+        gather_from = [
+            i for i, u in enumerate(steps) if set(per) <= set(u.per) and set(per) != set(u.per)
+        ]
+        if gather_from and draw(st.booleans()):
+            steps.append(StepSpec(f"s{s}", per, (), draw(st.sampled_from(gather_from))))
+            continue
+        candidates = [i for i, u in enumerate(steps) if set(u.per) <= set(per)]
+        needs = tuple(sorted(set(draw(st.lists(st.sampled_from(candidates), max_size=2)))))\
+            if candidates else ()
+        steps.append(StepSpec(f"s{s}", per, needs, None))
+    return dims, steps
+
+
+def make_fn(name: str, per: tuple[str, ...], gather: bool, body: int):
+    args = ", ".join(["ctx", *per, *(["runs"] if gather else [])])
+    ns: dict = {}
+    exec(f"def {name}({args}):\n    return {{'value': {body}}}\n", ns)
+    return ns[name]
+
+
+def build(dims: dict[str, list], specs: list[StepSpec], root: Path, changed: str | None = None):
+    exp = shoal.Experiment("prop", grid=shoal.Grid(**dims), root=root)
+    objs = []
+    for s in specs:
+        fn = make_fn(s.name, s.per, s.over is not None, 2 if s.name == changed else 1)
+        if s.over is not None:
+            objs.append(exp.gather(fn, per=list(s.per), over=objs[s.over]))
+        else:
+            objs.append(exp.step(fn, per=list(s.per), needs=[objs[i] for i in s.needs]))
+    return exp
+
+
+def downstream(specs: list[StepSpec], name: str) -> set[str]:
+    out = {name}
+    for s in specs:  # specs are in topological order
+        ups = {specs[i].name for i in s.needs} | (
+            {specs[s.over].name} if s.over is not None else set()
+        )
+        if ups & out:
+            out.add(s.name)
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(experiments())
+def test_counts_and_edges(case) -> None:
+    dims, specs = case
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = build(dims, specs, Path(tmp)).plan()
+    for s in specs:
+        sp = plan.steps[s.name]
+        assert sp.dims == tuple(d for d in dims if d in s.per)
+        if s.over is None:
+            assert len(sp) == math.prod(len(dims[d]) for d in s.per)
+        else:
+            up = plan.steps[specs[s.over].name]
+            # every upstream task lands in exactly one gather task, which it projects onto
+            seen = sorted(j for i in range(len(sp)) for _, j in sp.upstream(i))
+            assert seen == list(range(len(up)))
+            for i in range(len(sp)):
+                for _, j in sp.upstream(i):
+                    assert all(
+                        up.param_dict(j)[d] == v for d, v in sp.param_dict(i).items()
+                    )
+        for i in range(len(sp)):
+            mine = sp.param_dict(i)
+            for up, j in sp.upstream(i):
+                if s.over is None:
+                    assert up.param_dict(j) == {d: mine[d] for d in up.dims}
+        assert len(set(sp.keys)) == len(sp.keys)
+        assert len(set(sp.fps)) == len(sp.fps)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(experiments(), st.data())
+def test_code_change_marks_exactly_the_step_and_its_downstream(case, data) -> None:
+    dims, specs = case
+    target = data.draw(st.sampled_from([s.name for s in specs]))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        complete(build(dims, specs, root))
+        assert build(dims, specs, root).plan().summary()["run"] == 0
+        plan = build(dims, specs, root, changed=target).plan()
+    affected = downstream(specs, target)
+    for s in specs:
+        states = set(plan.steps[s.name].state)
+        assert states == ({CHANGED} if s.name in affected else {DONE}), (s.name, target)
