@@ -1,0 +1,161 @@
+"""Multi-task LSTMs for streamflow: the "27,270 model runs" experiment as a shoal experiment.
+
+One LSTM per river site learns daily streamflow and, weighted by a multi-task ``factor``,
+water temperature (loss = mse(flow) + factor × mse(temp)); every site × factor × seed is
+trained and evaluated, then everything is gathered into one table. This is the workflow of
+Sadler et al. (2022) that was run with a Snakefile (prep_io_data → train_model →
+make_predictions / evaluate_predictions → combine_metrics); see README.md.
+
+The default grid is small (3 sites × 3 factors × 3 seeds, about a minute of CPU). The
+paper's grid::
+
+    shoal run examples/streamflow --config sites=101 \\
+        factors='[0,1,5,10,20,40,80,160,320]' seeds=30
+
+This file only declares the grid and the steps: torch and ``model.py`` are imported inside
+the step bodies, so ``shoal plan`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import shoal
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+N_SITES = shoal.config("sites", 3)  # paper: 101
+FACTORS = shoal.config("factors", [0, 1, 10])  # paper: [0, 1, 5, 10, 20, 40, 80, 160, 320]
+N_SEEDS = shoal.config("seeds", 3)  # paper: 30
+# Model and data sizes (the defaults of model.py; one training takes about 2 s of one core).
+EPOCHS = shoal.config("epochs", 80)
+DAYS = shoal.config("days", 5475)
+HIDDEN = shoal.config("hidden", 16)
+SEQ_LEN = 120
+VAL_FRACTION = 0.3
+
+# NWIS-like 8-digit station ids: 01022500, 01023500, ...
+SITES = [f"{1022500 + 1000 * i:08d}" for i in range(N_SITES)]
+
+exp = shoal.Experiment(
+    "streamflow", grid=shoal.Grid(site=SITES, factor=FACTORS, seed=range(N_SEEDS))
+)
+
+# Sizes that are not grid dimensions go into each step's version, so that changing them
+# (--config epochs=200) makes the affected tasks out of date.
+PREP_VERSION = f"days={DAYS},seq_len={SEQ_LEN},val={VAL_FRACTION}"
+TRAIN_VERSION = f"epochs={EPOCHS},hidden={HIDDEN}"
+
+
+@exp.step(per=["site"], version=PREP_VERSION)
+def prep(ctx, site: str) -> dict[str, Any]:
+    """Simulate the site's forcing and targets; write normalised sequences to prepped.npz."""
+    import numpy as np
+    from model import prep_arrays, simulate
+
+    data = simulate(site, n_days=DAYS)
+    arrays = prep_arrays(data, seq_len=SEQ_LEN, val_fraction=VAL_FRACTION)
+    np.savez(ctx.out / "prepped.npz", **arrays)
+    return {
+        "n_train_seqs": len(arrays["x_train"]),
+        "n_val_seqs": len(arrays["x_val"]),
+        "mean_flow": float(data["flow"].mean()),
+        "mean_temp": float(data["temp"].mean()),
+    }
+
+
+@exp.step(
+    per=["site", "factor", "seed"],
+    needs=[prep],
+    cpus=1,
+    mem="1G",
+    time="20m",
+    version=TRAIN_VERSION,
+)
+def train(ctx, site: str, factor: float, seed: int) -> dict[str, Any]:
+    """Train one LSTM with loss mse(flow) + factor × mse(temp); save model.pt."""
+    from model import load_arrays, save_model, train_model, write_history
+
+    arrays = load_arrays(ctx.input(prep).out / "prepped.npz")
+    ctx.log.info("training site=%s factor=%s seed=%s on %s", site, factor, seed, ctx.device)
+    model, history = train_model(
+        arrays,
+        factor=factor,
+        seed=seed,
+        epochs=EPOCHS,
+        hidden=HIDDEN,
+        threads=ctx.threads,
+        should_stop=ctx.should_stop,
+        device=ctx.device,
+        log=ctx.log.info,
+    )
+    write_history(history, ctx.out / "history.csv")
+    last = history[-1]
+    if last["stopped"]:
+        # A half-trained model must not count as done: fail, so the next run redoes it.
+        raise RuntimeError(f"stop requested after {len(history)} of {EPOCHS} epochs")
+    save_model(model, ctx.out / "model.pt")
+    return {
+        "epochs_run": len(history),
+        "final_loss": last["loss"],
+        "final_loss_flow": last["loss_flow"],
+        "final_loss_temp": last["loss_temp"],
+        "train_seconds": last["seconds"],
+    }
+
+
+@exp.step(per=["site", "factor", "seed"], needs=[train, prep])
+def evaluate(ctx, site: str, factor: float, seed: int) -> dict[str, Any]:
+    """RMSE and NSE of flow and temperature on the validation (and training) period."""
+    from model import evaluate_model, load_arrays, load_model, save_predictions, set_threads
+
+    set_threads(ctx.threads)
+    arrays = load_arrays(ctx.input(prep).out / "prepped.npz")
+    model = load_model(ctx.input(train).out / "model.pt", device=ctx.device)
+    save_predictions(model, arrays, ctx.out / "val_preds.csv", part="val")
+    return evaluate_model(model, arrays)
+
+
+@exp.gather(per=[], over=evaluate)
+def combine(ctx, runs: pd.DataFrame) -> dict[str, Any]:
+    """One table of all runs (overall_metrics.csv) and a summary per factor (by_factor.csv).
+
+    ``by_factor.csv`` has, per factor, the number of runs and the mean and standard
+    deviation across sites × seeds of the validation RMSE and NSE of flow and temperature,
+    and of ``val_rmse_flow_rel``: the run's flow RMSE divided by that of the factor-0 run
+    of the same site and seed (< 1: multi-tasking helped; only when factor 0 is in the
+    grid). RMSE is in physical units, so its plain mean weighs large rivers more; NSE and
+    the relative RMSE are comparable across sites. The best factor is the one with the
+    highest mean validation NSE of flow.
+    """
+    metrics = ["val_rmse_flow", "val_nse_flow", "val_rmse_temp", "val_nse_temp"]
+    table = runs.sort_values(["site", "factor", "seed"]).reset_index(drop=True)
+    baseline = table[table["factor"] == 0].set_index(["site", "seed"])["val_rmse_flow"]
+    if len(baseline):
+        keys = list(zip(table["site"], table["seed"]))
+        table["val_rmse_flow_rel"] = (
+            table["val_rmse_flow"].to_numpy() / baseline.reindex(keys).to_numpy()
+        )
+        metrics.append("val_rmse_flow_rel")
+    table.to_csv(ctx.out / "overall_metrics.csv", index=False, float_format="%.6g")
+
+    summary = table.groupby("factor")[metrics].agg(["mean", "std"])
+    summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
+    summary.insert(0, "n_runs", table.groupby("factor").size())
+    summary.reset_index().to_csv(ctx.out / "by_factor.csv", index=False, float_format="%.6g")
+
+    nse_by_factor = summary["val_nse_flow_mean"].dropna()
+    best = nse_by_factor.idxmax() if len(nse_by_factor) else None
+    best = best.item() if hasattr(best, "item") else best  # numpy scalar -> JSON scalar
+    result: dict[str, Any] = {
+        "n_runs": len(table),
+        "n_sites": int(table["site"].nunique()),
+        "best_factor": best,
+        "best_val_nse_flow": None if best is None else float(nse_by_factor[best]),
+        "mean_val_nse_flow": float(table["val_nse_flow"].mean()),
+        "mean_val_nse_temp": float(table["val_nse_temp"].mean()),
+    }
+    if 0 in summary.index:
+        result["factor0_val_nse_flow"] = float(summary.loc[0, "val_nse_flow_mean"])
+    return result
