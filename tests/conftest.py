@@ -70,7 +70,7 @@ def complete(
             if sp.state[i] == DONE:
                 continue
             d = exp.root / name / key if key else exp.root / name
-            meta = resultfile.meta_dir(d)
+            meta = d
             meta.mkdir(parents=True, exist_ok=True)
             params = sp.param_dict(i)
             doc = resultfile.make_result(

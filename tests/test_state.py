@@ -35,14 +35,14 @@ def test_rescan_reads_result_and_error_files_and_ignores_temp_files(tmp_path: Pa
         fingerprint="fp", code="c", inputs=None, attempt=1, started=1.0, ended=3.0,
         host="h", metrics={"m": 1},
     )
-    meta = root / "train" / "site=a" / "seed=0" / ".shoal"
-    resultfile.write_json_atomic(meta / "result.json", ok)
+    meta = root / "train" / "site=a" / "seed=0"
+    resultfile.write_json_atomic(meta / resultfile.RESULT, ok)
     bad = dict(ok, key="site=a/seed=1", status="failed", error="ValueError: x")
-    resultfile.write_json_atomic(root / "train/site=a/seed=1/.shoal/error.json", bad)
-    torn = root / "train/site=a/seed=2/.shoal"
+    resultfile.write_json_atomic(root / "train/site=a/seed=1" / resultfile.ERROR, bad)
+    torn = root / "train/site=a/seed=2"
     torn.mkdir(parents=True)
-    (torn / ".result.json.abc.tmp").write_text('{"step": "train", "ke')
-    (torn / "result.json").write_text('{"step": "tra')  # unreadable -> not done
+    (torn / (resultfile.RESULT + ".1.ab.tmp")).write_text('{"step": "train", "ke')
+    (torn / resultfile.RESULT).write_text('{"step": "tra')  # unreadable -> not done
     recs = {r.key: r for r in scan_records(root)}
     assert set(recs) == {"site=a/seed=0", "site=a/seed=1"}
     assert recs["site=a/seed=0"].status == "done" and recs["site=a/seed=0"].duration == 2.0
@@ -55,3 +55,6 @@ def test_atomic_write_leaves_no_temp_file(tmp_path: Path) -> None:
     resultfile.write_json_atomic(tmp_path / "a" / "r.json", {"x": 1})
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["r.json"]
     assert json.loads((tmp_path / "a" / "r.json").read_text()) == {"x": 1}
+    resultfile.write_json_atomic(tmp_path / "a" / "r.json", {"x": 2}, fsync=True)
+    assert json.loads((tmp_path / "a" / "r.json").read_text()) == {"x": 2}
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["r.json"]

@@ -18,6 +18,7 @@ then ``shoal plan``, ``shoal run``, ``shoal status`` from the command line.
 from __future__ import annotations
 
 from shoal.configuration import config
+from shoal.context import Interrupted, Requeue, TaskContext
 from shoal.errors import ConfigError, ShoalError, SpecError
 from shoal.grid import Grid, Zip, zip
 from shoal.spec import Experiment, Step
@@ -28,9 +29,12 @@ __all__ = [
     "ConfigError",
     "Experiment",
     "Grid",
+    "Interrupted",
+    "Requeue",
     "ShoalError",
     "SpecError",
     "Step",
+    "TaskContext",
     "Zip",
     "__version__",
     "config",

@@ -44,11 +44,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable counts")
     p.set_defaults(func=cmd_plan)
 
+    p = sub.add_parser("run", help="run what is missing, failed or out of date")
+    _common(p)
+    p.add_argument("-j", "--jobs", type=int, help="CPU slots (default: all cores)")
+    p.add_argument("--gpus", help="GPU devices to use, e.g. 0,1 (default: detected; 'none')")
+    p.add_argument("--mem", help="memory to hand out, e.g. 20G (default: available memory)")
+    p.add_argument("--retries", type=int, help="extra attempts per failed task (steps' "
+                   "retries= override)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--keep-going", dest="keep_going", action="store_true", default=True,
+                   help="run independent tasks after a failure (default)")
+    g.add_argument("--fail-fast", dest="keep_going", action="store_false",
+                   help="stop launching after the first failure")
+    p.add_argument("--grace", type=float, default=30.0,
+                   help="seconds stopped tasks get to checkpoint before they are killed")
+    p.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
+    p.add_argument("--progress-interval", type=float, default=10.0,
+                   help="seconds between plain progress lines")
+    p.add_argument("--backend", default="local", help="where to run (default: local)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("logs", help="print a task's log")
+    _common(p, only=False)
+    p.add_argument("step", help="step name")
+    p.add_argument("params", nargs="*", metavar="DIM=VALUE", help="the task's parameters")
+    p.add_argument("--tail", type=int, help="only the last N lines")
+    p.set_defaults(func=cmd_logs)
+
     p = sub.add_parser("status", help="counts by state from the store")
     _common(p, only=False)
     p.add_argument("--json", action="store_true", help="machine-readable counts")
     p.add_argument("--rescan", action="store_true",
                    help="rebuild the store from the task folders' result files first")
+    p.add_argument("--failures", type=int, default=10, help="failed tasks to list (with "
+                   "the last lines of their logs)")
     p.set_defaults(func=cmd_status)
     return parser
 
@@ -118,19 +147,83 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from shoal.resources import parse_mem
+    from shoal.runner import print_report, run_experiment
+    from shoal.slots import parse_gpu_list
+
+    exp = _load(args)
+    report = run_experiment(
+        exp, jobs=args.jobs, gpus=parse_gpu_list(args.gpus) if args.gpus is not None else None,
+        mem_mb=parse_mem("--mem", args.mem) if args.mem else None, retries=args.retries,
+        keep_going=args.keep_going, only=_only(exp, args), grace_s=args.grace,
+        progress=args.progress, progress_interval=args.progress_interval, backend=args.backend,
+    )
+    print_report(report)
+    if report.stopped and report.interrupted:
+        return 130
+    return 0 if report.ok else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from shoal.resultfile import LOG
+
+    exp = _load(args)
+    plan = exp.plan()
+    if args.step not in plan.steps:
+        raise ShoalError(f"unknown step '{args.step}' (steps: {', '.join(plan.steps)})")
+    sp = plan.steps[args.step]
+    want = {}
+    for item in args.params:
+        dim, sep, value = item.partition("=")
+        if not sep or dim not in sp.dims:
+            raise ShoalError(f"'{item}': give DIM=VALUE with a dimension of '{sp.name}' "
+                             f"({', '.join(sp.dims) or 'none'})")
+        want[dim] = value
+    from shoal.paths import value_text
+
+    hits = [i for i in range(len(sp)) if all(
+        value_text(v) == want[d] for d, v in sp.param_dict(i).items() if d in want)]
+    if len(hits) != 1:
+        shown = ", ".join(plan.task_label(sp, i) for i in hits[:5])
+        raise ShoalError(
+            f"{len(hits)} tasks of '{sp.name}' match {' '.join(args.params) or '(nothing)'}"
+            + (f" (e.g. {shown})" if hits else "") + "; give every dimension: "
+            + " ".join(f"{d}=..." for d in sp.dims)
+        )
+    key = sp.keys[hits[0]]
+    folder = plan.root / sp.name / key if key else plan.root / sp.name
+    path = folder / LOG
+    if not path.exists():
+        label = plan.task_label(sp, hits[0])
+        if not folder.exists():
+            raise ShoalError(f"{label} has not run yet (no folder {folder})")
+        print(f"{label} wrote no output (no {LOG} in {folder})", file=sys.stderr)
+        return 0
+    text = path.read_text(errors="replace")
+    if args.tail:
+        text = "\n".join(text.splitlines()[-args.tail:]) + "\n"
+    sys.stdout.write(text)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from shoal.plan import CHANGED, DONE, FAILED
     from shoal.state import Store, rescan
 
     exp = _load(args)
     if args.rescan:
-        counts = rescan(exp.root)
+        from shoal.lock import RootLock
+
+        with RootLock(exp.root).acquire("shoal status --rescan"):
+            counts = rescan(exp.root)
         total = sum(counts.values())
         detail = ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "nothing"
         print(f"rescanned {exp.root}: {total:,} task records ({detail})", file=sys.stderr)
     plan = exp.plan()
     with Store.open(exp.root) as store:
         stored = store.counts()
+        failures = [r for r in store.records(status="failed")][: max(0, args.failures)]
     out: dict[str, Any] = {"experiment": exp.name, "root": str(exp.root), "steps": {}}
     for name, sp in plan.steps.items():
         st = sp.state
@@ -144,6 +237,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         }
     out["total"] = sum(s["total"] for s in out["steps"].values())
     out["done"] = sum(s["done"] for s in out["steps"].values())
+    out["failures"] = [
+        {"step": r.step, "key": r.key, "error": r.error, "log_tail": r.log_tail}
+        for r in failures
+    ]
     if args.json:
         print(json.dumps(out))
         return 0
@@ -151,6 +248,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     cols = ["total", "done", "failed", "running", "changed", "pending"]
     rows = [[name] + [s[c] for c in cols] for name, s in out["steps"].items()]
     print(_table(rows, ["step", *cols]))
+    for r in failures:
+        label = f"{r.step}[{r.key.replace('/', ',')}]" if r.key else r.step
+        print(f"\nfailed: {label}: {r.error}")
+        for line in (r.log_tail or "").splitlines()[-8:]:
+            print(f"  | {line}")
     return 0
 
 

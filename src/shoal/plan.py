@@ -21,6 +21,7 @@ from shoal.codehash import code_hash, text_hash
 from shoal.errors import SpecError
 from shoal.grid import Point, Value
 from shoal.paths import part, value_text
+from shoal.resultfile import RESULT, read_json
 from shoal.spec import Experiment, Step
 from shoal.state import Store
 
@@ -62,6 +63,7 @@ class StepPlan:
     included: list[bool] | None = None
     index: dict[Point, int] = field(default_factory=dict)
     run_ids: list[Any] = field(default_factory=list)  # of done tasks (None otherwise)
+    adopted: dict[int, dict[str, Any]] = field(default_factory=dict)  # result files not in store
 
     @property
     def name(self) -> str:
@@ -348,48 +350,82 @@ def decide(plans: dict[str, StepPlan], store: Store, root: Path) -> None:
         detail: dict[int, str] = {}
         sp.state, sp.detail, sp.run_ids = state, detail, ids
         run_ids[name] = ids
-        if not rows:
+        if rows:
+            _decide_step(sp, rows, store, root, run_ids)
+        if os.path.isdir(root / name):
+            _adopt(sp, root / name, run_ids)
+
+
+def _decide_step(
+    sp: StepPlan, rows: dict[str, str], store: Store, root: Path, run_ids: dict[str, list[Any]]
+) -> None:
+    name, state, detail, ids = sp.name, sp.state, sp.detail, sp.run_ids
+    existing = existing_keys(str(root / name), len(sp.dims))
+    expected = inputs_of(sp, run_ids)
+    pending = _upstream_pending(sp)
+    fps, keys = sp.fps, sp.keys
+    get = rows.get
+    changed: list[int] = []
+    if expected is None:
+        prefixes = [f"done {fp} - " for fp in fps]
+    else:
+        prefixes = [f"done {fp} {inp} " for fp, inp in zip(fps, expected)]
+    for i, key in enumerate(keys):
+        rec = get(key)
+        if rec is None:
             continue
-        existing = existing_keys(str(root / name), len(sp.dims))
-        expected = inputs_of(sp, run_ids)
-        pending = _upstream_pending(sp)
-        fps, keys = sp.fps, sp.keys
-        get = rows.get
-        changed: list[int] = []
-        if expected is None:
-            prefixes = [f"done {fp} - " for fp in fps]
-        else:
-            prefixes = [f"done {fp} {inp} " for fp, inp in zip(fps, expected)]
-        for i, key in enumerate(keys):
-            rec = get(key)
-            if rec is None:
-                continue
-            pre = prefixes[i]
-            if rec.startswith(pre) and key in existing and (pending is None or not pending[i]):
-                state[i] = DONE
-                ids[i] = rec[len(pre):]
-                continue
-            status, fp, _inputs, _run = rec.split(" ")
-            if status != "done":
-                if status == "failed":
-                    state[i] = FAILED
-                else:
-                    detail[i] = status
-            elif fp != fps[i]:
-                state[i] = CHANGED
-                changed.append(i)
-            elif key not in existing:
-                detail[i] = "folder deleted"
-            elif pending is not None and pending[i]:
-                state[i] = CHANGED
-                detail[i] = _pending_cause(sp, i)
+        pre = prefixes[i]
+        if rec.startswith(pre) and key in existing and (pending is None or not pending[i]):
+            state[i] = DONE
+            ids[i] = rec[len(pre):]
+            continue
+        status, fp, _inputs, _run = rec.split(" ")
+        if status != "done":
+            if status == "failed":
+                state[i] = FAILED
             else:
-                state[i] = CHANGED
-                detail[i] = "upstream results changed since it ran"
-        if changed:
-            codes = store.codes(name)
-            for i in changed:
-                detail[i] = _change_cause(sp, i, codes.get(sp.keys[i]), sp.code)
+                detail[i] = status
+        elif fp != fps[i]:
+            state[i] = CHANGED
+            changed.append(i)
+        elif key not in existing:
+            detail[i] = "folder deleted"
+        elif pending is not None and pending[i]:
+            state[i] = CHANGED
+            detail[i] = _pending_cause(sp, i)
+        else:
+            state[i] = CHANGED
+            detail[i] = "upstream results changed since it ran"
+    if changed:
+        codes = store.codes(name)
+        for i in changed:
+            detail[i] = _change_cause(sp, i, codes.get(sp.keys[i]), sp.code)
+
+
+def _adopt(sp: StepPlan, base: Path, run_ids: dict[str, list[Any]]) -> None:
+    """Count as done the tasks whose result file holds the current fingerprint and inputs but
+    which the store does not know as done (a controller killed between a worker's result
+    file and its ingestion). The run controller writes them into the store."""
+    state = sp.state
+    for i, s in enumerate(state):
+        if s == DONE or (sp.deps and any(
+            d.up.state[j] != DONE for d in sp.deps for j in (d.idx[i] if d.many else [d.idx[i]])
+        )):
+            continue
+        key = sp.keys[i]
+        path = f"{base}/{key}/{RESULT}" if key else f"{base}/{RESULT}"
+        if not os.path.exists(path):
+            continue
+        doc = read_json(Path(path))
+        if (
+            doc is None or doc.get("fingerprint") != sp.fps[i]
+            or doc.get("inputs") != task_inputs(sp, i, run_ids)
+        ):
+            continue
+        state[i] = DONE
+        sp.detail.pop(i, None)
+        sp.run_ids[i] = doc.get("run_id")
+        sp.adopted[i] = doc
 
 
 def _pending_cause(sp: StepPlan, i: int) -> str:

@@ -1,8 +1,14 @@
 """Per-task result files: the truth of a task's outcome, written by workers, read by the controller.
 
-A task folder holds ``.shoal/result.json`` only once the task's function has returned and the
-record is complete: it is written to a temporary file, fsynced and renamed into place, so a
-reader never sees a torn result. A failed attempt writes ``.shoal/error.json`` instead.
+A task folder holds ``.shoal-result.json`` only once the task's function has returned and the
+record is complete: it is written to a temporary file and renamed into place, so a reader never
+sees a torn result (and a file torn by a power loss does not parse, so it reads as *not done*:
+the task reruns, it is never taken as done). ``SHOAL_FSYNC=1`` adds an fsync before the rename.
+A failed attempt writes ``.shoal-error.json`` instead. The task's log is ``.shoal.log``.
+
+shoal's files sit directly in the task folder (no subfolder: one inode less per task on shared
+filesystems) and start with a dot, so pyarrow/duckdb skip them when reading the folders as a
+Hive-partitioned data set.
 """
 
 from __future__ import annotations
@@ -10,44 +16,39 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-META_DIR = ".shoal"
-RESULT = "result.json"
-ERROR = "error.json"
-LOG = "task.log"
+RESULT = ".shoal-result.json"
+ERROR = ".shoal-error.json"
+LOG = ".shoal.log"
+CHECKPOINTS = ".shoal-checkpoints"
 FORMAT = 1
+FSYNC = os.environ.get("SHOAL_FSYNC", "0") not in ("", "0", "false", "no")
 
 
-def meta_dir(task_dir: Path) -> Path:
-    """The folder inside a task folder where shoal keeps its own files."""
-    return task_dir / META_DIR
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` atomically: temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def write_json_atomic(path: Path | str, data: Any, fsync: bool | None = None) -> None:
+    """Write JSON to ``path`` atomically: a temp file in the same folder, then rename."""
+    path = str(path)
+    text = json.dumps(data, separators=(",", ":"), default=_json_default).encode()
+    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, separators=(",", ":"), default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            os.write(fd, text)
+            if FSYNC if fsync is None else fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    try:  # make the rename durable too
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def _json_default(obj: Any) -> Any:
@@ -77,12 +78,12 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def read_result(task_dir: Path) -> dict[str, Any] | None:
     """The task's result record, or None when it has none (not done)."""
-    return read_json(meta_dir(task_dir) / RESULT)
+    return read_json(task_dir / RESULT)
 
 
 def read_error(task_dir: Path) -> dict[str, Any] | None:
     """The task's last failure record, or None."""
-    return read_json(meta_dir(task_dir) / ERROR)
+    return read_json(task_dir / ERROR)
 
 
 def new_run_id() -> str:

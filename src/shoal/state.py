@@ -218,13 +218,18 @@ class Store:
             raise RuntimeError("store opened read-only")
         return self.conn
 
-    def put(self, records: Iterable[TaskRecord]) -> int:
-        """Insert or replace task records in one transaction; returns how many."""
+    def put(
+        self, records: Iterable[TaskRecord], attempts: Iterable[tuple[Any, ...]] = ()
+    ) -> int:
+        """Insert or replace task records (and attempt rows) in one transaction."""
         conn = self._writable()
         rows = [r.row() for r in records]
         with _transaction(conn):
             conn.executemany(
                 "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?)", list(attempts)
             )
         return len(rows)
 
@@ -266,21 +271,17 @@ def scan_records(root: Path) -> Iterator[TaskRecord]:
         if not top.is_dir() or top.name.startswith("."):
             continue
         for dirpath, dirnames, filenames in os.walk(top.path):
-            if os.path.basename(dirpath) != resultfile.META_DIR:
-                dirnames[:] = [d for d in dirnames if d == resultfile.META_DIR or "=" in d]
-                continue
-            dirnames[:] = []
-            task_dir = Path(dirpath).parent
-            if resultfile.RESULT in filenames:
+            dirnames[:] = [d for d in dirnames if "=" in d]
+            names = set(filenames)
+            if resultfile.RESULT in names:
                 data = resultfile.read_json(Path(dirpath) / resultfile.RESULT)
                 if data and "step" in data:
                     yield TaskRecord.from_result(data, "done")
                     continue
-            if resultfile.ERROR in filenames:
+            if resultfile.ERROR in names:
                 data = resultfile.read_json(Path(dirpath) / resultfile.ERROR)
                 if data and "step" in data:
                     yield TaskRecord.from_result(data, data.get("status", "failed"))
-            del task_dir
 
 
 def rescan(root: Path) -> dict[str, int]:

@@ -1,0 +1,179 @@
+"""The local backend: a pool of persistent worker processes on this machine.
+
+Workers import the experiment once and run many tasks (a fresh interpreter plus ``import
+torch`` per task would dominate small trainings). A worker is pinned to a shape (cpus, GPU
+devices) because thread pools and CUDA read their environment once per process. A worker that
+dies fails only its task and is replaced on demand; a timed-out task's worker is killed with
+everything it started (its process group). Command steps run in workers too: the worker
+spawns the command and writes its result, so the controller only dispatches and ingests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from shoal import worker as W
+from shoal.errors import ShoalError
+from shoal.taskspec import TaskSpec
+
+Shape = tuple[int, tuple[int, ...]]
+
+
+@dataclass(eq=False)
+class _Worker:
+    proc: subprocess.Popen[bytes]
+    inbox: Connection  # controller -> worker
+    outbox: Connection  # worker -> controller
+    shape: Shape
+    spec: TaskSpec | None = None
+    started: float = 0.0
+    tasks: int = 0
+
+
+@dataclass
+class LocalBackend:
+    """Runs task specs on this machine."""
+
+    target: str
+    config: dict[str, Any]
+    cwd: str
+    max_workers: int
+    workers: list[_Worker] = field(default_factory=list)
+    _env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    # ------------------------------------------------------------------ starting
+    def start(self, spec: TaskSpec) -> None:
+        shape: Shape = (spec.cpus, tuple(spec.devices))
+        w = next((w for w in self.workers if w.spec is None and w.shape == shape), None)
+        if w is None:
+            if len(self.workers) >= self.max_workers:
+                idle = next((w for w in self.workers if w.spec is None), None)
+                if idle is not None:
+                    self._retire(idle)
+            w = self._spawn(shape, spec)
+        w.spec, w.started = spec, time.time()
+        w.tasks += 1
+        with contextlib.suppress(OSError):  # a dead worker's EOF is picked up by poll()
+            w.inbox.send(("run", spec))
+
+    def _spawn(self, shape: Shape, spec: TaskSpec) -> _Worker:
+        r_in, w_in = os.pipe()
+        r_out, w_out = os.pipe()
+        env = {**self._env, **spec.env(), "SHOAL_PARENT_PID": str(os.getpid())}
+        for k in ("SHOAL_STEP", "SHOAL_TASK", "SHOAL_OUT", "SHOAL_ATTEMPT"):
+            env.pop(k, None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal.backends.local_worker", str(r_in), str(w_out)],
+            pass_fds=(r_in, w_out), env=env, cwd=self.cwd, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
+        os.close(r_in)
+        os.close(w_out)
+        w = _Worker(proc, Connection(w_in, readable=False), Connection(r_out, writable=False),
+                    shape)
+        w.inbox.send(("init", self.target, self.config, self.cwd))
+        self.workers.append(w)
+        return w
+
+    def _retire(self, w: _Worker) -> None:
+        with contextlib.suppress(OSError):
+            w.inbox.send(("exit",))
+        self._close(w)
+
+    def _close(self, w: _Worker, kill: bool = False) -> None:
+        if kill:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(w.proc.pid, signal.SIGKILL)
+        for c in (w.inbox, w.outbox):
+            with contextlib.suppress(OSError):
+                c.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            w.proc.wait(timeout=5 if not kill else 10)
+        if w in self.workers:
+            self.workers.remove(w)
+
+    # ------------------------------------------------------------------ progress
+    @property
+    def running(self) -> int:
+        return sum(1 for w in self.workers if w.spec is not None)
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        """Wait up to ``timeout`` s; return the outcomes of tasks that ended."""
+        busy = [w for w in self.workers if w.spec is not None]
+        handles: list[Any] = [w.outbox for w in busy]
+        if handles:
+            ready = wait(handles, timeout)
+        else:
+            if timeout > 0:
+                time.sleep(min(timeout, 0.05))
+            ready = []
+        outcomes: list[dict[str, Any]] = []
+        ready_set = set(map(id, ready))
+        for w in busy:
+            if id(w.outbox) in ready_set:
+                outcomes.extend(self._receive(w))
+        return outcomes
+
+    def _receive(self, w: _Worker) -> list[dict[str, Any]]:
+        spec = w.spec
+        assert spec is not None
+        try:
+            msg = w.outbox.recv()
+        except (EOFError, OSError):
+            code = w.proc.wait()
+            self._close(w)
+            why = _exit_text(code)
+            return [W.write_failure(spec, "failed", f"worker process died ({why})", w.started)]
+        if msg[0] == "ready":
+            return []
+        if msg[0] == "fatal":
+            self._close(w, kill=True)
+            raise ShoalError(f"a worker could not import the experiment: {msg[1]}")
+        w.spec = None
+        return [msg[1]]
+
+    # ------------------------------------------------------------------ stopping
+    def running_specs(self) -> list[tuple[TaskSpec, float]]:
+        return [(w.spec, w.started) for w in self.workers if w.spec is not None]  # type: ignore[misc]
+
+    def kill(self, spec: TaskSpec, reason: str, status: str = "failed") -> dict[str, Any]:
+        """Kill the task (and everything it started); record it with ``reason``."""
+        for w in self.workers:
+            if w.spec is spec:
+                self._close(w, kill=True)
+                return W.write_failure(spec, status, reason, w.started)
+        raise KeyError(spec.label)
+
+    def signal_stop(self) -> None:
+        """Ask every running task to stop (SIGUSR2 to its worker: ``ctx.should_stop()``
+        turns true; a command gets SIGTERM from its worker)."""
+        for w in self.workers:
+            if w.spec is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.proc.pid, signal.SIGUSR2)
+
+    def shutdown(self) -> None:
+        """End every worker (idle ones politely)."""
+        for w in list(self.workers):
+            if w.spec is None:
+                self._retire(w)
+            else:
+                self._close(w, kill=True)
+
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"

@@ -1,0 +1,111 @@
+"""What user code sees while a task runs: ``ctx``.
+
+``ctx.out`` (the task folder), ``ctx.params``, ``ctx.input(step)`` (the upstream task's
+``.out``, ``.result`` and ``.params``), ``ctx.log``, ``ctx.threads``, ``ctx.device``,
+``ctx.should_stop()``, ``ctx.attempt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal.errors import ShoalError
+
+
+class Interrupted(Exception):
+    """Raise from a task to say it stopped on request (after saving a checkpoint).
+
+    The task is recorded *interrupted*, not failed, and does not use up its retries; the next
+    ``shoal run`` resumes it.
+    """
+
+
+class _RequeueType:
+    """Return ``shoal.Requeue`` from a task to be resumed later (same as raising Interrupted)."""
+
+    _instance: _RequeueType | None = None
+
+    def __new__(cls) -> _RequeueType:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "shoal.Requeue"
+
+
+Requeue = _RequeueType()
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One upstream task as seen from a task that needs it."""
+
+    step: str
+    params: dict[str, Any]
+    out: Path
+    result: dict[str, Any]
+
+
+@dataclass
+class TaskContext:
+    """The context passed as the first argument of every step function."""
+
+    step: str
+    params: dict[str, Any]
+    out: Path
+    threads: int = 1
+    device: str = "cpu"
+    attempt: int = 1
+    root: Path | None = None
+    upstream: Mapping[str, Upstream] = field(default_factory=dict)
+    _stop: Callable[[], bool] = field(default=lambda: False, repr=False)
+    _log: logging.Logger | None = field(default=None, repr=False)
+
+    def input(self, step: Any) -> Upstream:
+        """The upstream task of ``step`` (a step object or its name) this task depends on."""
+        name = getattr(step, "name", step)
+        try:
+            return self.upstream[name]
+        except KeyError:
+            known = ", ".join(self.upstream) or "none"
+            raise ShoalError(
+                f"step '{self.step}': ctx.input({name!r}) is not among its needs ({known}); "
+                f"add it to needs="
+            ) from None
+
+    def should_stop(self) -> bool:
+        """True once shoal asked the task to stop (Ctrl-C, time limit, preemption): save a
+        checkpoint and return ``shoal.Requeue`` (or raise ``shoal.Interrupted``)."""
+        return self._stop()
+
+    @property
+    def log(self) -> logging.Logger:
+        """A logger writing to the task's log file (``shoal logs``)."""
+        if self._log is None:
+            logger = logging.getLogger(f"shoal.task.{self.step}")
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+            if not logger.handlers:
+                handler = logging.StreamHandler(_StderrProxy())
+                handler.setFormatter(
+                    logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+                )
+                logger.addHandler(handler)
+            self._log = logger
+        return self._log
+
+
+class _StderrProxy:
+    """Writes to whatever ``sys.stderr`` is now (the task log while a task runs)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()

@@ -1,0 +1,62 @@
+"""One controller per run root: an exclusive ``flock`` on ``<root>/.shoal/lock``."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from shoal.errors import LockedError
+from shoal.state import STATE_DIR
+
+
+class RootLock:
+    """Held by the controller for the whole run; readers (plan, status) never take it."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / STATE_DIR / "lock"
+        self.fd: int | None = None
+
+    def acquire(self, what: str = "shoal run") -> RootLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder(fd)
+            os.close(fd)
+            raise LockedError(
+                f"another controller ({holder}) is running on {self.path.parent.parent}; "
+                f"wait for it or stop it (Ctrl-C) — `shoal status`, `shoal plan` and "
+                f"`shoal results` keep working meanwhile"
+            ) from None
+        os.ftruncate(fd, 0)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                "what": what}
+        os.write(fd, json.dumps(info).encode())
+        self.fd = fd
+        return self
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        try:
+            info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
+            return f"{info.get('what', 'shoal')} pid {info['pid']} on {info['host']} since {since}"
+        except (ValueError, KeyError, OSError):
+            return "unknown process"
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RootLock:
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

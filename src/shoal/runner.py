@@ -1,0 +1,92 @@
+"""``shoal run``: lock the root, plan, run the plan on a backend, report."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from shoal.errors import ShoalError
+from shoal.grid import Value
+from shoal.lock import RootLock
+from shoal.plan import build_plan
+from shoal.schedule import Controller, RunOptions, RunReport
+from shoal.slots import Slots, detect_cpus, detect_gpus, detect_mem_mb
+from shoal.spec import Experiment
+from shoal.state import Store
+
+
+def run_experiment(
+    exp: Experiment,
+    *,
+    jobs: int | None = None,
+    gpus: Sequence[int] | None = None,
+    mem_mb: int | None = None,
+    retries: int | None = None,
+    keep_going: bool = True,
+    only: Mapping[str, Sequence[Value]] | None = None,
+    grace_s: float = 30.0,
+    progress: str = "auto",
+    progress_interval: float = 10.0,
+    backend: str = "local",
+) -> RunReport:
+    """Run what the plan says must run; returns the report. Resumes where it stopped."""
+    if backend != "local":
+        raise ShoalError(f"unknown backend '{backend}' (available: local)")
+    if jobs is not None and jobs < 1:
+        raise ShoalError(f"--jobs {jobs}: give at least 1")
+    root: Path = exp.root
+    exp.validate()
+    lock = RootLock(root).acquire()
+    try:
+        with Store.open(root, create=True) as store:
+            plan = build_plan(exp, root=root, only=only)
+            cpus = jobs or detect_cpus()
+            slots = Slots.local(
+                cpus, list(gpus) if gpus is not None else detect_gpus(),
+                mem_mb if mem_mb is not None else detect_mem_mb(),
+            )
+            from shoal.backends.local import LocalBackend
+            from shoal.progress import make_progress
+
+            be = LocalBackend(
+                target=exp.target or str(exp.source), config=dict(exp.config),
+                cwd=str(exp.source.parent if exp.source else Path.cwd()), max_workers=cpus,
+            )
+            opts = RunOptions(retries=retries, keep_going=keep_going, grace_s=grace_s)
+            ctl = Controller(plan, store, be, slots, opts)
+            display = make_progress(progress, progress_interval) if ctl.todo else None
+            ctl.on_progress = display
+            cwd = os.getcwd()
+            try:
+                return ctl.run()
+            finally:
+                os.chdir(cwd)
+                if display is not None:
+                    display.close()
+    finally:
+        lock.release()
+
+
+def print_report(report: RunReport, stream: Any = sys.stderr) -> None:
+    """The closing lines of a run."""
+    if report.ran == 0 and not report.adopted:
+        print("shoal: nothing to run: every task is done (shoal plan --why explains)",
+              file=stream)
+        return
+    parts = [f"{report.done} done"]
+    for n, label in ((report.failed, "failed"), (report.skipped, "skipped (upstream failed)"),
+                     (report.interrupted, "interrupted")):
+        if n:
+            parts.append(f"{n} {label}")
+    if report.adopted:
+        parts.append(f"{report.adopted} recovered from result files")
+    print(f"shoal: {', '.join(parts)} in {report.elapsed:.1f} s", file=stream)
+    for label, error in report.failures[:10]:
+        print(f"  failed: {label}: {error}", file=stream)
+    if len(report.failures) > 10:
+        print(f"  ... and {len(report.failures) - 10} more (shoal status)", file=stream)
+    if report.stopped and report.interrupted:
+        print("shoal: stopped; `shoal run` again resumes", file=stream)

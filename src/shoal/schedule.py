@@ -1,0 +1,397 @@
+"""The controller loop: ready set by dependencies, resource slots, retries, keep-going, stop.
+
+Backend-agnostic: a backend ``start``s task specs, ``poll``s for outcomes, ``kill``s and
+``signal_stop``s. The controller alone writes the store (in batches), from the outcomes the
+workers' result files also hold.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from shoal.errors import ShoalError
+from shoal.plan import DONE, Plan, StepPlan, task_inputs
+from shoal.resources import Resources
+from shoal.slots import Slots
+from shoal.state import Store, TaskRecord
+from shoal.taskspec import TaskSpec, render_command
+from shoal.worker import HOST
+
+TaskId = tuple[int, int]  # (step index, task index)
+
+
+class Backend(Protocol):
+    running: int
+
+    def start(self, spec: TaskSpec) -> None: ...
+    def poll(self, timeout: float) -> list[dict[str, Any]]: ...
+    def kill(self, spec: TaskSpec, reason: str, status: str = ...) -> dict[str, Any]: ...
+    def running_specs(self) -> list[tuple[TaskSpec, float]]: ...
+    def signal_stop(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+@dataclass
+class RunOptions:
+    """How to run (the CLI's flags)."""
+
+    retries: int | None = None
+    keep_going: bool = True
+    grace_s: float = 30.0
+
+
+@dataclass
+class StepCounts:
+    total: int = 0
+    done: int = 0
+    running: int = 0
+    failed: int = 0
+    skipped: int = 0
+    interrupted: int = 0
+
+
+@dataclass
+class RunReport:
+    """What a run did."""
+
+    ran: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    interrupted: int = 0
+    adopted: int = 0
+    elapsed: float = 0.0
+    stopped: bool = False
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.skipped or self.interrupted or self.stopped)
+
+
+@dataclass(eq=False)
+class _Running:
+    tid: TaskId
+    spec: TaskSpec
+    res: Resources
+    cpus: int
+    devices: list[int]
+
+
+class Controller:
+    """Runs the tasks a plan says to run, in dependency order, within the slots."""
+
+    def __init__(
+        self, plan: Plan, store: Store, backend: Backend, slots: Slots, options: RunOptions,
+        on_progress: Callable[[Controller], None] | None = None,
+    ) -> None:
+        self.plan, self.store, self.backend, self.slots = plan, store, backend, slots
+        self.options = options
+        self.exp = plan.experiment
+        self.sps: list[StepPlan] = list(plan.steps.values())
+        self.index = {sp.name: k for k, sp in enumerate(self.sps)}
+        self.total_cpus = slots.cpus
+        self.ready: list[deque[int]] = [deque() for _ in self.sps]
+        self.waiting: dict[TaskId, int] = {}
+        self.children: dict[TaskId, list[TaskId]] = {}
+        self.attempt: dict[TaskId, int] = {}
+        self.running: dict[tuple[str, str], _Running] = {}
+        self.counts = [StepCounts() for _ in self.sps]
+        self.report = RunReport()
+        self.records: list[TaskRecord] = []
+        self.attempt_rows: list[tuple[Any, ...]] = []
+        self.metrics: dict[str, dict[str, dict[str, Any]]] = {}
+        self.stopping = False
+        self.killing = False
+        self.stop_deadline = 0.0
+        self.started = time.time()
+        self.on_progress = on_progress
+        self._last_flush = 0.0
+        self._setup()
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        for k, sp in enumerate(self.sps):
+            c = self.counts[k]
+            res = sp.step.resources
+            checked = False
+            for i, s in enumerate(sp.state):
+                if not sp.is_included(i):
+                    continue
+                c.total += 1
+                if s == DONE:
+                    c.done += 1
+                    continue
+                if not checked:
+                    self._check_fits(sp, res)
+                    checked = True
+                tid = (k, i)
+                n = 0
+                for up, j in sp.upstream(i):
+                    if up.state[j] != DONE:
+                        n += 1
+                        self.children.setdefault((self.index[up.name], j), []).append(tid)
+                self.waiting[tid] = n
+                if n == 0:
+                    self.ready[k].append(i)
+            for doc in sp.adopted.values():
+                self.records.append(TaskRecord.from_result(doc, "done"))
+                self.report.adopted += 1
+
+    def _check_fits(self, sp: StepPlan, res: Resources) -> None:
+        s = self.slots
+        if res.gpus > 0 and (len(s.gpus) < max(1, int(res.gpus))):
+            have = ", ".join(map(str, s.gpus)) or "none"
+            raise ShoalError(
+                f"step '{sp.name}' asks for gpus={res.gpus:g} but this machine offers "
+                f"{len(s.gpus)} GPU(s) ({have}); run where GPUs are, pass --gpus, or lower gpus="
+            )
+        if res.mem_mb and s.mem_mb is not None and res.mem_mb > s.mem_mb:
+            raise ShoalError(
+                f"step '{sp.name}' asks for mem={res.mem_mb} MiB but only {s.mem_mb} MiB are "
+                "available; lower mem= or pass --mem"
+            )
+
+    # ------------------------------------------------------------------ loop
+    @property
+    def todo(self) -> int:
+        """Tasks this run has to run (at the start)."""
+        return len(self.waiting)
+
+    def run(self) -> RunReport:
+        if not self.waiting:
+            self._flush(force=True)
+            return self.report
+        old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in old:
+            signal.signal(sig, self._on_signal)
+        try:
+            self._loop()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            self.backend.shutdown()
+            self._flush(force=True)
+            self.report.elapsed = time.time() - self.started
+            if self.on_progress:
+                self.on_progress(self)
+        return self.report
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stopping:
+            self.killing = True
+            return
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Stop launching; ask running tasks to stop; kill them after the grace period."""
+        if not self.stopping:
+            self.stopping = True
+            self.report.stopped = True
+            self.stop_deadline = time.time() + self.options.grace_s
+            self.backend.signal_stop()
+
+    def _loop(self) -> None:
+        last_progress = 0.0
+        while True:
+            if not self.stopping:
+                self._dispatch()
+            if not self.running and (self.stopping or not any(self.ready)):
+                break
+            for outcome in self.backend.poll(0.2):
+                self._ingest(outcome)
+            now = time.time()
+            self._check_time(now)
+            self._flush()
+            if self.on_progress and now - last_progress >= 0.25:
+                last_progress = now
+                self.on_progress(self)
+
+    def _dispatch(self) -> None:
+        for k in range(len(self.sps) - 1, -1, -1):  # downstream first: results flow early
+            queue = self.ready[k]
+            if not queue:
+                continue
+            sp = self.sps[k]
+            res = sp.step.resources
+            cpus = min(res.cpus, self.total_cpus)
+            while queue:
+                devices = self.slots.place(res, cpus)
+                if devices is None:
+                    break
+                i = queue.popleft()
+                self._start((k, i), res, cpus, devices)
+
+    def _start(self, tid: TaskId, res: Resources, cpus: int, devices: list[int]) -> None:
+        k, i = tid
+        sp = self.sps[k]
+        attempt = self.attempt.get(tid, 0) + 1
+        self.attempt[tid] = attempt
+        spec = self._spec(sp, i, attempt, cpus, devices)
+        self.slots.take(res, cpus, devices)
+        self.running[(sp.name, sp.keys[i])] = _Running(tid, spec, res, cpus, devices)
+        self.counts[k].running += 1
+        now = time.time()
+        self.records.append(TaskRecord(
+            sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code, inputs=spec.inputs,
+            params=spec.params, attempts=attempt, started=now, host=HOST,
+        ))
+        self.backend.start(spec)
+
+    # ------------------------------------------------------------------ specs
+    def _upstream_metrics(self, up: StepPlan, j: int) -> dict[str, Any]:
+        cache = self.metrics.get(up.name)
+        if cache is None:
+            cache = {r.key: r.metrics or {} for r in self.store.records(up.name, "done")}
+            for jj, doc in up.adopted.items():
+                cache[up.keys[jj]] = doc.get("metrics") or {}
+            self.metrics[up.name] = cache
+        return cache.get(up.keys[j], {})
+
+    def _dir(self, sp: StepPlan, i: int) -> Path:
+        key = sp.keys[i]
+        return self.plan.root / sp.name / key if key else self.plan.root / sp.name
+
+    def _spec(self, sp: StepPlan, i: int, attempt: int, cpus: int, devices: list[int]) -> TaskSpec:
+        step = sp.step
+        params = sp.param_dict(i)
+        needs: dict[str, dict[str, Any]] = {}
+        gather: dict[str, list[dict[str, Any]]] | None = None
+        for d in sp.deps:
+            up = d.up
+            if d.many:
+                rows = gather if gather is not None else {}
+                multi = len([x for x in sp.deps if x.many]) > 1
+                lst = rows.setdefault(up.name, [])
+                for j in d.idx[i]:
+                    row = {**self._upstream_metrics(up, j), **up.param_dict(j),
+                           "out": str(self._dir(up, j))}
+                    if multi:
+                        row["step"] = up.name
+                    lst.append(row)
+                gather = rows
+            else:
+                j = d.idx[i]
+                needs[up.name] = {"params": up.param_dict(j), "out": str(self._dir(up, j)),
+                                  "result": self._upstream_metrics(up, j)}
+        out = self._dir(sp, i)
+        run_ids = {s.name: s.run_ids for s in self.sps}
+        exp = self.exp
+        spec = TaskSpec(
+            experiment=exp.name, target=exp.target or str(exp.source), config=exp.config,
+            step=sp.name, key=sp.keys[i], params=params, fingerprint=sp.fps[i], code=sp.code,
+            inputs=task_inputs(sp, i, run_ids), attempt=attempt, out=str(out),
+            root=str(self.plan.root), cwd=str(exp.source.parent if exp.source else Path.cwd()),
+            cpus=cpus, gpus=step.resources.gpus, devices=devices,
+            mem_mb=step.resources.mem_mb, timeout_s=step.timeout_s, needs=needs, gather=gather,
+        )
+        if step.command is not None:
+            values: dict[str, Any] = dict(params)
+            values.update(out=str(out), threads=cpus, device=spec.device, step=sp.name,
+                          root=str(self.plan.root),
+                          gpus=",".join(map(str, devices)))
+            values.update({name: u["out"] for name, u in needs.items()})
+            spec.command, spec.argv = render_command(step.command, values)
+        return spec
+
+    # ------------------------------------------------------------------ outcomes
+    def _max_attempts(self, sp: StepPlan) -> int:
+        r = sp.step.retries
+        if r is None:
+            r = self.options.retries if self.options.retries is not None else self.exp.retries
+        return 1 + int(r or 0)
+
+    def _ingest(self, o: dict[str, Any]) -> None:
+        run = self.running.pop((o["step"], o["key"]), None)
+        if run is None:
+            return
+        k, i = run.tid
+        sp = self.sps[k]
+        self.slots.give(run.res, run.cpus, run.devices)
+        c = self.counts[k]
+        c.running -= 1
+        status = o["status"]
+        doc = o.get("doc") or {}
+        self.attempt_rows.append((sp.name, sp.keys[i], run.spec.attempt, status, sp.fps[i],
+                                  doc.get("started"), doc.get("ended"), doc.get("host"),
+                                  o.get("error"), None))
+        self.report.ran += 1
+        if status == "done":
+            rec = TaskRecord.from_result(doc, "done")
+            self.records.append(rec)
+            sp.state[i] = DONE
+            sp.run_ids[i] = rec.run_id
+            self.metrics.setdefault(sp.name, {})[sp.keys[i]] = rec.metrics or {}
+            c.done += 1
+            self.report.done += 1
+            for child in self.children.get(run.tid, ()):
+                n = self.waiting[child] - 1
+                self.waiting[child] = n
+                if n == 0 and not self.stopping:
+                    self.ready[child[0]].append(child[1])
+            return
+        rec = TaskRecord.from_result(doc, status) if doc else TaskRecord(
+            sp.name, sp.keys[i], status, fp=sp.fps[i], code=sp.code, params=run.spec.params,
+            attempts=run.spec.attempt, error=o.get("error"))
+        rec.error = o.get("error") or rec.error
+        rec.log_tail = o.get("log_tail") or rec.log_tail
+        self.records.append(rec)
+        if status == "interrupted" or self.stopping:
+            rec.status = "interrupted"
+            c.interrupted += 1
+            self.report.interrupted += 1
+            return
+        if run.spec.attempt < self._max_attempts(sp):
+            self.ready[k].appendleft(i)
+            return
+        c.failed += 1
+        self.report.failed += 1
+        self.report.failures.append((run.spec.label, o.get("error") or "failed"))
+        self._skip_downstream(run.tid, run.spec.label)
+        if not self.options.keep_going:
+            self.stopping = True
+            self.report.stopped = True
+
+    def _skip_downstream(self, tid: TaskId, label: str) -> None:
+        todo = list(self.children.get(tid, ()))
+        seen: set[TaskId] = set()
+        while todo:
+            child = todo.pop()
+            if child in seen:
+                continue
+            seen.add(child)
+            k, i = child
+            sp = self.sps[k]
+            self.waiting[child] = -1
+            self.counts[k].skipped += 1
+            self.report.skipped += 1
+            self.records.append(TaskRecord(
+                sp.name, sp.keys[i], "skipped", fp=sp.fps[i], code=sp.code,
+                params=sp.param_dict(i), error=f"skipped: upstream {label} failed",
+            ))
+            todo.extend(self.children.get(child, ()))
+
+    def _check_time(self, now: float) -> None:
+        for spec, started in self.backend.running_specs():
+            if spec.timeout_s is not None and now - started > spec.timeout_s:
+                self._ingest(self.backend.kill(spec, f"timeout after {spec.timeout_s:g} s"))
+        if self.stopping and self.running and (self.killing or now > self.stop_deadline):
+            for spec, _ in self.backend.running_specs():
+                self._ingest(self.backend.kill(spec, "stopped by user", "interrupted"))
+
+    def _flush(self, force: bool = False) -> None:
+        now = time.time()
+        if not (self.records or self.attempt_rows):
+            return
+        if not force and now - self._last_flush < 0.25 and len(self.records) < 500:
+            return
+        self._last_flush = now
+        recs, self.records = self.records, []
+        rows, self.attempt_rows = self.attempt_rows, []
+        self.store.put(recs, attempts=rows)

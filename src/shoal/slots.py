@@ -1,0 +1,103 @@
+"""Resource slots of one machine: CPU cores, GPU devices (fractions allowed), memory."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+from shoal.resources import Resources
+
+
+def detect_cpus() -> int:
+    """Cores this process may use (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def detect_gpus() -> list[int]:
+    """GPU indices: ``$CUDA_VISIBLE_DEVICES`` when set, else ``nvidia-smi -L``, else none."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return parse_gpu_list(env)
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [int(m.group(1)) for m in re.finditer(r"^GPU (\d+):", out, re.MULTILINE)]
+
+
+def parse_gpu_list(text: str) -> list[int]:
+    """``"0,1"`` -> ``[0, 1]``; ``""``/``"none"`` -> ``[]``. UUIDs are numbered in order."""
+    text = text.strip()
+    if not text or text.lower() in ("none", "-1"):
+        return []
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if all(t.isdigit() for t in items):
+        return [int(t) for t in items]
+    return list(range(len(items)))
+
+
+def detect_mem_mb() -> int | None:
+    """Available memory in MiB (MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
+@dataclass
+class Slots:
+    """Free capacity; ``take``/``give`` as tasks start and end."""
+
+    cpus: int
+    mem_mb: int | None = None
+    gpus: dict[int, float] = field(default_factory=dict)  # device -> free fraction
+
+    @classmethod
+    def local(cls, cpus: int, gpus: list[int], mem_mb: int | None) -> Slots:
+        return cls(cpus=cpus, mem_mb=mem_mb, gpus={g: 1.0 for g in gpus})
+
+    def place(self, res: Resources, cpus: int) -> list[int] | None:
+        """Devices for a task needing ``res`` (with ``cpus`` after clamping), or None."""
+        if cpus > self.cpus:
+            return None
+        if res.mem_mb and self.mem_mb is not None and res.mem_mb > self.mem_mb:
+            return None
+        if res.gpus <= 0:
+            return []
+        if res.gpus < 1:
+            fits = [(free, d) for d, free in self.gpus.items() if free + 1e-9 >= res.gpus]
+            if not fits:
+                return None
+            return [min(fits)[1]]  # best fit: pack fractions onto the fullest device
+        whole = [d for d, free in self.gpus.items() if free >= 1.0 - 1e-9]
+        n = int(res.gpus)
+        return whole[:n] if len(whole) >= n else None
+
+    def take(self, res: Resources, cpus: int, devices: list[int]) -> None:
+        self.cpus -= cpus
+        if res.mem_mb and self.mem_mb is not None:
+            self.mem_mb -= res.mem_mb
+        share = res.gpus if res.gpus < 1 else 1.0
+        for d in devices:
+            self.gpus[d] -= share
+
+    def give(self, res: Resources, cpus: int, devices: list[int]) -> None:
+        self.cpus += cpus
+        if res.mem_mb and self.mem_mb is not None:
+            self.mem_mb += res.mem_mb
+        share = res.gpus if res.gpus < 1 else 1.0
+        for d in devices:
+            self.gpus[d] = min(1.0, self.gpus[d] + share)

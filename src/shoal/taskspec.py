@@ -1,0 +1,104 @@
+"""TaskSpec: everything needed to run one task anywhere, as plain picklable/JSON data.
+
+The scheduler builds specs from the plan; backends carry them to workers (a pipe locally, a
+file on Slurm); the worker runs them and writes the result file. No database access needed.
+"""
+
+from __future__ import annotations
+
+import shlex
+import string
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from shoal.paths import value_text
+
+
+@dataclass
+class TaskSpec:
+    """One attempt of one task."""
+
+    experiment: str
+    target: str  # how to import the experiment: "path/to/experiment.py[:name]"
+    config: dict[str, Any]
+    step: str
+    key: str
+    params: dict[str, Any]
+    fingerprint: str
+    code: str
+    inputs: str | None
+    attempt: int
+    out: str
+    root: str
+    cwd: str
+    cpus: int = 1
+    gpus: float = 0.0
+    devices: list[int] = field(default_factory=list)
+    mem_mb: int | None = None
+    timeout_s: float | None = None
+    command: str | None = None  # rendered shell command for command steps
+    argv: list[str] | None = None  # the same, when it needs no shell
+    needs: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> {params,out,result}
+    gather: dict[str, list[dict[str, Any]]] | None = None  # step -> rows (params, metrics, out)
+
+    @property
+    def label(self) -> str:
+        return f"{self.step}[{self.key.replace('/', ',')}]" if self.key else self.step
+
+    @property
+    def device(self) -> str:
+        return "cuda:0" if self.devices else "cpu"
+
+    def env(self) -> dict[str, str]:
+        """Environment variables the task runs with (threads and GPU visibility)."""
+        n = str(self.cpus)
+        env = {
+            "OMP_NUM_THREADS": n,
+            "MKL_NUM_THREADS": n,
+            "OPENBLAS_NUM_THREADS": n,
+            "NUMEXPR_NUM_THREADS": n,
+            "VECLIB_MAXIMUM_THREADS": n,
+            "CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in self.devices),
+            "SHOAL_STEP": self.step,
+            "SHOAL_TASK": self.key,
+            "SHOAL_OUT": self.out,
+            "SHOAL_ATTEMPT": str(self.attempt),
+        }
+        return env
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
+        return cls(**data)
+
+
+_SHELL_META = set("|&;<>()$`\\\"'*?[]#~=%!{}\n")
+
+
+class _QuotingFormatter(string.Formatter):
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, _Raw):
+            return format(value.text, format_spec)
+        text = format(value, format_spec) if format_spec else (
+            value_text(value) if isinstance(value, (bool, int, float, str)) else str(value)
+        )
+        return shlex.quote(text)
+
+
+class _Raw:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def render_command(template: str, values: dict[str, Any]) -> tuple[str, list[str] | None]:
+    """The command with every value shell-quoted, and its argv when no shell is needed."""
+    cmd = _QuotingFormatter().vformat(template, (), values)
+    literal = "".join(t for t, *_ in string.Formatter().parse(template))
+    if any(c in _SHELL_META for c in literal):
+        return cmd, None
+    try:
+        return cmd, shlex.split(cmd)
+    except ValueError:
+        return cmd, None

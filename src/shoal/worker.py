@@ -1,0 +1,407 @@
+"""Run one task anywhere: prepare its folder, set threads, call it, write its result file.
+
+The worker never touches the database. A task is done only once ``.shoal-result.json`` has
+been written atomically after the function returned; a failure writes ``.shoal-error.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from shoal import resultfile
+from shoal.context import Interrupted, Requeue, TaskContext, Upstream
+from shoal.spec import Experiment, signature_args
+from shoal.taskspec import TaskSpec
+
+KEEP = (resultfile.CHECKPOINTS, resultfile.LOG)  # kept across attempts of a task
+LOG_TAIL_LINES = 30
+HOST = socket.gethostname()
+
+_stop_requested = False
+
+
+def request_stop(*_: Any) -> None:
+    """Signal handler: make ``ctx.should_stop()`` true."""
+    global _stop_requested
+    _stop_requested = True
+
+
+def stop_requested() -> bool:
+    return _stop_requested
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM and SIGUSR2 ask the running task to stop (SIGUSR1 is NCCL's)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(sig, request_stop)
+
+
+def prepare_folder(out: Path | str) -> None:
+    """A clean task folder: everything from an earlier attempt goes, except kept state
+    (checkpoints and the log, which each attempt appends to)."""
+    try:
+        os.mkdir(out)
+        return
+    except FileNotFoundError:
+        os.makedirs(out, exist_ok=True)
+        return
+    except FileExistsError:
+        pass
+    for entry in os.scandir(out):
+        if entry.name in KEEP:
+            continue
+        if "=" in entry.name and entry.is_dir():  # a nested task folder of the same step
+            continue
+        _remove(entry)
+
+
+def _remove(entry: os.DirEntry[str]) -> None:
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+
+
+def log_path(out: Path | str) -> Path:
+    return Path(out) / resultfile.LOG
+
+
+def log_tail(out: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a task's log."""
+    path = log_path(out)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 16384))
+            data = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+class TaskLog:
+    """A task's log file, ``<task folder>/.shoal.log``, appended to by each attempt.
+
+    Creating a file is the costliest thing a trivial task does on many filesystems, so a
+    worker keeps one empty scratch file and *renames* it into the task folder (cheap) when an
+    attempt starts: the log is live in place while the task runs. If the attempt wrote
+    nothing, the file is renamed back for the next task, and the folder gets no log.
+    """
+
+    def __init__(self, scratch_dir: str) -> None:
+        self.scratch = f"{scratch_dir}/log-{os.getpid()}"
+        self.scratch_dir = scratch_dir
+
+    def open(self, out: str, header: str) -> tuple[int, bool]:
+        """Open the log of the task in ``out``; returns (fd, whether it is a fresh file).
+
+        A fresh log (first attempt) holds the task's output alone; later attempts append
+        after a ``=== attempt N ... ===`` line.
+        """
+        path = f"{out}/{resultfile.LOG}"
+        if os.path.exists(path):
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            os.write(fd, header.encode())
+            return fd, False
+        try:
+            os.rename(self.scratch, path)
+        except FileNotFoundError:  # the first task of this worker: make the scratch file
+            os.makedirs(self.scratch_dir, exist_ok=True)
+            os.close(os.open(self.scratch, os.O_WRONLY | os.O_CREAT, 0o644))
+            os.rename(self.scratch, path)
+        return os.open(path, os.O_WRONLY | os.O_APPEND), True
+
+    def close(self, fd: int, out: str, fresh: bool) -> None:
+        """Close; give the file back to the scratch slot when the attempt wrote nothing."""
+        empty = fresh and os.fstat(fd).st_size == 0
+        os.close(fd)
+        if empty:
+            with contextlib.suppress(OSError):
+                os.rename(f"{out}/{resultfile.LOG}", self.scratch)
+
+
+_logs: dict[str, TaskLog] = {}
+
+
+def task_log(spec: TaskSpec) -> TaskLog:
+    scratch = f"{spec.root}/.shoal/scratch"
+    log = _logs.get(scratch)
+    if log is None:
+        log = _logs[scratch] = TaskLog(scratch)
+    return log
+
+
+@contextlib.contextmanager
+def redirected_output(spec: TaskSpec, header: str) -> Iterator[None]:
+    """Send this process's stdout and stderr (fd 1 and 2, so C code too) to the task log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log = task_log(spec)
+    fd, fresh = log.open(spec.out, header)
+    saved = os.dup(1), os.dup(2)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+        log.close(fd, spec.out, fresh)
+
+
+_limited: tuple[int, int] = (0, 0)
+
+
+def limit_threads(n: int) -> None:
+    """Apply the task's thread count in-process: pools created before (by a library a
+    previous task imported) ignore the environment. Cheap when nothing changed."""
+    global _limited
+    state = (n, len(sys.modules))
+    if state == _limited:
+        return
+    _limited = state
+    if "threadpoolctl" in sys.modules or any(
+        m in sys.modules for m in ("numpy", "scipy", "sklearn")
+    ):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            with contextlib.suppress(Exception):
+                threadpool_limits(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        with contextlib.suppress(Exception):
+            if torch.get_num_threads() != n:
+                torch.set_num_threads(n)
+
+
+_signatures: dict[int, tuple[tuple[str, ...], bool]] = {}
+
+
+def _signature(step: Any) -> tuple[tuple[str, ...], bool]:
+    key = id(step)
+    if key not in _signatures:
+        _signatures[key] = signature_args(step, step.per)
+    return _signatures[key]
+
+
+def _runs_frame(spec: TaskSpec) -> Any:
+    import pandas as pd
+
+    rows = [r for rows in (spec.gather or {}).values() for r in rows]
+    frame = pd.DataFrame(rows)
+    return frame
+
+
+def _metrics(value: Any, out: Path) -> dict[str, Any]:
+    if value is None:
+        data = resultfile.read_json(out / "metrics.json")
+        return data or {}
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"a step function must return a dict of metrics or None, got {type(value).__name__}"
+        )
+    # must survive JSON: catch it here, with the task, not in the controller
+    json.loads(json.dumps(value, default=resultfile._json_default))
+    return value
+
+
+def outcome(spec: TaskSpec, status: str, **extra: Any) -> dict[str, Any]:
+    """The message a worker sends back (the result document for done tasks)."""
+    return {"step": spec.step, "key": spec.key, "attempt": spec.attempt, "status": status,
+            **extra}
+
+
+def write_failure(spec: TaskSpec, status: str, error: str, started: float) -> dict[str, Any]:
+    """Write ``.shoal-error.json`` for a failed or interrupted attempt; return the outcome."""
+    out = Path(spec.out)
+    doc = resultfile.make_result(
+        experiment=spec.experiment, step=spec.step, key=spec.key, params=spec.params,
+        fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,
+        attempt=spec.attempt, started=started, ended=time.time(), host=HOST, metrics=None,
+    )
+    doc["status"] = status
+    doc["error"] = error
+    doc["log_tail"] = log_tail(out)
+    with contextlib.suppress(OSError):
+        resultfile.write_json_atomic(out / resultfile.ERROR, doc)
+    return outcome(spec, status, error=error, log_tail=doc["log_tail"], doc=doc)
+
+
+def write_success(spec: TaskSpec, metrics: dict[str, Any], started: float) -> dict[str, Any]:
+    """Write ``.shoal-result.json`` (the task is done from here on); return the outcome."""
+    out = Path(spec.out)
+    doc = resultfile.make_result(
+        experiment=spec.experiment, step=spec.step, key=spec.key, params=spec.params,
+        fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,
+        attempt=spec.attempt, started=started, ended=time.time(), host=HOST, metrics=metrics,
+    )
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(out / resultfile.ERROR)
+    resultfile.write_json_atomic(out / resultfile.RESULT, doc)
+    return outcome(spec, "done", doc=doc)
+
+
+_env_set: dict[str, str] = {}
+
+
+def _apply_env(env: dict[str, str]) -> None:
+    for k, v in env.items():
+        if _env_set.get(k) != v:
+            os.environ[k] = v
+            _env_set[k] = v
+
+
+def run_function(
+    spec: TaskSpec, exp: Experiment, should_stop: Callable[[], bool] = stop_requested
+) -> dict[str, Any]:
+    """Run a function task in this process; never raises for task errors."""
+    started = time.time()
+    try:
+        prepare_folder(spec.out)
+    except OSError as exc:
+        return outcome(spec, "failed", error=f"cannot prepare task folder {spec.out}: {exc}")
+    out = Path(spec.out)
+    header = f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime(started)} ===\n"
+    step = exp.steps[spec.step]
+    with redirected_output(spec, header):
+        try:
+            _apply_env(spec.env())
+            limit_threads(spec.cpus)
+            ctx = TaskContext(
+                step=spec.step, params=dict(spec.params), out=out, threads=spec.cpus,
+                device=spec.device, attempt=spec.attempt, root=Path(spec.root),
+                upstream={
+                    name: Upstream(name, u["params"], Path(u["out"]), u["result"])
+                    for name, u in spec.needs.items()
+                },
+                _stop=should_stop,
+            )
+            takes, wants_runs = _signature(step)
+            kwargs = {d: spec.params[d] for d in takes}
+            if wants_runs:
+                kwargs["runs"] = _runs_frame(spec)
+            assert step.fn is not None
+            value = step.fn(ctx, **kwargs)
+            if value is Requeue:
+                raise Interrupted("the task returned shoal.Requeue")
+            metrics = _metrics(value, out)
+        except Interrupted as exc:
+            print(f"interrupted: {exc}", file=sys.stderr)
+            status, error = "interrupted", f"Interrupted: {exc}"
+        except BaseException as exc:  # a task error (even SystemExit) must not kill the worker
+            traceback.print_exc()
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            status, error = "done", ""
+    if status == "done":
+        try:
+            return write_success(spec, metrics, started)
+        except Exception as exc:
+            return write_failure(spec, "failed", f"cannot write result: {exc}", started)
+    return write_failure(spec, status, error, started)
+
+
+_child: int | None = None
+_env_cache: tuple[int, dict[str, str]] | None = None
+
+
+def _base_env() -> dict[str, str]:
+    """A snapshot of os.environ, rebuilt only when a task changed it."""
+    global _env_cache
+    marker = len(os.environ) ^ hash(frozenset(_env_set.items()))
+    if _env_cache is None or _env_cache[0] != marker:
+        _env_cache = (marker, dict(os.environ))
+    return _env_cache[1]
+
+
+def _forward_stop(signum: int, frame: Any) -> None:
+    request_stop()
+    if _child is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(_child, signal.SIGTERM)
+
+
+def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a command task in a child process (posix_spawn) and record its end.
+
+    A stop request (SIGTERM/SIGUSR2 to this worker) is forwarded to the command as SIGTERM.
+    """
+    global _child
+    started = time.time()
+    try:
+        prepare_folder(spec.out)
+    except OSError as exc:
+        return outcome(spec, "failed", error=f"cannot prepare task folder {spec.out}: {exc}")
+    header = (f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime(started)} ===\n"
+              f"$ {spec.command}\n")
+    log = task_log(spec)
+    fd, fresh = log.open(spec.out, header)
+    argv = spec.argv or ["/bin/sh", "-c", spec.command or ""]
+    full_env = {**(env if env is not None else _base_env()), **spec.env()}
+    old = {sig: signal.signal(sig, _forward_stop) for sig in (signal.SIGTERM, signal.SIGUSR2)}
+    try:
+        try:
+            _child = os.posix_spawnp(
+                argv[0], argv, full_env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, fd, 1),
+                    (os.POSIX_SPAWN_DUP2, fd, 2),
+                ],
+            )
+        except OSError as exc:
+            os.write(fd, f"shoal: cannot start {argv[0]!r}: {exc}\n".encode())
+            code = 127
+        else:
+            if _stop_requested:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(_child, signal.SIGTERM)
+            _, status = os.waitpid(_child, 0)
+            code = os.waitstatus_to_exitcode(status)
+    finally:
+        _child = None
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        log.close(fd, spec.out, fresh)
+    return finish_command(spec, code, started)
+
+
+def finish_command(spec: TaskSpec, returncode: int, started: float, note: str = "") -> dict:
+    """Record the end of a command task run by a backend."""
+    out = Path(spec.out)
+    if returncode == 0:
+        try:
+            metrics = resultfile.read_json(out / "metrics.json") or {}
+            return write_success(spec, metrics, started)
+        except Exception as exc:
+            return write_failure(spec, "failed", f"cannot write result: {exc}", started)
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        error = f"command killed by {name}"
+    else:
+        error = f"command exited with status {returncode}"
+    return write_failure(spec, "failed", note or error, started)
