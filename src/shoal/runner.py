@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ def run_experiment(
     exp.validate()
     lock = RootLock(root).acquire()
     try:
+        shutil.rmtree(root / ".shoal" / "scratch", ignore_errors=True)  # workers' spare logs
         with Store.open(root, create=True) as store:
             plan = build_plan(exp, root=root, only=only)
             cpus = jobs or detect_cpus()

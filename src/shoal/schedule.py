@@ -248,6 +248,7 @@ class Controller:
     def _upstream_metrics(self, up: StepPlan, j: int) -> dict[str, Any]:
         cache = self.metrics.get(up.name)
         if cache is None:
+            self._flush(force=True)  # results of this run so far are in the store
             cache = {r.key: r.metrics or {} for r in self.store.records(up.name, "done")}
             for jj, doc in up.adopted.items():
                 cache[up.keys[jj]] = doc.get("metrics") or {}
@@ -327,7 +328,9 @@ class Controller:
             self.records.append(rec)
             sp.state[i] = DONE
             sp.run_ids[i] = rec.run_id
-            self.metrics.setdefault(sp.name, {})[sp.keys[i]] = rec.metrics or {}
+            cache = self.metrics.get(sp.name)
+            if cache is not None:  # else it is loaded from the store when first needed
+                cache[sp.keys[i]] = rec.metrics or {}
             c.done += 1
             self.report.done += 1
             for child in self.children.get(run.tid, ()):

@@ -1,0 +1,93 @@
+"""Crash test: the controller is SIGKILLed at random moments and restarted.
+
+Every task must run to completion exactly once, except those in flight at a kill; no task
+folder may hold a torn result; the final results equal an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from test_run import shoal_cmd
+
+N = 300
+
+EXPERIMENT = """
+import os, random, time
+LEDGER = {ledger!r}
+
+exp = shoal.Experiment("crash", grid=shoal.Grid(i=range({n})))
+
+def note(line):
+    fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, (line + "\\n").encode())
+    os.close(fd)
+
+@exp.step(per=["i"])
+def work(ctx, i):
+    note(f"start {{i}}")
+    time.sleep(random.uniform(0.005, 0.03))
+    note(f"done {{i}}")
+    return {{"square": i * i}}
+
+@exp.gather(per=[], over=work)
+def total(ctx, runs):
+    return {{"sum": int(runs.square.sum()), "n": len(runs)}}
+"""
+
+
+def ledger_ids(path: Path, kind: str) -> list[int]:
+    if not path.exists():
+        return []
+    return [int(line.split()[1]) for line in path.read_text().splitlines()
+            if line.startswith(kind + " ")]
+
+
+def results(root: Path) -> dict[int, dict]:
+    out = {}
+    for p in (root / "work").glob("i=*/.shoal-result.json"):
+        doc = json.loads(p.read_text())  # a torn file would raise here
+        out[doc["params"]["i"]] = doc["metrics"]
+    return out
+
+
+def test_sigkill_controller_five_times(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.txt"
+    path = tmp_path / "experiment.py"
+    path.write_text("import shoal\n" + EXPERIMENT.format(ledger=str(ledger), n=N))
+    root = tmp_path / "runs"
+    rng = random.Random(1234)
+    in_flight: set[int] = set()
+    cmd = [*shoal_cmd(), "run", str(path), "-j", "2", "--progress", "none"]
+    for _ in range(5):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.4, 1.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        time.sleep(0.2)  # let the workers' death signal land
+        started = set(ledger_ids(ledger, "start"))
+        in_flight |= started - set(results(root))
+    final = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+
+    done = ledger_ids(ledger, "done")
+    assert set(done) == set(range(N))
+    twice = {i for i in set(done) if done.count(i) > 1}
+    assert twice <= in_flight, (sorted(twice), sorted(in_flight))
+    assert len(in_flight) <= 5 * 2 + 5  # a few per kill at -j 2, not a rerun of everything
+
+    got = results(root)
+    assert got == {i: {"square": i * i} for i in range(N)}
+    for p in root.rglob("*.tmp"):
+        raise AssertionError(f"temp file left behind: {p}")
+    total = json.loads((root / "total/.shoal-result.json").read_text())["metrics"]
+    assert total == {"sum": sum(i * i for i in range(N)), "n": N}
+
+    status = subprocess.run([*shoal_cmd(), "status", str(path), "--json"],
+                            capture_output=True, text=True, check=True)
+    assert json.loads(status.stdout)["done"] == N + 1
