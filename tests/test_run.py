@@ -116,7 +116,7 @@ def test_keep_going_failure_skips_downstream_and_shows_log_tail(cli, write_exp) 
     assert res.returncode == 1
     assert "ValueError: bad site b" in res.stderr
     assert "skipped" in res.stderr
-    rc, out, _ = cli("status", path, "--json")
+    _, out, _ = cli("status", path, "--json")
     doc = json.loads(out)
     assert doc["steps"]["first"] == {"total": 3, "done": 2, "failed": 1, "running": 0,
                                      "changed": 0, "pending": 0}
@@ -124,7 +124,7 @@ def test_keep_going_failure_skips_downstream_and_shows_log_tail(cli, write_exp) 
     assert doc["steps"]["combine"]["done"] == 0
     assert doc["failures"][0]["key"] == "site=b"
     assert "about to fail on b" in doc["failures"][0]["log_tail"]
-    rc, out, _ = cli("status", path)
+    _, out, _ = cli("status", path)
     assert "failed: first[site=b]: ValueError: bad site b" in out
     assert "| about to fail on b" in out
     doc = plan_json(cli, path)
