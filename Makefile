@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/shoal run examples/streamflow
-	$(VENV)/bin/shoal results examples/streamflow --step combine
+	$(VENV)/bin/shoal run examples/streamflow --progress plain
+	$(VENV)/bin/shoal results examples/streamflow --by factor --metric val_nse_flow val_nse_temp
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/plan_scale.py
+	$(PY) benchmarks/local_throughput.py
 
 clean:
 	rm -rf $(VENV) examples/*/runs

@@ -71,6 +71,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tail", type=int, help="only the last N lines")
     p.set_defaults(func=cmd_logs)
 
+    p = sub.add_parser("results", help="the results table (params x metrics), or summaries")
+    _common(p, only=False)
+    p.add_argument("--step", help="step to show (default: the per-run step, e.g. evaluate)")
+    p.add_argument("--by", nargs="+", action="extend", default=[], metavar="DIM",
+                   help="summarise per value of these dimensions across the others")
+    p.add_argument("--metric", nargs="+", action="extend", default=[], metavar="NAME",
+                   help="metrics to summarise (default: every numeric metric)")
+    p.add_argument("--summary", action="store_true", help="summarise over everything "
+                   "(same as --by with no dimension)")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the CI")
+    p.add_argument("--format", choices=["table", "csv", "parquet", "json"], default="table")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of counts, plots, tables")
+    _common(p, only=False)
+    p.add_argument("-o", "--output", metavar="FILE", default="report.html",
+                   help="where to write the page (default: report.html)")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("status", help="counts by state from the store")
     _common(p, only=False)
     p.add_argument("--json", action="store_true", help="machine-readable counts")
@@ -163,6 +183,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report.stopped and report.interrupted:
         return 130
     return 0 if report.ok else 1
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from shoal.results import results, summary, write_table
+
+    exp = _load(args)
+    plan = exp.plan()
+    if args.by or args.metric or args.summary:
+        frame = summary(exp, args.step, by=args.by, metrics=args.metric or None,
+                        level=args.level, plan=plan)
+    else:
+        frame = results(exp, args.step, plan=plan)
+    text = write_table(frame, args.format, Path(args.output) if args.output else None)
+    if text is not None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from shoal.report import write_report
+
+    exp = _load(args)
+    path = write_report(exp, Path(args.output))
+    print(f"shoal: wrote {path}", file=sys.stderr)
+    return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

@@ -57,10 +57,10 @@ class PlainProgress:
         left = eta(ctl)
         head = f"[{_hms(now - ctl.started)}] {ctl.report.done} done this run"
         head += f", ETA {_hms(left)}" if left is not None and ctl.running else ""
-        text = "\n".join([head, *lines])
-        if text != self.last_text:
-            print(text, file=self.stream, flush=True)
-            self.last_text = text
+        body = "\n".join(lines)
+        if body != self.last_text:  # print only when a count moved
+            print("\n".join([head, *lines]), file=self.stream, flush=True)
+            self.last_text = body
 
     def close(self) -> None:
         pass

@@ -271,6 +271,8 @@ class Controller:
                 multi = len([x for x in sp.deps if x.many]) > 1
                 lst = rows.setdefault(up.name, [])
                 for j in d.idx[i]:
+                    if up.state[j] != DONE:  # allow_missing: only what succeeded
+                        continue
                     row = {**self._upstream_metrics(up, j), **up.param_dict(j),
                            "out": str(self._dir(up, j))}
                     if multi:
@@ -362,15 +364,22 @@ class Controller:
             self.report.stopped = True
 
     def _skip_downstream(self, tid: TaskId, label: str) -> None:
+        """Skip what depends on a failed task; a gather with ``allow_missing=True`` instead
+        counts the task as finished and runs on what succeeded."""
         todo = list(self.children.get(tid, ()))
         seen: set[TaskId] = set()
         while todo:
             child = todo.pop()
+            k, i = child
+            sp = self.sps[k]
+            if sp.step.allow_missing and self.waiting.get(child, -1) > 0:
+                self.waiting[child] -= 1
+                if self.waiting[child] == 0 and not self.stopping:
+                    self.ready[k].append(i)
+                continue
             if child in seen:
                 continue
             seen.add(child)
-            k, i = child
-            sp = self.sps[k]
             self.waiting[child] = -1
             self.counts[k].skipped += 1
             self.report.skipped += 1

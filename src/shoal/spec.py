@@ -315,6 +315,31 @@ class Experiment:
 
         return build_plan(self, root=Path(root) if root else self.root, only=only)
 
+    def run(self, **options: Any) -> Any:
+        """Run what the plan says must run (see :func:`shoal.runner.run_experiment`)."""
+        from shoal.runner import run_experiment
+
+        return run_experiment(self, **options)
+
+    def results(self, step: str | None = None) -> Any:
+        """A pandas DataFrame, one row per task of ``step``: params, status, attempts,
+        duration, started/ended, host, metrics and ``out`` (the task folder)."""
+        from shoal.results import results
+
+        return results(self, step)
+
+    def summary(
+        self, step: str | None = None, by: Sequence[str] | str = (),
+        metric: Sequence[str] | str | None = None, level: float = 0.95,
+    ) -> Any:
+        """Summaries per group of ``by`` across the other dimensions (n, mean, std, sem,
+        t-based CI, median, min, max, and the group's missing and failed counts)."""
+        from shoal.results import summary
+
+        by = [by] if isinstance(by, str) else list(by)
+        metrics = [metric] if isinstance(metric, str) else metric
+        return summary(self, step, by=by, metrics=metrics, level=level)
+
     def __repr__(self) -> str:
         return f"<shoal.Experiment {self.name!r}: {len(self._registered)} steps, {self.grid!r}>"
 

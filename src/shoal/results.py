@@ -1,0 +1,236 @@
+"""Results: one table of params × metrics per step, and summaries across seeds.
+
+Everything is read from the store (one query per step), not by opening every result file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shoal.errors import ShoalError
+from shoal.plan import CHANGED, DONE, FAILED, Plan
+from shoal.state import Store
+from shoal.stats import t_ppf
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from shoal.spec import Experiment
+
+#: Columns every results table has after the parameters (metrics follow).
+BASE_COLUMNS = ("status", "attempts", "duration", "started", "ended", "host", "out")
+STATS = ("n", "mean", "std", "sem", "ci_low", "ci_high", "median", "min", "max")
+
+
+def default_step(plan: Plan) -> str:
+    """The step a results table shows by default: the last non-gather step with the most
+    dimensions (the per-training table, e.g. ``evaluate``)."""
+    best = None
+    for sp in plan.steps.values():
+        if sp.step.is_gather:
+            continue
+        if best is None or len(sp.dims) >= len(best.dims):
+            best = sp
+    return (best or list(plan.steps.values())[-1]).name
+
+
+def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) -> pd.DataFrame:
+    """One row per task of ``step``: params, status, attempts, timings, host, metrics, out."""
+    import pandas as pd
+
+    plan = plan or exp.plan()
+    name = step or default_step(plan)
+    if name not in plan.steps:
+        raise ShoalError(f"unknown step '{name}' (steps: {', '.join(plan.steps)})")
+    sp = plan.steps[name]
+    with Store.open(plan.root) as store:
+        rows = {
+            r[0]: r[1:]
+            for r in store._query(
+                "SELECT key, status, attempts, started, ended, duration, host, metrics "
+                "FROM tasks WHERE step=?", (name,),
+            )
+        }
+    n = len(sp)
+    status: list[str] = []
+    attempts: list[Any] = [None] * n
+    started: list[Any] = [None] * n
+    ended: list[Any] = [None] * n
+    duration: list[Any] = [None] * n
+    host: list[Any] = [None] * n
+    metrics: list[dict[str, Any]] = [{}] * n
+    base = plan.root / name
+    for i, key in enumerate(sp.keys):
+        st = sp.state[i]
+        row = rows.get(key)
+        adopted = sp.adopted.get(i)
+        if adopted is not None:
+            row = ("done", adopted.get("attempt"), adopted.get("started"), adopted.get("ended"),
+                   adopted.get("duration"), adopted.get("host"),
+                   json.dumps(adopted.get("metrics") or {}))
+        if st == DONE:
+            status.append("done")
+        elif st == FAILED:
+            status.append("failed")
+        elif st == CHANGED:
+            status.append("outdated")
+        else:
+            status.append(row[0] if row and row[0] in ("running", "interrupted", "skipped")
+                          else "missing")
+        if row is not None:
+            attempts[i], started[i], ended[i], duration[i], host[i] = row[1:6]
+            if row[6] and row[0] == "done":
+                metrics[i] = json.loads(row[6])
+    frame = pd.DataFrame({d: [p[k] for p in sp.params] for k, d in enumerate(sp.dims)})
+    frame["status"] = pd.Categorical(
+        status, categories=["done", "outdated", "failed", "missing", "running", "interrupted",
+                            "skipped"])
+    frame["attempts"] = pd.array(attempts, dtype="Int64")
+    frame["duration"] = pd.array(duration, dtype="Float64").astype("float64")
+    frame["started"] = pd.to_datetime(pd.Series(started, dtype="float64"), unit="s", utc=True)
+    frame["ended"] = pd.to_datetime(pd.Series(ended, dtype="float64"), unit="s", utc=True)
+    frame["host"] = pd.array(host, dtype="string")
+    frame["out"] = [str(base / k) if k else str(base) for k in sp.keys]
+    mframe = pd.DataFrame.from_records(metrics, index=frame.index)
+    for col in mframe.columns:
+        target = col if col not in frame.columns else f"metric_{col}"
+        frame[target] = mframe[col]
+    return frame
+
+
+def metric_columns(frame: pd.DataFrame, dims: Sequence[str]) -> list[str]:
+    """The numeric metric columns of a results table."""
+    import pandas as pd
+
+    skip = set(dims) | set(BASE_COLUMNS)
+    api = pd.api.types
+    return [c for c in frame.columns if c not in skip
+            and api.is_numeric_dtype(frame[c]) and not api.is_bool_dtype(frame[c])]
+
+
+def summarise(
+    frame: pd.DataFrame,
+    by: Sequence[str],
+    metrics: Sequence[str],
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Per group of ``by`` and per metric: n, mean, std, sem, t-based CI, median, min, max —
+    over the *done* tasks — with the group's count of missing and failed tasks beside them,
+    so a summary never silently averages over holes."""
+    import pandas as pd
+
+    key = list(by)
+    groups = frame.groupby(key, sort=True, observed=True) if key else [((), frame)]
+    out: list[dict[str, Any]] = []
+    for gkey, g in groups:
+        gkey = gkey if isinstance(gkey, tuple) else (gkey,)
+        done = g[g["status"] == "done"]
+        failed = int((g["status"] == "failed").sum())
+        missing = int(len(g) - len(done) - failed)
+        for m in metrics:
+            vals = pd.to_numeric(done[m], errors="coerce").dropna().astype(float)
+            n = len(vals)
+            row: dict[str, Any] = dict(zip(key, gkey))
+            row["metric"] = m
+            row.update(_describe(vals.to_numpy(), level))
+            row["missing"] = missing + (len(done) - n)
+            row["failed"] = failed
+            out.append(row)
+    cols = [*key, "metric", *STATS, "missing", "failed"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def _describe(vals: Any, level: float) -> dict[str, float]:
+    n = len(vals)
+    nan = math.nan
+    if n == 0:
+        return dict.fromkeys(STATS, nan) | {"n": 0}
+    mean = float(vals.mean())
+    std = float(vals.std(ddof=1)) if n > 1 else nan
+    sem = std / math.sqrt(n) if n > 1 else nan
+    half = t_ppf(0.5 + level / 2.0, n - 1) * sem if n > 1 else nan
+    return {
+        "n": n, "mean": mean, "std": std, "sem": sem,
+        "ci_low": mean - half, "ci_high": mean + half,
+        "median": float(_median(vals)), "min": float(vals.min()), "max": float(vals.max()),
+    }
+
+
+def _median(vals: Any) -> float:
+    import numpy as np
+
+    return float(np.median(vals))
+
+
+def summary(
+    exp: Experiment,
+    step: str | None = None,
+    by: Sequence[str] = (),
+    metrics: Sequence[str] | None = None,
+    level: float = 0.95,
+    plan: Plan | None = None,
+) -> pd.DataFrame:
+    """``results(step)`` grouped by ``by`` and summarised over the other dimensions."""
+    plan = plan or exp.plan()
+    frame = results(exp, step, plan=plan)
+    name = step or default_step(plan)
+    dims = plan.steps[name].dims
+    for d in by:
+        if d not in dims:
+            raise ShoalError(
+                f"--by {d}: step '{name}' has no dimension '{d}' (it has: "
+                f"{', '.join(dims) or 'none'})"
+            )
+    available = metric_columns(frame, dims)
+    chosen = list(metrics) if metrics else available
+    for m in chosen:
+        if m not in frame.columns:
+            raise ShoalError(
+                f"--metric {m}: step '{name}' has no metric '{m}' "
+                f"(metrics: {', '.join(available) or 'none yet'})"
+            )
+    return summarise(frame, by, chosen, level)
+
+
+def write_table(frame: pd.DataFrame, fmt: str, path: Path | None) -> str | None:
+    """Write ``frame`` as csv/parquet/json (to ``path``), or return it as text."""
+    if fmt == "parquet":
+        if path is None:
+            raise ShoalError("--format parquet needs -o FILE")
+        try:
+            frame.to_parquet(path, index=False)
+        except ImportError:
+            raise ShoalError(
+                "--format parquet needs pyarrow: pip install pyarrow (or shoal[parquet])"
+            ) from None
+        return None
+    if fmt == "csv":
+        text = frame.to_csv(index=False)
+    elif fmt == "json":
+        text = frame.to_json(orient="records", date_format="iso", indent=None)
+    else:
+        shown = frame.drop(columns=[c for c in ("out",) if c in frame.columns])
+        for col in ("started", "ended"):
+            if col in shown.columns:
+                shown[col] = shown[col].dt.strftime("%Y-%m-%d %H:%M:%S")
+        with _pd_options():
+            text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    if path is not None:
+        Path(path).write_text(text + ("" if text.endswith("\n") else "\n"))
+        return None
+    return text
+
+
+class _pd_options:
+    def __enter__(self) -> None:
+        import pandas as pd
+
+        self.ctx = pd.option_context("display.width", 200, "display.max_columns", 50)
+        self.ctx.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.ctx.__exit__(*exc)
