@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_run import run
 
 from shoal.stats import t_ppf
+from test_run import run
 
 GRID = """
 import os
@@ -125,7 +125,7 @@ def test_gather_reruns_when_an_upstream_result_changes(cli, write_exp, tmp_path)
     path = write_exp(GRID)
     run(path, check=True)
     shutil.rmtree(tmp_path / "runs/train/factor=0/seed=3")
-    rc, out, _ = cli("plan", path, "--json")
+    _, out, _ = cli("plan", path, "--json")
     doc = json.loads(out)
     assert doc["steps"]["train"]["run"] == 1
     assert doc["steps"]["by_factor"]["run"] == 1  # only factor=0's gather
