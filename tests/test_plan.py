@@ -188,3 +188,19 @@ def test_changed_takes_precedence_over_folder_and_state_codes(write_exp, load) -
     plan = exp.plan()
     assert {s for sp in plan.steps.values() for s in sp.state} == {DONE}
     assert CHANGED not in plan.steps["combine"].state
+
+
+def test_hash_code_tracks_files_and_functions(tmp_path: Path) -> None:
+    import shoal
+
+    (tmp_path / "script.py").write_text("print(1)\n")
+
+    def helper(x):
+        return x + 1  # a comment
+
+    a = shoal.hash_code("script.py", helper, base=str(tmp_path))
+    assert a == shoal.hash_code("script.py", helper, base=str(tmp_path))
+    (tmp_path / "script.py").write_text("print(2)\n")
+    assert a != shoal.hash_code("script.py", helper, base=str(tmp_path))
+    with pytest.raises(SpecError, match="cannot read"):
+        shoal.hash_code("missing.py", base=str(tmp_path))

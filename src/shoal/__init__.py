@@ -17,6 +17,7 @@ then ``shoal plan``, ``shoal run``, ``shoal status`` from the command line.
 
 from __future__ import annotations
 
+from shoal.codehash import hash_code
 from shoal.configuration import config
 from shoal.context import Interrupted, Requeue, TaskContext
 from shoal.errors import ConfigError, ShoalError, SpecError
@@ -38,5 +39,6 @@ __all__ = [
     "Zip",
     "__version__",
     "config",
+    "hash_code",
     "zip",
 ]

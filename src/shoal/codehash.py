@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -77,3 +78,42 @@ def code_hash(fn: Callable[..., Any]) -> str:
 def text_hash(text: str) -> str:
     """A short stable hash of a text (command templates)."""
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def hash_code(*parts: Any, base: str | None = None) -> str:
+    """A short hash of files and functions, for ``version=``.
+
+    A step's fingerprint covers its own function (or command template) only. Code it calls
+    elsewhere — a helper module, the script a command runs — enters through ``version=``::
+
+        exp.command("locate", "{python} locator_nn.py ...", per=["test_set"],
+                    version=shoal.hash_code("locator_nn.py"))
+
+    Strings are file paths (relative to the calling file's folder, or ``base``); callables
+    are hashed by normalised code (comments and docstrings do not count); modules by their
+    source file.
+    """
+    import sys
+
+    if base is None:
+        caller = sys._getframe(1).f_globals.get("__file__")
+        base = str(Path(caller).resolve().parent) if caller else "."
+    h = hashlib.blake2b(digest_size=6)
+    for part in parts:
+        if isinstance(part, (str, Path)):
+            path = Path(base) / part
+            try:
+                h.update(path.read_bytes())
+            except OSError as exc:
+                from shoal.errors import SpecError
+
+                raise SpecError(f"shoal.hash_code({str(part)!r}): cannot read {path}: "
+                                f"{exc.strerror}") from None
+        elif inspect.ismodule(part):
+            h.update(Path(inspect.getfile(part)).read_bytes())
+        elif callable(part):
+            h.update(code_hash(part).encode())
+        else:
+            h.update(repr(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()

@@ -8,6 +8,7 @@ workers' result files also hold.
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -297,7 +298,7 @@ class Controller:
         if step.command is not None:
             values: dict[str, Any] = dict(params)
             values.update(out=str(out), threads=cpus, device=spec.device, step=sp.name,
-                          root=str(self.plan.root),
+                          root=str(self.plan.root), python=sys.executable,
                           gpus=",".join(map(str, devices)))
             values.update({name: u["out"] for name, u in needs.items()})
             spec.command, spec.argv = render_command(step.command, values)

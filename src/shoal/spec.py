@@ -260,7 +260,10 @@ class Experiment:
         stage: str | Sequence[str] | None = None,
     ) -> Step:
         """Declare a shell-command step. ``{dim}`` fields take the task's values (shell-quoted),
-        ``{out}`` its folder, ``{threads}`` its cpus, ``{<upstream step>}`` that task's folder.
+        ``{out}`` its folder, ``{threads}`` its cpus, ``{device}``/``{gpus}`` its GPU,
+        ``{python}`` the Python running shoal, ``{<upstream step>}`` that task's folder.
+        The command runs in the experiment's folder; if it writes ``{out}/metrics.json``,
+        those are its metrics.
         """
         if not isinstance(template, str) or not template.strip():
             raise SpecError(f"step '{name}': the command template must be a non-empty string")
