@@ -94,7 +94,11 @@ def test_resources_parse() -> None:
     assert parse_duration("s", "time", "20m") == 1200
     assert parse_duration("s", "time", "2h") == 7200
     assert parse_duration("s", "time", "1-02:00:00") == 93600
-    assert parse_duration("s", "time", "10:00") == 600
+    assert parse_duration("s", "time", "10:00") == 600  # Slurm: minutes:seconds
+    assert parse_duration("s", "time", "0-03:00") == 3 * 3600  # days-hours:minutes
+    assert parse_duration("s", "time", "2-12") == 2 * 86400 + 12 * 3600  # days-hours
+    assert parse_duration("s", "time", "1:02:03") == 3723
+    assert parse_duration("s", "time", "20") == 1200  # Slurm: a bare number is minutes
     assert parse_duration("s", "time", 90) == 90
     assert slurm_time(1200) == "00:20:00"
     assert slurm_time(93600) == "1-02:00:00"

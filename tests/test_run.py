@@ -349,3 +349,52 @@ def test_missing_command_program(write_exp, tmp_path: Path) -> None:
     res = run(path)
     assert res.returncode == 1 and "exited with status 127" in res.stderr
     assert "cannot start" in (tmp_path / "runs/c/i=0/.shoal.log").read_text()
+
+
+def test_review_fixes(cli, write_exp, tmp_path: Path) -> None:
+    """Config recorded for read-only views; EXP after --config; cumulative attempts;
+    a clean Ctrl-C stop exits 130; cpus above -j warns."""
+    path = write_exp("""
+        import os
+        N = shoal.config("n", 2)
+        exp = shoal.Experiment("rf", grid=shoal.Grid(i=range(N)))
+        @exp.step(per=["i"], cpus=4)
+        def t(ctx, i):
+            if os.environ.get("FAIL"):
+                raise RuntimeError("fail")
+            return {"attempt": ctx.attempt}
+    """)
+    res = subprocess.run([*shoal_cmd(), "run", "--config", "n=3", str(path), "-j", "2",
+                          "--progress", "none"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "FAIL": "1"})
+    assert res.returncode == 1
+    assert "warning: step 't' asks for cpus=4; it runs with 2" in res.stderr
+    res = run(path, "--config", "n=3", check=True)
+    m = json.loads((tmp_path / "runs/t/i=0/.shoal-result.json").read_text())["metrics"]
+    assert m == {"attempt": 2}  # attempts go on across runs for the same fingerprint
+    rc, out, err = cli("status", path, "--json")
+    assert rc == 0 and json.loads(out)["total"] == 3 and "config of the last run" in err
+    rc, out, _ = cli("status", path, "--json", "--config", "n=2")
+    assert json.loads(out)["total"] == 2
+
+
+def test_ctrl_c_stops_a_shell_command_and_its_children(write_exp, tmp_path: Path) -> None:
+    path = write_exp("""
+        exp = shoal.Experiment("cs", grid=shoal.Grid(i=[0]))
+        exp.command("c", "touch {out}/started && sleep 41.5 && touch {out}/finished", per=["i"])
+    """)
+    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "--progress", "none",
+                             "--grace", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 60
+    while not (tmp_path / "runs/c/i=0/started").exists():
+        assert time.time() < deadline
+        time.sleep(0.1)
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.time() - t0 < 8  # the command got SIGTERM at once, not the grace's kill
+    left = subprocess.run(["pgrep", "-f", "sleep 41.5"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "the shell's child survived"
+    assert not (tmp_path / "runs/c/i=0/finished").exists()

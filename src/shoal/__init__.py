@@ -22,6 +22,7 @@ from shoal.configuration import config
 from shoal.context import Interrupted, Requeue, TaskContext
 from shoal.errors import ConfigError, ShoalError, SpecError
 from shoal.grid import Grid, Zip, zip
+from shoal.loader import load
 from shoal.spec import Experiment, Step
 
 __version__ = "0.1.0"
@@ -40,5 +41,6 @@ __all__ = [
     "__version__",
     "config",
     "hash_code",
+    "load",
     "zip",
 ]

@@ -15,8 +15,8 @@ from shoal.errors import ShoalError
 
 
 def _common(p: argparse.ArgumentParser, only: bool = True) -> None:
-    p.add_argument("experiment", metavar="EXP", help="experiment .py file, or a folder with "
-                   "experiment.py (FILE:NAME picks one of several)")
+    p.add_argument("experiment", metavar="EXP", nargs="?", help="experiment .py file, or a "
+                   "folder with experiment.py (FILE:NAME picks one of several)")
     p.add_argument("--config", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                    help="values the experiment reads with shoal.config(KEY, default)")
     p.add_argument("--config-file", metavar="FILE", help="TOML or JSON file of config values "
@@ -102,19 +102,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _rescue_target(args: argparse.Namespace) -> None:
+    """``--config a=1 b=2 EXP``: nargs='+' swallows EXP; take back the item without '='."""
+    if args.experiment is not None:
+        return
+    for name in ("config", "only"):
+        items = getattr(args, name, None) or []
+        for k, item in enumerate(items):
+            if "=" not in item:
+                args.experiment = items.pop(k)
+                return
+    raise ShoalError("give the experiment: a .py file or a folder with experiment.py")
+
+
+def _load(args: argparse.Namespace, reuse_config: bool = False) -> Any:
+    """Load the experiment. Read-only views (status, results, report, logs) reuse the config
+    of the last run on the root when none is given, so they show the grid that ran."""
     from shoal import configuration as cfg
     from shoal.loader import load_experiment
 
+    _rescue_target(args)
     values: dict[str, Any] = {}
     if args.config_file:
         values.update(cfg.load_file(args.config_file))
     values.update(cfg.parse_assignments(args.config))
-    exp = load_experiment(args.experiment, values)
     root = args.root or os.environ.get("SHOAL_ROOT")
+    exp = load_experiment(args.experiment, values)
     if root:
         exp.root = Path(root)
+    if reuse_config and not values:
+        recorded = _recorded_config(exp.root)
+        if recorded:
+            shown = " ".join(f"{k}={json.dumps(v)}" for k, v in recorded.items())
+            print(f"shoal: using the config of the last run: {shown} (--config overrides)",
+                  file=sys.stderr)
+            exp = load_experiment(args.experiment, recorded)
+            if root:
+                exp.root = Path(root)
     return exp
+
+
+def _recorded_config(root: Path) -> dict[str, Any]:
+    from shoal.state import Store
+
+    with Store.open(root) as store:
+        raw = store.get_meta("config")
+    return json.loads(raw) if raw else {}
 
 
 def _only(exp: Any, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -180,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=args.progress, progress_interval=args.progress_interval, backend=args.backend,
     )
     print_report(report)
-    if report.stopped and report.interrupted:
+    if report.user_stopped:
         return 130
     return 0 if report.ok else 1
 
@@ -188,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from shoal.results import results, summary, write_table
 
-    exp = _load(args)
+    exp = _load(args, reuse_config=True)
     plan = exp.plan()
     if args.by or args.metric or args.summary:
         frame = summary(exp, args.step, by=args.by, metrics=args.metric or None,
@@ -204,7 +237,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from shoal.report import write_report
 
-    exp = _load(args)
+    exp = _load(args, reuse_config=True)
     path = write_report(exp, Path(args.output))
     print(f"shoal: wrote {path}", file=sys.stderr)
     return 0
@@ -213,7 +246,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from shoal.resultfile import LOG
 
-    exp = _load(args)
+    exp = _load(args, reuse_config=True)
     plan = exp.plan()
     if args.step not in plan.steps:
         raise ShoalError(f"unknown step '{args.step}' (steps: {', '.join(plan.steps)})")
@@ -225,8 +258,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
             raise ShoalError(f"'{item}': give DIM=VALUE with a dimension of '{sp.name}' "
                              f"({', '.join(sp.dims) or 'none'})")
         want[dim] = value
-    from shoal.paths import value_text
+    from shoal.paths import decode, value_text
 
+    want = {d: decode(v) for d, v in want.items()}  # labels show encoded values; accept both
     hits = [i for i in range(len(sp)) if all(
         value_text(v) == want[d] for d, v in sp.param_dict(i).items() if d in want)]
     if len(hits) != 1:
@@ -256,7 +290,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from shoal.plan import CHANGED, DONE, FAILED
     from shoal.state import Store, rescan
 
-    exp = _load(args)
+    exp = _load(args, reuse_config=True)
     if args.rescan:
         from shoal.lock import RootLock
 
@@ -266,13 +300,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         detail = ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "nothing"
         print(f"rescanned {exp.root}: {total:,} task records ({detail})", file=sys.stderr)
     plan = exp.plan()
+    from shoal.lock import RootLock
+
+    live = RootLock(exp.root).held_by_other()
     with Store.open(exp.root) as store:
         stored = store.counts()
         failures = [r for r in store.records(status="failed")][: max(0, args.failures)]
     out: dict[str, Any] = {"experiment": exp.name, "root": str(exp.root), "steps": {}}
     for name, sp in plan.steps.items():
         st = sp.state
-        running = stored.get(name, {}).get("running", 0)
+        running = stored.get(name, {}).get("running", 0) if live else 0
         done = st.count(DONE)
         failed = st.count(FAILED)
         changed = st.count(CHANGED)
@@ -282,6 +319,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         }
     out["total"] = sum(s["total"] for s in out["steps"].values())
     out["done"] = sum(s["done"] for s in out["steps"].values())
+    out["controller"] = "running" if live else "none"
     out["failures"] = [
         {"step": r.step, "key": r.key, "error": r.error, "log_tail": r.log_tail}
         for r in failures

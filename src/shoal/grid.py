@@ -21,7 +21,9 @@ Value = str | int | float | bool
 Point = tuple[Value, ...]
 
 #: Names that cannot be dimensions: they are step-function arguments or template fields.
-RESERVED = frozenset({"ctx", "out", "runs", "threads", "device", "step", "root", "params"})
+RESERVED = frozenset({
+    "ctx", "out", "runs", "threads", "device", "step", "root", "params", "gpus", "python",
+})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

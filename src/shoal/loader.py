@@ -38,6 +38,12 @@ def resolve_target(target: str) -> tuple[Path, str | None]:
     return path.resolve(), name or None
 
 
+def load(target: str, **config: Any) -> Experiment:
+    """Load an experiment file (or folder with experiment.py) with config values, as the CLI
+    does: ``exp = shoal.load("examples/streamflow", sites=101)``."""
+    return load_experiment(target, config)
+
+
 def load_experiment(
     target: str, config: Mapping[str, Any] | None = None, *, strict_config: bool = True
 ) -> Experiment:

@@ -49,6 +49,20 @@ class RootLock:
         except (ValueError, KeyError, OSError):
             return "unknown process"
 
+    def held_by_other(self) -> bool:
+        """Whether a controller holds the lock now (without taking it)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def release(self) -> None:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)

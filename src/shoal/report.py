@@ -126,7 +126,7 @@ def build_report(exp: Experiment, plan: Plan | None = None) -> str:
         c = frame["status"].value_counts()
         counts.append({"step": name, "total": len(frame),
                        **{s: int(c.get(s, 0)) for s in
-                          ("done", "outdated", "failed", "missing", "skipped", "interrupted")}})
+                          ("done", "changed", "failed", "missing", "skipped", "interrupted")}})
     import pandas as pd
 
     parts.append("<h2>Tasks</h2>" + _table(pd.DataFrame(counts)))

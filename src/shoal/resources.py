@@ -34,9 +34,10 @@ def parse_mem(step: str, value: str | int | float | None) -> int | None:
 
 
 def parse_duration(step: str, field: str, value: str | int | float | None) -> float | None:
-    """Seconds from ``"20m"``, ``"2h"``, ``"90s"``, ``"1d"``, ``"HH:MM:SS"``, ``"D-HH:MM:SS"``.
+    """Seconds from ``"20m"``, ``"2h"``, ``"90s"``, ``"1d"`` or Slurm's formats (``"20"`` =
+    20 minutes, ``"M:S"``, ``"H:M:S"``, ``"D-H"``, ``"D-H:M"``, ``"D-H:M:S"``).
 
-    A bare number means seconds.
+    A Python number (``timeout=90``) means seconds.
     """
     if value is None:
         return None
@@ -45,7 +46,9 @@ def parse_duration(step: str, field: str, value: str | int | float | None) -> fl
     else:
         text = str(value).strip()
         m = _DUR.match(text)
-        if m:
+        if text.isdigit():  # Slurm: a bare number of minutes
+            secs = float(text) * 60
+        elif m:
             secs = float(m.group(1)) * _DUR_UNITS[(m.group(2) or "s").lower()]
         else:
             secs = _clock(text)
@@ -60,20 +63,25 @@ def parse_duration(step: str, field: str, value: str | int | float | None) -> fl
 
 
 def _clock(text: str) -> float | None:
-    days = 0
+    """Slurm's time formats: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``."""
     if "-" in text:
-        d, _, text = text.partition("-")
-        if not d.isdigit():
+        d, _, rest = text.partition("-")
+        parts = rest.split(":")
+        if not d.isdigit() or not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
             return None
-        days = int(d)
+        nums = [int(p) for p in parts] + [0] * (3 - len(parts))  # after a day: H[:M[:S]]
+        h, m, s = nums
+        return float(int(d) * 86400 + h * 3600 + m * 60 + s)
     parts = text.split(":")
     if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
         return None
     nums = [int(p) for p in parts]
-    while len(nums) < 3:
-        nums.insert(0, 0)
+    if len(nums) == 1:  # a bare number of minutes is caught by _DUR as seconds; never here
+        return float(nums[0] * 60)
+    if len(nums) == 2:  # M:S
+        return float(nums[0] * 60 + nums[1])
     h, m, s = nums
-    return float(days * 86400 + h * 3600 + m * 60 + s)
+    return float(h * 3600 + m * 60 + s)
 
 
 def slurm_time(seconds: float) -> str:

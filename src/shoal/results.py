@@ -77,7 +77,7 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
         elif st == FAILED:
             status.append("failed")
         elif st == CHANGED:
-            status.append("outdated")
+            status.append("changed")
         else:
             status.append(row[0] if row and row[0] in ("running", "interrupted", "skipped")
                           else "missing")
@@ -87,8 +87,8 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
                 metrics[i] = json.loads(row[6])
     frame = pd.DataFrame({d: [p[k] for p in sp.params] for k, d in enumerate(sp.dims)})
     frame["status"] = pd.Categorical(
-        status, categories=["done", "outdated", "failed", "missing", "running", "interrupted",
-                            "skipped"])
+        status, categories=["done", "changed", "failed", "missing", "running", "interrupted",
+                            "skipped", "lost"])
     frame["attempts"] = pd.array(attempts, dtype="Int64")
     frame["duration"] = pd.array(duration, dtype="Float64").astype("float64")
     frame["started"] = pd.to_datetime(pd.Series(started, dtype="float64"), unit="s", utc=True)

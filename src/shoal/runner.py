@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -59,6 +60,9 @@ def run_experiment(
             )
             opts = RunOptions(retries=retries, keep_going=keep_going, grace_s=grace_s)
             ctl = Controller(plan, store, be, slots, opts)
+            for w in ctl.report.warnings:
+                print(f"shoal: warning: {w}", file=sys.stderr)
+            store.set_meta("config", json.dumps(exp.config, sort_keys=True))
             display = make_progress(progress, progress_interval) if ctl.todo else None
             ctl.on_progress = display
             cwd = os.getcwd()
@@ -90,5 +94,5 @@ def print_report(report: RunReport, stream: Any = sys.stderr) -> None:
         print(f"  failed: {label}: {error}", file=stream)
     if len(report.failures) > 10:
         print(f"  ... and {len(report.failures) - 10} more (shoal status)", file=stream)
-    if report.stopped and report.interrupted:
+    if report.user_stopped:
         print("shoal: stopped; `shoal run` again resumes", file=stream)

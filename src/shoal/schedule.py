@@ -68,7 +68,9 @@ class RunReport:
     interrupted: int = 0
     adopted: int = 0
     elapsed: float = 0.0
-    stopped: bool = False
+    stopped: bool = False  # stopped launching early (Ctrl-C, SIGTERM or --fail-fast)
+    user_stopped: bool = False  # by Ctrl-C / SIGTERM
+    warnings: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -101,7 +103,8 @@ class Controller:
         self.ready: list[deque[int]] = [deque() for _ in self.sps]
         self.waiting: dict[TaskId, int] = {}
         self.children: dict[TaskId, list[TaskId]] = {}
-        self.attempt: dict[TaskId, int] = {}
+        self.attempt: dict[TaskId, int] = {}  # attempts in this run
+        self.base_attempt: dict[TaskId, int] = {}  # attempts in earlier runs (same fp)
         self.running: dict[tuple[str, str], _Running] = {}
         self.counts = [StepCounts() for _ in self.sps]
         self.report = RunReport()
@@ -118,7 +121,22 @@ class Controller:
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
+        total = self.total_cpus
         for k, sp in enumerate(self.sps):
+            step = sp.step
+            if step.resources.cpus > total and any(
+                s != DONE for s in sp.state
+            ):
+                self.report.warnings.append(
+                    f"step '{sp.name}' asks for cpus={step.resources.cpus}; it runs with "
+                    f"{total}, all this run has (-j {total})"
+                )
+            if step.pack or step.stage:
+                what = "pack=" if step.pack else "stage="
+                self.report.warnings.append(
+                    f"step '{sp.name}': {what} is not supported by the local backend yet; "
+                    "its tasks run one by one"
+                )
             c = self.counts[k]
             res = sp.step.resources
             checked = False
@@ -141,9 +159,22 @@ class Controller:
                 self.waiting[tid] = n
                 if n == 0:
                     self.ready[k].append(i)
+            if checked:
+                self._load_attempts(k, sp)
             for doc in sp.adopted.values():
                 self.records.append(TaskRecord.from_result(doc, "done"))
                 self.report.adopted += 1
+
+    def _load_attempts(self, k: int, sp: StepPlan) -> None:
+        """Attempts numbers go on across runs while the fingerprint stays the same."""
+        rows = self.store._query("SELECT key, fp, attempts FROM tasks WHERE step=?", (sp.name,))
+        if not rows:
+            return
+        index = {key: i for i, key in enumerate(sp.keys)}
+        for key, fp, attempts in rows:
+            i = index.get(key)
+            if i is not None and attempts and fp == sp.fps[i] and (k, i) in self.waiting:
+                self.base_attempt[(k, i)] = int(attempts)
 
     def _check_fits(self, sp: StepPlan, res: Resources) -> None:
         s = self.slots
@@ -155,8 +186,8 @@ class Controller:
             )
         if res.mem_mb and s.mem_mb is not None and res.mem_mb > s.mem_mb:
             raise ShoalError(
-                f"step '{sp.name}' asks for mem={res.mem_mb} MiB but only {s.mem_mb} MiB are "
-                "available; lower mem= or pass --mem"
+                f"step '{sp.name}' asks for mem={res.mem_mb} MiB but this machine has "
+                f"{s.mem_mb} MiB; lower mem= (or pass --mem to hand out more)"
             )
 
     # ------------------------------------------------------------------ loop
@@ -185,6 +216,7 @@ class Controller:
         return self.report
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        self.report.user_stopped = True
         if self.stopping:
             self.killing = True
             return
@@ -232,8 +264,8 @@ class Controller:
     def _start(self, tid: TaskId, res: Resources, cpus: int, devices: list[int]) -> None:
         k, i = tid
         sp = self.sps[k]
-        attempt = self.attempt.get(tid, 0) + 1
-        self.attempt[tid] = attempt
+        self.attempt[tid] = self.attempt.get(tid, 0) + 1
+        attempt = self.base_attempt.get(tid, 0) + self.attempt[tid]
         spec = self._spec(sp, i, attempt, cpus, devices)
         self.slots.take(res, cpus, devices)
         self.running[(sp.name, sp.keys[i])] = _Running(tid, spec, res, cpus, devices)
@@ -274,8 +306,10 @@ class Controller:
                 for j in d.idx[i]:
                     if up.state[j] != DONE:  # allow_missing: only what succeeded
                         continue
-                    row = {**self._upstream_metrics(up, j), **up.param_dict(j),
-                           "out": str(self._dir(up, j))}
+                    row = up.param_dict(j)
+                    for mk, mv in self._upstream_metrics(up, j).items():
+                        row[f"metric_{mk}" if mk in row or mk == "out" else mk] = mv
+                    row["out"] = str(self._dir(up, j))
                     if multi:
                         row["step"] = up.name
                     lst.append(row)
@@ -353,7 +387,7 @@ class Controller:
             c.interrupted += 1
             self.report.interrupted += 1
             return
-        if run.spec.attempt < self._max_attempts(sp):
+        if self.attempt[run.tid] < self._max_attempts(sp):
             self.ready[k].appendleft(i)
             return
         c.failed += 1

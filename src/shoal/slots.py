@@ -46,11 +46,14 @@ def parse_gpu_list(text: str) -> list[int]:
 
 
 def detect_mem_mb() -> int | None:
-    """Available memory in MiB (MemAvailable), or None when unknown."""
+    """This machine's memory in MiB (MemTotal), or None when unknown.
+
+    Tasks' ``mem=`` are reservations against it, never more than the machine has.
+    """
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
-                if line.startswith("MemAvailable:"):
+                if line.startswith("MemTotal:"):
                     return int(line.split()[1]) // 1024
     except OSError:
         pass

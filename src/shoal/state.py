@@ -244,6 +244,13 @@ class Store:
             (step, key, attempt, status, fp, started, ended, host, error, backend_id),
         )
 
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT v FROM meta WHERE k=?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._writable().execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     def clear(self) -> None:
         """Forget every task and attempt (the task folders are untouched)."""
         conn = self._writable()

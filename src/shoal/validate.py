@@ -112,6 +112,11 @@ def _check_step(exp: Experiment, s: Step, dims: tuple[str, ...]) -> None:
     if s.command is not None:
         allowed = set(s.per) | set(TEMPLATE_FIELDS)
         upstream = {exp.resolve(r, by=s.name).name for r in s.needs}
+        for name in upstream & set(exp.grid.dims):
+            raise SpecError(
+                f"step '{s.name}': upstream step '{name}' has the name of a grid dimension, so "
+                f"{{{name}}} in its command would be ambiguous; rename the step (name=...)"
+            )
         for f in template_fields(s.command):
             if f == "":
                 raise SpecError(

@@ -335,11 +335,18 @@ def _base_env() -> dict[str, str]:
     return _env_cache[1]
 
 
+_forwarded = False
+
+
 def _forward_stop(signum: int, frame: Any) -> None:
+    """Stop request during a command: SIGTERM to the whole process group (the command, the
+    shell's children, and this worker, whose handler then only notes it)."""
+    global _forwarded
     request_stop()
-    if _child is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(_child, signal.SIGTERM)
+    if _child is not None and not _forwarded:
+        _forwarded = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(os.getpgrp(), signal.SIGTERM)
 
 
 def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -347,7 +354,8 @@ def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, 
 
     A stop request (SIGTERM/SIGUSR2 to this worker) is forwarded to the command as SIGTERM.
     """
-    global _child
+    global _child, _forwarded
+    _forwarded = False
     started = time.time()
     try:
         prepare_folder(spec.out)
@@ -375,8 +383,7 @@ def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, 
             code = 127
         else:
             if _stop_requested:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(_child, signal.SIGTERM)
+                _forward_stop(signal.SIGTERM, None)
             _, status = os.waitpid(_child, 0)
             code = os.waitstatus_to_exitcode(status)
     finally:
