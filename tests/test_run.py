@@ -398,3 +398,24 @@ def test_ctrl_c_stops_a_shell_command_and_its_children(write_exp, tmp_path: Path
     left = subprocess.run(["pgrep", "-f", "sleep 41.5"], capture_output=True, text=True)
     assert left.stdout.strip() == "", "the shell's child survived"
     assert not (tmp_path / "runs/c/i=0/finished").exists()
+
+
+def test_bundles_of_short_tasks_survive_a_timeout_inside_a_bundle(write_exp, tmp_path):
+    """Short tasks are sent to workers in bundles; a task killed inside a bundle fails
+    alone, and the tasks queued behind it run afterwards (their attempt is not used up)."""
+    path = write_exp("""
+        import time
+        exp = shoal.Experiment("bundle", grid=shoal.Grid(i=range(300)))
+        @exp.step(per=["i"], timeout=1)
+        def t(ctx, i):
+            if i == 150:
+                time.sleep(30)
+            return {"attempt": ctx.attempt}
+    """)
+    res = run(path, "-j", "2")
+    assert res.returncode == 1
+    assert res.stderr.count("timeout after 1 s") == 1
+    done = {p.parent.name: json.loads(p.read_text())["metrics"]["attempt"]
+            for p in (tmp_path / "runs/t").glob("*/.shoal-result.json")}
+    assert len(done) == 299 and "i=150" not in done
+    assert set(done.values()) == {1}

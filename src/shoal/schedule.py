@@ -30,9 +30,9 @@ TaskId = tuple[int, int]  # (step index, task index)
 class Backend(Protocol):
     running: int
 
-    def start(self, spec: TaskSpec) -> None: ...
+    def start(self, specs: list[TaskSpec]) -> None: ...
     def poll(self, timeout: float) -> list[dict[str, Any]]: ...
-    def kill(self, spec: TaskSpec, reason: str, status: str = ...) -> dict[str, Any]: ...
+    def kill(self, spec: TaskSpec, reason: str, status: str = ...) -> list[dict[str, Any]]: ...
     def running_specs(self) -> list[tuple[TaskSpec, float]]: ...
     def signal_stop(self) -> None: ...
     def shutdown(self) -> None: ...
@@ -85,6 +85,11 @@ class _Running:
     res: Resources
     cpus: int
     devices: list[int]
+    holds_slot: bool = True
+
+
+BUNDLE_S = 0.2  # target length of a bundle of short tasks sent to one worker at once
+MAX_BUNDLE = 64
 
 
 class Controller:
@@ -107,6 +112,7 @@ class Controller:
         self.base_attempt: dict[TaskId, int] = {}  # attempts in earlier runs (same fp)
         self.running: dict[tuple[str, str], _Running] = {}
         self.counts = [StepCounts() for _ in self.sps]
+        self.durations = [[0, 0.0] for _ in self.sps]  # per step: tasks done, their seconds
         self.report = RunReport()
         self.records: list[TaskRecord] = []
         self.attempt_rows: list[tuple[Any, ...]] = []
@@ -258,24 +264,47 @@ class Controller:
                 devices = self.slots.place(res, cpus)
                 if devices is None:
                     break
-                i = queue.popleft()
-                self._start((k, i), res, cpus, devices)
+                n = self._bundle_size(k, len(queue), cpus)
+                tids = [(k, queue.popleft()) for _ in range(min(n, len(queue)))]
+                self._start(tids, res, cpus, devices)
 
-    def _start(self, tid: TaskId, res: Resources, cpus: int, devices: list[int]) -> None:
-        k, i = tid
-        sp = self.sps[k]
-        self.attempt[tid] = self.attempt.get(tid, 0) + 1
-        attempt = self.base_attempt.get(tid, 0) + self.attempt[tid]
-        spec = self._spec(sp, i, attempt, cpus, devices)
-        self.slots.take(res, cpus, devices)
-        self.running[(sp.name, sp.keys[i])] = _Running(tid, spec, res, cpus, devices)
-        self.counts[k].running += 1
+    def _bundle_size(self, k: int, queued: int, cpus: int) -> int:
+        """How many tasks of step ``k`` one slot takes at once. Short tasks (measured in
+        this run) go in bundles of about ``BUNDLE_S`` seconds, so that the controller's
+        round trip per task does not dominate; never so many that other slots go idle."""
+        n_done, total = self.durations[k]
+        if n_done < 2:
+            return 1
+        mean = max(total / n_done, 1e-5)
+        if mean >= BUNDLE_S / 2:
+            return 1
+        slots = max(1, self.total_cpus // max(1, cpus))
+        fair = -(-queued // slots)  # ceil: spread the queue over every slot
+        return max(1, min(int(BUNDLE_S / mean), MAX_BUNDLE, fair))
+
+    def _start(
+        self, tids: list[TaskId], res: Resources, cpus: int, devices: list[int]
+    ) -> None:
+        specs = []
         now = time.time()
-        self.records.append(TaskRecord(
-            sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code, inputs=spec.inputs,
-            params=spec.params, attempts=attempt, started=now, host=HOST,
-        ))
-        self.backend.start(spec)
+        for n, tid in enumerate(tids):
+            k, i = tid
+            sp = self.sps[k]
+            self.attempt[tid] = self.attempt.get(tid, 0) + 1
+            attempt = self.base_attempt.get(tid, 0) + self.attempt[tid]
+            spec = self._spec(sp, i, attempt, cpus, devices)
+            specs.append(spec)
+            holds = n == len(tids) - 1  # the last of a bundle gives the slot back
+            self.running[(sp.name, sp.keys[i])] = _Running(tid, spec, res, cpus, devices, holds)
+            self.counts[k].running += 1
+            if n == 0:
+                self.records.append(TaskRecord(
+                    sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code,
+                    inputs=spec.inputs, params=spec.params, attempts=attempt, started=now,
+                    host=HOST,
+                ))
+        self.slots.take(res, cpus, devices)
+        self.backend.start(specs)
 
     # ------------------------------------------------------------------ specs
     def _upstream_metrics(self, up: StepPlan, j: int) -> dict[str, Any]:
@@ -351,10 +380,16 @@ class Controller:
             return
         k, i = run.tid
         sp = self.sps[k]
-        self.slots.give(run.res, run.cpus, run.devices)
+        if run.holds_slot:
+            self.slots.give(run.res, run.cpus, run.devices)
         c = self.counts[k]
         c.running -= 1
         status = o["status"]
+        if status == "unstarted":  # queued behind a task that stopped or died: not an attempt
+            self.attempt[run.tid] -= 1
+            if not self.stopping:
+                self.ready[k].appendleft(i)
+            return
         doc = o.get("doc") or {}
         self.attempt_rows.append((sp.name, sp.keys[i], run.spec.attempt, status, sp.fps[i],
                                   doc.get("started"), doc.get("ended"), doc.get("host"),
@@ -370,6 +405,9 @@ class Controller:
                 cache[sp.keys[i]] = rec.metrics or {}
             c.done += 1
             self.report.done += 1
+            d = self.durations[k]
+            d[0] += 1
+            d[1] += float(doc.get("duration") or 0.0)
             for child in self.children.get(run.tid, ()):
                 n = self.waiting[child] - 1
                 self.waiting[child] = n
@@ -427,10 +465,12 @@ class Controller:
     def _check_time(self, now: float) -> None:
         for spec, started in self.backend.running_specs():
             if spec.timeout_s is not None and now - started > spec.timeout_s:
-                self._ingest(self.backend.kill(spec, f"timeout after {spec.timeout_s:g} s"))
+                for o in self.backend.kill(spec, f"timeout after {spec.timeout_s:g} s"):
+                    self._ingest(o)
         if self.stopping and self.running and (self.killing or now > self.stop_deadline):
             for spec, _ in self.backend.running_specs():
-                self._ingest(self.backend.kill(spec, "stopped by user", "interrupted"))
+                for o in self.backend.kill(spec, "stopped by user", "interrupted"):
+                    self._ingest(o)
 
     def _flush(self, force: bool = False) -> None:
         now = time.time()

@@ -323,6 +323,23 @@ def run_function(
 
 
 _child: int | None = None
+_which_cache: dict[tuple[str, str], str] = {}
+
+
+def _which(program: str, env: dict[str, str]) -> str:
+    """The program's path, looked up once per PATH (posix_spawnp would try every PATH
+    entry in each child)."""
+    if "/" in program:
+        return program
+    path = env.get("PATH", os.defpath)
+    key = (program, path)
+    found = _which_cache.get(key)
+    if found is None:
+        found = shutil.which(program, path=path) or program
+        _which_cache[key] = found
+    return found
+
+
 _env_cache: tuple[int, dict[str, str]] | None = None
 
 
@@ -367,11 +384,11 @@ def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, 
     fd, fresh = log.open(spec.out, header)
     argv = spec.argv or ["/bin/sh", "-c", spec.command or ""]
     full_env = {**(env if env is not None else _base_env()), **spec.env()}
-    old = {sig: signal.signal(sig, _forward_stop) for sig in (signal.SIGTERM, signal.SIGUSR2)}
+    _install_forwarding()
     try:
         try:
-            _child = os.posix_spawnp(
-                argv[0], argv, full_env,
+            _child = os.posix_spawn(
+                _which(argv[0], full_env), argv, full_env,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_DUP2, fd, 1),
@@ -388,10 +405,21 @@ def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, 
             code = os.waitstatus_to_exitcode(status)
     finally:
         _child = None
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
         log.close(fd, spec.out, fresh)
     return finish_command(spec, code, started)
+
+
+_forwarding = False
+
+
+def _install_forwarding() -> None:
+    """Once per process: stop signals also reach a running command's process group (the
+    handler only notes the request while no command runs)."""
+    global _forwarding
+    if not _forwarding:
+        for sig in (signal.SIGTERM, signal.SIGUSR2):
+            signal.signal(sig, _forward_stop)
+        _forwarding = True
 
 
 def finish_command(spec: TaskSpec, returncode: int, started: float, note: str = "") -> dict:

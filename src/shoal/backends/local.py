@@ -33,9 +33,19 @@ class _Worker:
     inbox: Connection  # controller -> worker
     outbox: Connection  # worker -> controller
     shape: Shape
-    spec: TaskSpec | None = None
-    started: float = 0.0
+    queue: list[TaskSpec] = field(default_factory=list)  # sent, not yet reported, in order
+    started: float = 0.0  # when the head of the queue started
     tasks: int = 0
+
+    @property
+    def spec(self) -> TaskSpec | None:
+        """The task running now (the head of the queue)."""
+        return self.queue[0] if self.queue else None
+
+
+def unstarted(spec: TaskSpec) -> dict[str, Any]:
+    """The outcome of a queued task that never started (stop, or its worker died)."""
+    return W.outcome(spec, "unstarted")
 
 
 @dataclass
@@ -50,19 +60,26 @@ class LocalBackend:
     _env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     # ------------------------------------------------------------------ starting
-    def start(self, spec: TaskSpec) -> None:
+    def start(self, specs: list[TaskSpec]) -> None:
+        """Run ``specs`` (one slot's worth: same shape) one after the other in one worker.
+
+        Several specs form a *bundle* of short tasks: one message to the worker, which runs
+        them back to back and reports each as it ends.
+        """
+        spec = specs[0]
         shape: Shape = (spec.cpus, tuple(spec.devices))
-        w = next((w for w in self.workers if w.spec is None and w.shape == shape), None)
+        w = next((w for w in self.workers if not w.queue and w.shape == shape), None)
         if w is None:
             if len(self.workers) >= self.max_workers:
-                idle = next((w for w in self.workers if w.spec is None), None)
+                idle = next((w for w in self.workers if not w.queue), None)
                 if idle is not None:
                     self._retire(idle)
             w = self._spawn(shape, spec)
-        w.spec, w.started = spec, time.time()
-        w.tasks += 1
+        w.queue = list(specs)
+        w.started = time.time()
+        w.tasks += len(specs)
         with contextlib.suppress(OSError):  # a dead worker's EOF is picked up by poll()
-            w.inbox.send(("run", spec))
+            w.inbox.send(("run", specs))
 
     def _spawn(self, shape: Shape, spec: TaskSpec) -> _Worker:
         r_in, w_in = os.pipe()
@@ -103,11 +120,11 @@ class LocalBackend:
     # ------------------------------------------------------------------ progress
     @property
     def running(self) -> int:
-        return sum(1 for w in self.workers if w.spec is not None)
+        return sum(len(w.queue) for w in self.workers)
 
     def poll(self, timeout: float) -> list[dict[str, Any]]:
         """Wait up to ``timeout`` s; return the outcomes of tasks that ended."""
-        busy = [w for w in self.workers if w.spec is not None]
+        busy = [w for w in self.workers if w.queue]
         handles: list[Any] = [w.outbox for w in busy]
         if handles:
             ready = wait(handles, timeout)
@@ -123,47 +140,61 @@ class LocalBackend:
         return outcomes
 
     def _receive(self, w: _Worker) -> list[dict[str, Any]]:
-        spec = w.spec
-        assert spec is not None
-        try:
-            msg = w.outbox.recv()
-        except (EOFError, OSError):
-            code = w.proc.wait()
-            self._close(w)
-            why = _exit_text(code)
-            return [W.write_failure(spec, "failed", f"worker process died ({why})", w.started)]
-        if msg[0] == "ready":
-            return []
-        if msg[0] == "fatal":
-            self._close(w, kill=True)
-            raise ShoalError(f"a worker could not import the experiment: {msg[1]}")
-        w.spec = None
-        return [msg[1]]
+        out: list[dict[str, Any]] = []
+        while w.queue:
+            try:
+                msg = w.outbox.recv()
+            except (EOFError, OSError):
+                code = w.proc.wait()
+                self._close(w)
+                why = _exit_text(code)
+                head, rest = w.queue[0], w.queue[1:]
+                w.queue = []
+                out.append(W.write_failure(head, "failed", f"worker process died ({why})",
+                                           w.started))
+                return out + [unstarted(s) for s in rest]
+            if msg[0] == "fatal":
+                self._close(w, kill=True)
+                raise ShoalError(f"a worker could not import the experiment: {msg[1]}")
+            if msg[0] == "done":
+                w.queue.pop(0)
+                w.started = time.time()
+                out.append(msg[1])
+            if not w.outbox.poll():  # drain what has arrived, never block
+                break
+        return out
 
     # ------------------------------------------------------------------ stopping
     def running_specs(self) -> list[tuple[TaskSpec, float]]:
-        return [(w.spec, w.started) for w in self.workers if w.spec is not None]  # type: ignore[misc]
+        """The task each busy worker runs now, with its start time."""
+        return [(w.queue[0], w.started) for w in self.workers if w.queue]
 
-    def kill(self, spec: TaskSpec, reason: str, status: str = "failed") -> dict[str, Any]:
-        """Kill the task (and everything it started); record it with ``reason``."""
+    def kill(
+        self, spec: TaskSpec, reason: str, status: str = "failed"
+    ) -> list[dict[str, Any]]:
+        """Kill the task (and everything it started); record it with ``reason``. Tasks
+        queued behind it in the same worker come back as not started."""
         for w in self.workers:
-            if w.spec is spec:
+            if w.queue and w.queue[0] is spec:
+                rest = w.queue[1:]
+                w.queue = []
                 self._close(w, kill=True)
-                return W.write_failure(spec, status, reason, w.started)
+                return [W.write_failure(spec, status, reason, w.started),
+                        *[unstarted(s) for s in rest]]
         raise KeyError(spec.label)
 
     def signal_stop(self) -> None:
         """Ask every running task to stop (SIGUSR2 to its worker: ``ctx.should_stop()``
         turns true; a command gets SIGTERM from its worker)."""
         for w in self.workers:
-            if w.spec is not None:
+            if w.queue:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(w.proc.pid, signal.SIGUSR2)
 
     def shutdown(self) -> None:
         """End every worker (idle ones politely)."""
         for w in list(self.workers):
-            if w.spec is None:
+            if not w.queue:
                 self._retire(w)
             else:
                 self._close(w, kill=True)

@@ -59,17 +59,22 @@ def main(argv: list[str]) -> int:
             return 0
         if msg[0] == "exit":
             return 0
-        if msg[0] == "run":
+        if msg[0] == "run":  # one task, or a bundle of short ones run back to back
             worker._stop_requested = False
-            spec = msg[1] if isinstance(msg[1], TaskSpec) else TaskSpec.from_dict(msg[1])
-            if spec.command is not None:
-                result = worker.run_command(spec)
-            else:
-                result = worker.run_function(spec, exp)
-            try:
-                outbox.send(("done", result))
-            except (BrokenPipeError, OSError):
-                return 0
+            specs = msg[1] if isinstance(msg[1], list) else [msg[1]]
+            for spec in specs:
+                if not isinstance(spec, TaskSpec):
+                    spec = TaskSpec.from_dict(spec)
+                if worker.stop_requested():  # asked to stop: start nothing more
+                    result = worker.outcome(spec, "unstarted")
+                elif spec.command is not None:
+                    result = worker.run_command(spec)
+                else:
+                    result = worker.run_function(spec, exp)
+                try:
+                    outbox.send(("done", result))
+                except (BrokenPipeError, OSError):
+                    return 0
 
 
 if __name__ == "__main__":
