@@ -66,7 +66,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path | str) -> dict[str, Any] | None:
     """The JSON object in ``path``, or None when it is absent or unreadable."""
     try:
         with open(path) as fh:

@@ -123,6 +123,11 @@ class Controller:
         self.started = time.time()
         self.on_progress = on_progress
         self._last_flush = 0.0
+        exp = self.exp
+        self._root = str(plan.root)
+        self._target = exp.target or str(exp.source)
+        self._cwd = str(exp.source.parent if exp.source else Path.cwd())
+        self._run_ids = {s.name: s.run_ids for s in self.sps}
         self._setup()
 
     # ------------------------------------------------------------------ setup
@@ -317,9 +322,10 @@ class Controller:
             self.metrics[up.name] = cache
         return cache.get(up.keys[j], {})
 
-    def _dir(self, sp: StepPlan, i: int) -> Path:
+    def _dir(self, sp: StepPlan, i: int) -> str:
         key = sp.keys[i]
-        return self.plan.root / sp.name / key if key else self.plan.root / sp.name
+        base = f"{self._root}/{sp.name}"
+        return f"{base}/{key}" if key else base
 
     def _spec(self, sp: StepPlan, i: int, attempt: int, cpus: int, devices: list[int]) -> TaskSpec:
         step = sp.step
@@ -338,30 +344,29 @@ class Controller:
                     row = up.param_dict(j)
                     for mk, mv in self._upstream_metrics(up, j).items():
                         row[f"metric_{mk}" if mk in row or mk == "out" else mk] = mv
-                    row["out"] = str(self._dir(up, j))
+                    row["out"] = self._dir(up, j)
                     if multi:
                         row["step"] = up.name
                     lst.append(row)
                 gather = rows
             else:
                 j = d.idx[i]
-                needs[up.name] = {"params": up.param_dict(j), "out": str(self._dir(up, j)),
+                needs[up.name] = {"params": up.param_dict(j), "out": self._dir(up, j),
                                   "result": self._upstream_metrics(up, j)}
         out = self._dir(sp, i)
-        run_ids = {s.name: s.run_ids for s in self.sps}
         exp = self.exp
         spec = TaskSpec(
-            experiment=exp.name, target=exp.target or str(exp.source), config=exp.config,
+            experiment=exp.name, target=self._target, config=exp.config,
             step=sp.name, key=sp.keys[i], params=params, fingerprint=sp.fps[i], code=sp.code,
-            inputs=task_inputs(sp, i, run_ids), attempt=attempt, out=str(out),
-            root=str(self.plan.root), cwd=str(exp.source.parent if exp.source else Path.cwd()),
+            inputs=task_inputs(sp, i, self._run_ids), attempt=attempt, out=out,
+            root=self._root, cwd=self._cwd,
             cpus=cpus, gpus=step.resources.gpus, devices=devices,
             mem_mb=step.resources.mem_mb, timeout_s=step.timeout_s, needs=needs, gather=gather,
         )
         if step.command is not None:
             values: dict[str, Any] = dict(params)
-            values.update(out=str(out), threads=cpus, device=spec.device, step=sp.name,
-                          root=str(self.plan.root), python=sys.executable,
+            values.update(out=out, threads=cpus, device=spec.device, step=sp.name,
+                          root=self._root, python=sys.executable,
                           gpus=",".join(map(str, devices)))
             values.update({name: u["out"] for name, u in needs.items()})
             spec.command, spec.argv = render_command(step.command, values)

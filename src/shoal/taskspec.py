@@ -92,13 +92,26 @@ class _Raw:
         self.text = text
 
 
+_needs_shell: dict[str, bool] = {}
+_argv_cache: dict[str, list[str] | None] = {}
+
+
 def render_command(template: str, values: dict[str, Any]) -> tuple[str, list[str] | None]:
     """The command with every value shell-quoted, and its argv when no shell is needed."""
     cmd = _QuotingFormatter().vformat(template, (), values)
-    literal = "".join(t for t, *_ in string.Formatter().parse(template))
-    if any(c in _SHELL_META for c in literal):
+    shell = _needs_shell.get(template)
+    if shell is None:
+        literal = "".join(t for t, *_ in string.Formatter().parse(template))
+        shell = _needs_shell[template] = any(c in _SHELL_META for c in literal)
+    if shell:
         return cmd, None
+    if cmd in _argv_cache:
+        argv = _argv_cache[cmd]
+        return cmd, None if argv is None else list(argv)
     try:
-        return cmd, shlex.split(cmd)
+        argv = shlex.split(cmd)
     except ValueError:
-        return cmd, None
+        argv = None
+    if len(_argv_cache) < 4096:
+        _argv_cache[cmd] = argv
+    return cmd, argv

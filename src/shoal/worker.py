@@ -101,8 +101,8 @@ class TaskLog:
     nothing, the file is renamed back for the next task, and the folder gets no log.
     """
 
-    def __init__(self, scratch_dir: str) -> None:
-        self.scratch = f"{scratch_dir}/log-{os.getpid()}"
+    def __init__(self, scratch_dir: str, slot: str = "") -> None:
+        self.scratch = f"{scratch_dir}/log-{os.getpid()}{slot}"
         self.scratch_dir = scratch_dir
 
     def open(self, out: str, header: str) -> tuple[int, bool]:
@@ -234,7 +234,7 @@ def outcome(spec: TaskSpec, status: str, **extra: Any) -> dict[str, Any]:
 
 def write_failure(spec: TaskSpec, status: str, error: str, started: float) -> dict[str, Any]:
     """Write ``.shoal-error.json`` for a failed or interrupted attempt; return the outcome."""
-    out = Path(spec.out)
+    out = spec.out
     doc = resultfile.make_result(
         experiment=spec.experiment, step=spec.step, key=spec.key, params=spec.params,
         fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,
@@ -242,23 +242,22 @@ def write_failure(spec: TaskSpec, status: str, error: str, started: float) -> di
     )
     doc["status"] = status
     doc["error"] = error
-    doc["log_tail"] = log_tail(out)
+    doc["log_tail"] = log_tail(Path(out))
     with contextlib.suppress(OSError):
-        resultfile.write_json_atomic(out / resultfile.ERROR, doc)
+        resultfile.write_json_atomic(f"{out}/{resultfile.ERROR}", doc)
     return outcome(spec, status, error=error, log_tail=doc["log_tail"], doc=doc)
 
 
 def write_success(spec: TaskSpec, metrics: dict[str, Any], started: float) -> dict[str, Any]:
     """Write ``.shoal-result.json`` (the task is done from here on); return the outcome."""
-    out = Path(spec.out)
     doc = resultfile.make_result(
         experiment=spec.experiment, step=spec.step, key=spec.key, params=spec.params,
         fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,
         attempt=spec.attempt, started=started, ended=time.time(), host=HOST, metrics=metrics,
     )
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(out / resultfile.ERROR)
-    resultfile.write_json_atomic(out / resultfile.RESULT, doc)
+        os.unlink(f"{spec.out}/{resultfile.ERROR}")
+    resultfile.write_json_atomic(f"{spec.out}/{resultfile.RESULT}", doc)
     return outcome(spec, "done", doc=doc)
 
 
@@ -366,6 +365,42 @@ def _forward_stop(signum: int, frame: Any) -> None:
             os.killpg(os.getpgrp(), signal.SIGTERM)
 
 
+def spawn_command(
+    spec: TaskSpec, log: TaskLog, env: dict[str, str], new_group: bool = False
+) -> tuple[int | None, int, bool, float]:
+    """Prepare the task folder and log and start the command; returns (pid or None when it
+    could not start, log fd, fresh log, start time). The caller waits and calls
+    :func:`end_command`."""
+    started = time.time()
+    prepare_folder(spec.out)
+    header = (f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime(started)} ===\n"
+              f"$ {spec.command}\n")
+    fd, fresh = log.open(spec.out, header)
+    argv = spec.argv or ["/bin/sh", "-c", spec.command or ""]
+    full_env = {**env, **spec.env()}
+    try:
+        pid = os.posix_spawn(
+            _which(argv[0], full_env), argv, full_env, setpgroup=0 if new_group else None,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, fd, 1),
+                (os.POSIX_SPAWN_DUP2, fd, 2),
+            ],
+        )
+    except OSError as exc:
+        os.write(fd, f"shoal: cannot start {argv[0]!r}: {exc}\n".encode())
+        return None, fd, fresh, started
+    return pid, fd, fresh, started
+
+
+def end_command(
+    spec: TaskSpec, log: TaskLog, fd: int, fresh: bool, code: int, started: float
+) -> dict[str, Any]:
+    """Close the command's log and write its result or error file."""
+    log.close(fd, spec.out, fresh)
+    return finish_command(spec, code, started)
+
+
 def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run a command task in a child process (posix_spawn) and record its end.
 
@@ -424,10 +459,9 @@ def _install_forwarding() -> None:
 
 def finish_command(spec: TaskSpec, returncode: int, started: float, note: str = "") -> dict:
     """Record the end of a command task run by a backend."""
-    out = Path(spec.out)
     if returncode == 0:
         try:
-            metrics = resultfile.read_json(out / "metrics.json") or {}
+            metrics = resultfile.read_json(f"{spec.out}/metrics.json") or {}
             return write_success(spec, metrics, started)
         except Exception as exc:
             return write_failure(spec, "failed", f"cannot write result: {exc}", started)

@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from shoal import worker as W
+from shoal.backends.local_commands import CommandRunner, unstarted
 from shoal.errors import ShoalError
 from shoal.taskspec import TaskSpec
 
@@ -43,11 +44,6 @@ class _Worker:
         return self.queue[0] if self.queue else None
 
 
-def unstarted(spec: TaskSpec) -> dict[str, Any]:
-    """The outcome of a queued task that never started (stop, or its worker died)."""
-    return W.outcome(spec, "unstarted")
-
-
 @dataclass
 class LocalBackend:
     """Runs task specs on this machine."""
@@ -58,6 +54,13 @@ class LocalBackend:
     max_workers: int
     workers: list[_Worker] = field(default_factory=list)
     _env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    _commands: CommandRunner | None = None
+
+    @property
+    def commands(self) -> CommandRunner:
+        if self._commands is None:
+            self._commands = CommandRunner(self.cwd, self._env)
+        return self._commands
 
     # ------------------------------------------------------------------ starting
     def start(self, specs: list[TaskSpec]) -> None:
@@ -67,6 +70,9 @@ class LocalBackend:
         them back to back and reports each as it ends.
         """
         spec = specs[0]
+        if spec.command is not None:
+            self.commands.start(specs)
+            return
         shape: Shape = (spec.cpus, tuple(spec.devices))
         w = next((w for w in self.workers if not w.queue and w.shape == shape), None)
         if w is None:
@@ -120,12 +126,15 @@ class LocalBackend:
     # ------------------------------------------------------------------ progress
     @property
     def running(self) -> int:
-        return sum(len(w.queue) for w in self.workers)
+        n = sum(len(w.queue) for w in self.workers)
+        return n + (self._commands.running if self._commands else 0)
 
     def poll(self, timeout: float) -> list[dict[str, Any]]:
         """Wait up to ``timeout`` s; return the outcomes of tasks that ended."""
         busy = [w for w in self.workers if w.queue]
         handles: list[Any] = [w.outbox for w in busy]
+        if self._commands is not None:
+            handles.append(self._commands)
         if handles:
             ready = wait(handles, timeout)
         else:
@@ -137,6 +146,8 @@ class LocalBackend:
         for w in busy:
             if id(w.outbox) in ready_set:
                 outcomes.extend(self._receive(w))
+        if self._commands is not None:
+            outcomes.extend(self._commands.drain())
         return outcomes
 
     def _receive(self, w: _Worker) -> list[dict[str, Any]]:
@@ -167,7 +178,8 @@ class LocalBackend:
     # ------------------------------------------------------------------ stopping
     def running_specs(self) -> list[tuple[TaskSpec, float]]:
         """The task each busy worker runs now, with its start time."""
-        return [(w.queue[0], w.started) for w in self.workers if w.queue]
+        out = [(w.queue[0], w.started) for w in self.workers if w.queue]
+        return out + (self._commands.running_specs() if self._commands else [])
 
     def kill(
         self, spec: TaskSpec, reason: str, status: str = "failed"
@@ -181,15 +193,19 @@ class LocalBackend:
                 self._close(w, kill=True)
                 return [W.write_failure(spec, status, reason, w.started),
                         *[unstarted(s) for s in rest]]
+        if self._commands is not None and self._commands.kill(spec, reason, status):
+            return []  # its outcome arrives through poll()
         raise KeyError(spec.label)
 
     def signal_stop(self) -> None:
-        """Ask every running task to stop (SIGUSR2 to its worker: ``ctx.should_stop()``
-        turns true; a command gets SIGTERM from its worker)."""
+        """Ask every running task to stop: SIGUSR2 to a function task's worker
+        (``ctx.should_stop()`` turns true), SIGTERM to a command's process group."""
         for w in self.workers:
             if w.queue:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(w.proc.pid, signal.SIGUSR2)
+        if self._commands is not None:
+            self._commands.signal_stop()
 
     def shutdown(self) -> None:
         """End every worker (idle ones politely)."""
@@ -198,6 +214,8 @@ class LocalBackend:
                 self._retire(w)
             else:
                 self._close(w, kill=True)
+        if self._commands is not None:
+            self._commands.shutdown()
 
 
 
