@@ -62,8 +62,8 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
     ended: list[Any] = [None] * n
     duration: list[Any] = [None] * n
     host: list[Any] = [None] * n
-    metrics: list[dict[str, Any]] = [{}] * n
-    base = plan.root / name
+    metric_text: list[str] = ["{}"] * n
+    base = f"{plan.root}/{name}"
     for i, key in enumerate(sp.keys):
         st = sp.state[i]
         row = rows.get(key)
@@ -84,7 +84,7 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
         if row is not None:
             attempts[i], started[i], ended[i], duration[i], host[i] = row[1:6]
             if row[6] and row[0] == "done":
-                metrics[i] = json.loads(row[6])
+                metric_text[i] = row[6]
     frame = pd.DataFrame({d: [p[k] for p in sp.params] for k, d in enumerate(sp.dims)})
     frame["status"] = pd.Categorical(
         status, categories=["done", "changed", "failed", "missing", "running", "interrupted",
@@ -94,7 +94,8 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
     frame["started"] = pd.to_datetime(pd.Series(started, dtype="float64"), unit="s", utc=True)
     frame["ended"] = pd.to_datetime(pd.Series(ended, dtype="float64"), unit="s", utc=True)
     frame["host"] = pd.array(host, dtype="string")
-    frame["out"] = [str(base / k) if k else str(base) for k in sp.keys]
+    frame["out"] = [f"{base}/{k}" if k else base for k in sp.keys]
+    metrics = json.loads("[" + ",".join(metric_text) + "]")  # one parse, not one per row
     mframe = pd.DataFrame.from_records(metrics, index=frame.index)
     for col in mframe.columns:
         target = col if col not in frame.columns else f"metric_{col}"

@@ -1,0 +1,122 @@
+"""How long the results table of the full seed-001 grid takes to load (issue target: well
+under 2 s for 27,270 tasks, read from the store, not by opening every result file).
+
+It writes the seed-001 experiment at full size (101 sites × 9 factors × 30 seeds; prep,
+train, predict, evaluate, combine) into a temp dir, seeds its store synthetically with every
+task done and a dozen metrics per task (as `shoal run` would leave it), then times:
+
+- ``exp.results("evaluate")`` in this process (the Python API), and
+- the whole ``shoal results EXP --step evaluate --format csv -o FILE`` process,
+- ``shoal results EXP --by factor --metric val_rmse`` (summaries over 27,270 rows).
+
+Run by hand; prints its figures, asserts nothing::
+
+    .venv/bin/python benchmarks/results_load.py [--sites 101] [--seeds 30] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plan_scale import find_shoal, write_experiment
+
+METRICS = ("val_rmse", "val_nse", "val_rmse_temp", "val_nse_temp", "train_rmse", "train_nse",
+           "epochs", "final_loss", "best_epoch", "n_val_days", "lr", "seconds")
+
+
+def seed_store(exp_dir: Path) -> int:
+    """Every task done, with metrics, in the store; folders made. Returns the task count."""
+    import os
+
+    from shoal import resultfile
+    from shoal.loader import load_experiment
+    from shoal.plan import expand, task_inputs
+    from shoal.state import Store, TaskRecord
+
+    exp = load_experiment(str(exp_dir))
+    plans = expand(exp)
+    rng = random.Random(0)
+    run_ids: dict[str, list[str | None]] = {}
+    records = []
+    host, now = socket.gethostname(), time.time()
+    for name, sp in plans.items():
+        ids: list[str | None] = [resultfile.new_run_id() for _ in sp.keys]
+        run_ids[name] = ids
+        for i, key in enumerate(sp.keys):
+            os.makedirs(exp.root / name / key, exist_ok=True)
+            metrics = {m: rng.random() for m in METRICS}
+            records.append(TaskRecord(
+                name, key, "done", fp=sp.fps[i], code=sp.code,
+                inputs=task_inputs(sp, i, run_ids), run_id=ids[i], params=sp.param_dict(i),
+                attempts=1, started=now, ended=now + 2.5, duration=2.5, host=host,
+                metrics=metrics,
+            ))
+    with Store.open(exp.root, create=True) as store:
+        store.put(records)
+    return len(records)
+
+
+def timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--sites", type=int, default=101)
+    ap.add_argument("--seeds", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--shoal", help="path of the shoal executable")
+    args = ap.parse_args()
+    shoal = find_shoal(args.shoal)
+    if shoal is None:
+        print("shoal executable not found (install the package or pass --shoal)")
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="shoal-results-load-"))
+    try:
+        exp_dir = work / "streamflow"
+        write_experiment(exp_dir, args.sites, args.seeds)
+        t0 = time.perf_counter()
+        n = seed_store(exp_dir)
+        print(f"seeded {n:,} done tasks with {len(METRICS)} metrics each in "
+              f"{time.perf_counter() - t0:.1f} s")
+        from shoal.loader import load_experiment
+
+        api = []
+        for _ in range(args.repeat):
+            exp = load_experiment(str(exp_dir))
+            t0 = time.perf_counter()
+            frame = exp.results("evaluate")
+            api.append(time.perf_counter() - t0)
+        print(f"exp.results('evaluate'): {len(frame):,} rows x {frame.shape[1]} columns")
+        out = work / "evaluate.csv"
+        cli = [timed([*shoal, "results", str(exp_dir), "--step", "evaluate", "--format", "csv",
+                      "-o", str(out)]) for _ in range(args.repeat)]
+        summ = [timed([*shoal, "results", str(exp_dir), "--by", "factor", "--metric",
+                       "val_rmse"]) for _ in range(args.repeat)]
+        print()
+        print(f"Summary ({n:,} tasks in the store; {len(frame):,} evaluate rows; median of "
+              f"{args.repeat})")
+        print(f"  exp.results('evaluate') in-process       {statistics.median(api):.3f} s"
+              "      target: well under 2 s")
+        print(f"  shoal results --step evaluate -o csv     {statistics.median(cli):.3f} s"
+              "      (whole process: import, plan, query, write)")
+        print(f"  shoal results --by factor --metric ...   {statistics.median(summ):.3f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
