@@ -310,21 +310,28 @@ def task_inputs(sp: StepPlan, i: int, run_ids: Mapping[str, Sequence[Any]]) -> s
 
 
 def existing_keys(base: str, depth: int) -> set[str]:
-    """Keys of the task folders that exist under ``base`` (one scandir per folder level)."""
+    """Keys of the task folders that exist under ``base`` (one listdir per folder)."""
     if depth == 0:
         return {""} if os.path.isdir(base) else set()
     level = [("", base)]
-    for _ in range(depth):
-        nxt = []
+    for _ in range(depth - 1):
+        nxt: list[tuple[str, str]] = []
         for prefix, path in level:
             try:
                 names = os.listdir(path)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             sep = f"{prefix}/" if prefix else ""
-            nxt.extend((f"{sep}{n}", f"{path}/{n}") for n in names if "=" in n)
+            nxt.extend([(f"{sep}{n}", f"{path}/{n}") for n in names if "=" in n])
         level = nxt
-    return {k for k, _ in level}
+    found: set[str] = set()
+    for prefix, path in level:  # the leaves: keys only
+        try:
+            names = os.listdir(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        found.update([f"{prefix}/{n}" for n in names] if prefix else names)
+    return found
 
 
 def _upstream_pending(sp: StepPlan) -> list[bool] | None:
@@ -370,15 +377,29 @@ def _decide_step(
         prefixes = [f"done {fp} - " for fp in fps]
     else:
         prefixes = [f"done {fp} {inp} " for fp, inp in zip(fps, expected)]
-    for i, key in enumerate(keys):
-        rec = get(key)
-        if rec is None:
+    recs = list(map(get, keys))
+    # the common case in bulk: the record says done with the expected prefix, the folder
+    # exists and nothing upstream will run
+    ok = [r is not None and r.startswith(p) for r, p in zip(recs, prefixes)]
+    present = [k in existing for k in keys]
+    if pending is None:
+        good = [a and b for a, b in zip(ok, present)]
+    else:
+        good = [a and b and not c for a, b, c in zip(ok, present, pending)]
+    n_pre = {len(p) for p in prefixes}
+    if len(n_pre) == 1:  # every prefix has the same length: one slice for all
+        cut = n_pre.pop()
+        sp.run_ids = ids = [r[cut:] if g else None for r, g in zip(recs, good)]
+        run_ids[name] = ids
+    else:
+        for i, g in enumerate(good):
+            if g:
+                ids[i] = recs[i][len(prefixes[i]):]
+    sp.state = state = [DONE if g else MISSING for g in good]
+    for i, rec in enumerate(recs):
+        if rec is None or good[i]:
             continue
-        pre = prefixes[i]
-        if rec.startswith(pre) and key in existing and (pending is None or not pending[i]):
-            state[i] = DONE
-            ids[i] = rec[len(pre):]
-            continue
+        key = keys[i]
         status, fp, _inputs, _run = rec.split(" ")
         if status != "done":
             if status == "failed":
