@@ -61,7 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
     p.add_argument("--progress-interval", type=float, default=10.0,
                    help="seconds between plain progress lines")
-    p.add_argument("--backend", default="local", help="where to run (default: local)")
+    p.add_argument("--backend", default="local", choices=["local", "slurm"],
+                   help="where to run (default: local)")
+    g = p.add_argument_group("Slurm (--backend slurm)")
+    g.add_argument("--partition", help="sbatch --partition")
+    g.add_argument("--account", help="sbatch --account")
+    g.add_argument("--qos", help="sbatch --qos")
+    g.add_argument("--throttle", type=int, metavar="K", help="run at most K elements of "
+                   "each array at once (--array=...%%K)")
+    g.add_argument("--tasks-per-job", type=int, metavar="N", help="tasks bundled per array "
+                   "element (default: as many as fit in 30 min by the step's time=)")
+    g.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                   help="extra sbatch option, e.g. --sbatch=--constraint=v100 (repeatable)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("logs", help="print a task's log")
@@ -206,8 +217,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from shoal.slots import parse_gpu_list
 
     exp = _load(args)
+    slurm = None
+    if args.backend == "slurm":
+        from shoal.backends.slurm import SlurmOptions
+
+        slurm = SlurmOptions(partition=args.partition, account=args.account, qos=args.qos,
+                             throttle=args.throttle, tasks_per_job=args.tasks_per_job,
+                             extra=list(args.sbatch))
     report = run_experiment(
-        exp, jobs=args.jobs, gpus=parse_gpu_list(args.gpus) if args.gpus is not None else None,
+        exp, slurm=slurm,
+        jobs=args.jobs, gpus=parse_gpu_list(args.gpus) if args.gpus is not None else None,
         mem_mb=parse_mem("--mem", args.mem) if args.mem else None, retries=args.retries,
         keep_going=args.keep_going, only=_only(exp, args), grace_s=args.grace,
         progress=args.progress, progress_interval=args.progress_interval, backend=args.backend,

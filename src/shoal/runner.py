@@ -33,10 +33,15 @@ def run_experiment(
     progress: str = "auto",
     progress_interval: float = 10.0,
     backend: str = "local",
+    slurm: Any = None,
 ) -> RunReport:
-    """Run what the plan says must run; returns the report. Resumes where it stopped."""
-    if backend != "local":
-        raise ShoalError(f"unknown backend '{backend}' (available: local)")
+    """Run what the plan says must run; returns the report. Resumes where it stopped.
+
+    ``backend="slurm"`` submits job arrays (``slurm``: a
+    :class:`~shoal.backends.slurm.SlurmOptions`) and follows them until they end.
+    """
+    if backend not in ("local", "slurm"):
+        raise ShoalError(f"unknown backend '{backend}' (available: local, slurm)")
     if jobs is not None and jobs < 1:
         raise ShoalError(f"--jobs {jobs}: give at least 1")
     root: Path = exp.root
@@ -46,18 +51,32 @@ def run_experiment(
         shutil.rmtree(root / ".shoal" / "scratch", ignore_errors=True)  # workers' spare logs
         with Store.open(root, create=True) as store:
             plan = build_plan(exp, root=root, only=only)
-            cpus = jobs or detect_cpus()
-            slots = Slots.local(
-                cpus, list(gpus) if gpus is not None else detect_gpus(),
-                mem_mb if mem_mb is not None else detect_mem_mb(),
-            )
-            from shoal.backends.local import LocalBackend
             from shoal.progress import make_progress
 
-            be = LocalBackend(
-                target=exp.target or str(exp.source), config=dict(exp.config),
-                cwd=str(exp.source.parent if exp.source else Path.cwd()), max_workers=cpus,
-            )
+            be: Any
+            if backend == "slurm":
+                from shoal.backends.slurm import SlurmBackend, SlurmOptions, commands
+
+                if not commands.available():
+                    raise ShoalError(
+                        "--backend slurm: sbatch is not on PATH; run on a cluster's login "
+                        "node (or start a test cluster with scripts/local-slurm.sh)"
+                    )
+                slots = Slots.cluster()
+                be = SlurmBackend(root=root, experiment=exp.name,
+                                  options=slurm or SlurmOptions())
+            else:
+                from shoal.backends.local import LocalBackend
+
+                cpus = jobs or detect_cpus()
+                slots = Slots.local(
+                    cpus, list(gpus) if gpus is not None else detect_gpus(),
+                    mem_mb if mem_mb is not None else detect_mem_mb(),
+                )
+                be = LocalBackend(
+                    target=exp.target or str(exp.source), config=dict(exp.config),
+                    cwd=str(exp.source.parent if exp.source else Path.cwd()), max_workers=cpus,
+                )
             opts = RunOptions(retries=retries, keep_going=keep_going, grace_s=grace_s)
             ctl = Controller(plan, store, be, slots, opts)
             for w in ctl.report.warnings:

@@ -189,6 +189,8 @@ class Controller:
 
     def _check_fits(self, sp: StepPlan, res: Resources) -> None:
         s = self.slots
+        if s.unlimited:
+            return
         if res.gpus > 0 and (len(s.gpus) < max(1, int(res.gpus))):
             have = ", ".join(map(str, s.gpus)) or "none"
             raise ShoalError(
@@ -276,7 +278,11 @@ class Controller:
     def _bundle_size(self, k: int, queued: int, cpus: int) -> int:
         """How many tasks of step ``k`` one slot takes at once. Short tasks (measured in
         this run) go in bundles of about ``BUNDLE_S`` seconds, so that the controller's
-        round trip per task does not dominate; never so many that other slots go idle."""
+        round trip per task does not dominate; never so many that other slots go idle.
+        A cluster backend decides by its own rule (tasks per job, the step's time=)."""
+        decide = getattr(self.backend, "bundle_size", None)
+        if decide is not None:
+            return int(decide(self.sps[k].step.resources.time_s, queued))
         n_done, total = self.durations[k]
         if n_done < 2:
             return 1
@@ -360,8 +366,10 @@ class Controller:
             step=sp.name, key=sp.keys[i], params=params, fingerprint=sp.fps[i], code=sp.code,
             inputs=task_inputs(sp, i, self._run_ids), attempt=attempt, out=out,
             root=self._root, cwd=self._cwd,
-            cpus=cpus, gpus=step.resources.gpus, devices=devices,
-            mem_mb=step.resources.mem_mb, timeout_s=step.timeout_s, needs=needs, gather=gather,
+            cpus=cpus, gpus=step.resources.gpus,
+            devices=devices if getattr(self.backend, "assigns_devices", True) else None,
+            mem_mb=step.resources.mem_mb, time_s=step.resources.time_s,
+            timeout_s=step.timeout_s, needs=needs, gather=gather,
         )
         if step.command is not None:
             values: dict[str, Any] = dict(params)

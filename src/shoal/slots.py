@@ -67,6 +67,12 @@ class Slots:
     cpus: int
     mem_mb: int | None = None
     gpus: dict[int, float] = field(default_factory=dict)  # device -> free fraction
+    unlimited: bool = False  # a cluster: its scheduler does the placing
+
+    @classmethod
+    def cluster(cls) -> Slots:
+        """No local limits: every ready task can be handed to the cluster's scheduler."""
+        return cls(cpus=10**9, unlimited=True)
 
     @classmethod
     def local(cls, cpus: int, gpus: list[int], mem_mb: int | None) -> Slots:
@@ -74,6 +80,8 @@ class Slots:
 
     def place(self, res: Resources, cpus: int) -> list[int] | None:
         """Devices for a task needing ``res`` (with ``cpus`` after clamping), or None."""
+        if self.unlimited:
+            return []
         if cpus > self.cpus:
             return None
         if res.mem_mb and self.mem_mb is not None and res.mem_mb > self.mem_mb:
@@ -90,6 +98,8 @@ class Slots:
         return whole[:n] if len(whole) >= n else None
 
     def take(self, res: Resources, cpus: int, devices: list[int]) -> None:
+        if self.unlimited:
+            return
         self.cpus -= cpus
         if res.mem_mb and self.mem_mb is not None:
             self.mem_mb -= res.mem_mb
@@ -98,6 +108,8 @@ class Slots:
             self.gpus[d] -= share
 
     def give(self, res: Resources, cpus: int, devices: list[int]) -> None:
+        if self.unlimited:
+            return
         self.cpus += cpus
         if res.mem_mb and self.mem_mb is not None:
             self.mem_mb += res.mem_mb

@@ -33,8 +33,9 @@ class TaskSpec:
     cwd: str
     cpus: int = 1
     gpus: float = 0.0
-    devices: list[int] = field(default_factory=list)
+    devices: list[int] | None = field(default_factory=list)  # None: left to the scheduler
     mem_mb: int | None = None
+    time_s: float | None = None  # the step's expected run time (Slurm's --time)
     timeout_s: float | None = None
     command: str | None = None  # rendered shell command for command steps
     argv: list[str] | None = None  # the same, when it needs no shell
@@ -47,6 +48,8 @@ class TaskSpec:
 
     @property
     def device(self) -> str:
+        if self.devices is None:  # the cluster's scheduler set CUDA_VISIBLE_DEVICES
+            return "cuda:0" if self.gpus > 0 else "cpu"
         return "cuda:0" if self.devices else "cpu"
 
     def env(self) -> dict[str, str]:
@@ -58,12 +61,13 @@ class TaskSpec:
             "OPENBLAS_NUM_THREADS": n,
             "NUMEXPR_NUM_THREADS": n,
             "VECLIB_MAXIMUM_THREADS": n,
-            "CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in self.devices),
             "SHOAL_STEP": self.step,
             "SHOAL_TASK": self.key,
             "SHOAL_OUT": self.out,
             "SHOAL_ATTEMPT": str(self.attempt),
         }
+        if self.devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in self.devices)
         return env
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,7 @@
+"""The Slurm backend: ready tasks go out as job arrays, one ``sbatch`` per batch of one
+(step, resource shape), short tasks bundled per array element; state from ``squeue`` (one
+call per poll for the whole run) and from the tasks' own result files."""
+
+from shoal.backends.slurm.backend import SlurmBackend, SlurmOptions
+
+__all__ = ["SlurmBackend", "SlurmOptions"]

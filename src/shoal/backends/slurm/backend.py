@@ -1,0 +1,190 @@
+"""SlurmBackend: the controller's tasks as job arrays on a Slurm cluster (attached mode).
+
+``start`` collects bundles; ``poll`` submits what was collected — one ``sbatch --array`` per
+(step, resource shape), chunked to the cluster's ``MaxArraySize`` — then learns progress from
+the tasks' result files (the truth for success) and from one ``squeue`` call for all of the
+run's arrays (with back-off). An element that left the queue without a result for one of its
+tasks fails that task (lost, timed out, cancelled…), and the controller retries it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal import resultfile
+from shoal import worker as W
+from shoal.backends.slurm import commands, script
+from shoal.taskspec import TaskSpec
+
+
+@dataclass
+class SlurmOptions:
+    """How to submit (flags or a profile)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    throttle: int | None = None  # %K: elements of one array running at once
+    tasks_per_job: int | None = None  # bundle size; default from the step's time=
+    bundle_minutes: float = 30.0  # aim of a bundle's length when tasks_per_job is unset
+    extra: list[str] = field(default_factory=list)  # free sbatch options
+    poll_s: float = 5.0
+    max_poll_s: float = 30.0
+
+
+@dataclass(eq=False)
+class _Element:
+    job: str  # array job id
+    index: int  # index within that array
+    specs: list[TaskSpec]
+    reported: set[str] = field(default_factory=set)  # task keys already reported
+
+
+@dataclass(eq=False)
+class SlurmBackend:
+    """Runs task specs as Slurm job arrays."""
+
+    root: Path
+    experiment: str
+    options: SlurmOptions = field(default_factory=SlurmOptions)
+    python: str = sys.executable
+    assigns_devices: bool = False  # Slurm sets CUDA_VISIBLE_DEVICES itself
+    pending: list[list[TaskSpec]] = field(default_factory=list)
+    elements: dict[tuple[str, int], _Element] = field(default_factory=dict)
+    sbatch_calls: int = 0
+    _max_array: int | None = None
+    _last_squeue: float = 0.0
+    _interval: float = 0.0
+    _submissions: int = 0
+
+    # ---------------------------------------------------------------- submitting
+    def bundle_size(self, time_s: float | None, queued: int) -> int:
+        """Tasks per array element: ``tasks_per_job``, or as many as fit in
+        ``bundle_minutes`` by the step's ``time=`` (one when the step gives no time)."""
+        if self.options.tasks_per_job:
+            return max(1, self.options.tasks_per_job)
+        if not time_s:
+            return 1
+        return max(1, min(queued, int(self.options.bundle_minutes * 60 // time_s)))
+
+    def start(self, specs: list[TaskSpec]) -> None:
+        self.pending.append(specs)
+
+    def _submit(self) -> None:
+        groups: dict[tuple[Any, ...], list[list[TaskSpec]]] = {}
+        for bundle in self.pending:
+            s = bundle[0]
+            shape = (s.step, s.cpus, s.gpus, s.mem_mb, s.time_s, len(bundle))
+            groups.setdefault(shape, []).append(bundle)
+        self.pending = []
+        if self._max_array is None:
+            self._max_array = commands.max_array_size()
+        for (step, cpus, gpus, mem_mb, _t, _n), bundles in groups.items():
+            self._submissions += 1
+            sub = self.root / ".shoal" / "slurm" / f"{int(time.time())}-{os.getpid()}-" \
+                f"{self._submissions}"
+            sub.mkdir(parents=True, exist_ok=True)
+            logs = self.root / "logs" / step
+            logs.mkdir(parents=True, exist_ok=True)  # a missing output folder fails silently
+            with open(sub / "bundles.pkl", "wb") as fh:
+                pickle.dump([[s.to_dict() for s in b] for b in bundles], fh)
+            per_task = max((s.time_s or 0.0) for b in bundles for s in b) or None
+            size = max(len(b) for b in bundles)
+            for offset, n in script.chunks(len(bundles), self._max_array):
+                text = script.render(
+                    job_name=f"shoal-{self.experiment}-{step}", size=n,
+                    throttle=self.options.throttle, output=str(logs / "%A_%a.out"),
+                    python=self.python, submission=str(sub), offset=offset, cpus=cpus,
+                    mem_mb=mem_mb, time_s=per_task * size * 1.1 + 60 if per_task else None,
+                    gpus=gpus, partition=self.options.partition,
+                    account=self.options.account, qos=self.options.qos,
+                    extra=self.options.extra,
+                )
+                path = sub / f"array-{offset}.sh"
+                path.write_text(text)
+                job = commands.sbatch(str(path))
+                self.sbatch_calls += 1
+                for k in range(n):
+                    self.elements[(job, k)] = _Element(job, k, bundles[offset + k])
+        self._interval = self.options.poll_s
+        self._last_squeue = time.time()
+
+    # ---------------------------------------------------------------- progress
+    @property
+    def running(self) -> int:
+        n = sum(len(b) for b in self.pending)
+        return n + sum(len(e.specs) - len(e.reported) for e in self.elements.values())
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        if self.pending:
+            self._submit()
+        out: list[dict[str, Any]] = []
+        now = time.time()
+        if self.elements and now - self._last_squeue >= self._interval:
+            self._last_squeue = now
+            live = commands.squeue({job for job, _ in self.elements})
+            before = len(out)
+            for key, el in list(self.elements.items()):
+                state = live.get(key)
+                gone = state is None or commands.STATES.get(state) == "ended"
+                out.extend(self._collect(el, final=gone, state=state))
+                if gone:
+                    del self.elements[key]
+            changed = len(out) > before
+            self._interval = self.options.poll_s if changed else min(
+                self._interval * 1.5, self.options.max_poll_s)
+        else:
+            for el in list(self.elements.values()):
+                out.extend(self._collect(el, final=False, state=None))
+            if not out:
+                time.sleep(min(timeout, 0.5))
+        return out
+
+    def _collect(self, el: _Element, final: bool, state: str | None) -> list[dict[str, Any]]:
+        out = []
+        for spec in el.specs:
+            if spec.key in el.reported:
+                continue
+            doc = resultfile.read_result(Path(spec.out))
+            if doc and doc.get("fingerprint") == spec.fingerprint and doc.get("attempt") == \
+                    spec.attempt:
+                el.reported.add(spec.key)
+                out.append(W.outcome(spec, "done", doc=doc))
+                continue
+            err = resultfile.read_error(Path(spec.out))
+            if err and err.get("attempt") == spec.attempt:
+                el.reported.add(spec.key)
+                out.append(W.outcome(spec, err.get("status", "failed"), error=err.get("error"),
+                                     log_tail=err.get("log_tail"), doc=err))
+                continue
+            if final:
+                el.reported.add(spec.key)
+                why = f"Slurm job {el.job}_{el.index} ended ({state or 'gone from the queue'})" \
+                    " without a result for this task"
+                out.append(W.outcome(spec, "failed", error=why))
+        return out
+
+    # ---------------------------------------------------------------- stopping
+    def running_specs(self) -> list[tuple[TaskSpec, float]]:
+        return []  # Slurm enforces --time itself
+
+    def kill(self, spec: TaskSpec, reason: str, status: str = "failed") -> list[dict[str, Any]]:
+        for el in self.elements.values():
+            if any(s is spec for s in el.specs):
+                commands.scancel([f"{el.job}_{el.index}"])
+        return []
+
+    def signal_stop(self) -> None:
+        """Cancel this run's jobs (Slurm sends SIGTERM, then SIGKILL after KillWait)."""
+        self.pending = []
+        commands.scancel({job for job, _ in self.elements})
+
+    def shutdown(self) -> None:
+        if self.elements:
+            commands.scancel({job for job, _ in self.elements})

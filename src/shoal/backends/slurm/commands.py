@@ -1,0 +1,99 @@
+"""Thin wrappers around Slurm's commands: retries with back-off on transient errors, parsing."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+
+from shoal.errors import ShoalError
+
+#: Slurm job states mapped to what shoal makes of them (data, not if-chains).
+STATES = {
+    "PENDING": "queued", "CONFIGURING": "queued", "REQUEUED": "queued",
+    "REQUEUE_HOLD": "queued", "REQUEUE_FED": "queued", "RESV_DEL_HOLD": "queued",
+    "SUSPENDED": "running", "RUNNING": "running", "COMPLETING": "running", "STAGE_OUT": "running",
+    "SIGNALING": "running", "RESIZING": "running",
+    "COMPLETED": "ended", "FAILED": "ended", "CANCELLED": "ended", "TIMEOUT": "ended",
+    "OUT_OF_MEMORY": "ended", "NODE_FAIL": "ended", "PREEMPTED": "ended", "BOOT_FAIL": "ended",
+    "DEADLINE": "ended", "SPECIAL_EXIT": "ended", "REVOKED": "ended",
+}
+
+_TRANSIENT = re.compile(
+    r"(socket timed out|timed out|Unable to contact slurm controller|Resource temporarily "
+    r"unavailable|Connection refused|Zero Bytes were transmitted|Slurm temporarily unable|"
+    r"Transport endpoint)", re.IGNORECASE)
+
+
+class SlurmError(ShoalError):
+    """A Slurm command failed for good."""
+
+
+def available() -> bool:
+    """Whether ``sbatch`` is on PATH."""
+    return shutil.which("sbatch") is not None
+
+
+def run(argv: Sequence[str], *, retries: int = 5, backoff: float = 1.0,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a Slurm command; transient errors (socket time-outs…) are retried with back-off."""
+    delay = backoff
+    for attempt in range(retries + 1):
+        try:
+            res = subprocess.run(list(argv), capture_output=True, text=True, timeout=120)
+        except FileNotFoundError:
+            raise SlurmError(
+                f"{argv[0]} not found: the Slurm backend needs Slurm's commands on PATH "
+                "(on a login node of a cluster; scripts/local-slurm.sh makes a test cluster)"
+            ) from None
+        except subprocess.TimeoutExpired:
+            res = subprocess.CompletedProcess(list(argv), 1, "", f"{argv[0]}: timed out")
+        if res.returncode == 0 or not _TRANSIENT.search(res.stderr or ""):
+            break
+        if attempt < retries:
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    if check and res.returncode != 0:
+        raise SlurmError(f"{' '.join(argv[:2])} failed: {(res.stderr or res.stdout).strip()}")
+    return res
+
+
+def sbatch(script: str) -> str:
+    """Submit a batch script (a file path); returns the job id."""
+    out = run(["sbatch", "--parsable", script]).stdout.strip()
+    return out.split(";", 1)[0]
+
+
+def max_array_size() -> int:
+    """``MaxArraySize`` of the cluster (Slurm's default 1001 when it cannot be read)."""
+    res = run(["scontrol", "show", "config"], check=False)
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", res.stdout or "", re.MULTILINE)
+    return int(m.group(1)) if m else 1001
+
+
+def squeue(job_ids: Iterable[str]) -> dict[tuple[str, int], str]:
+    """``(array job id, index) -> state`` for the elements of these arrays still known to
+    Slurm (one call for all of them)."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    res = run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(ids), "-o", "%F|%K|%T"],
+              check=False)
+    if res.returncode != 0 and "Invalid job id" not in (res.stderr or ""):
+        raise SlurmError(f"squeue failed: {res.stderr.strip()}")
+    out: dict[tuple[str, int], str] = {}
+    for line in (res.stdout or "").splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 3 or not parts[1].strip().isdigit():
+            continue
+        out[(parts[0].strip(), int(parts[1]))] = parts[2].strip()
+    return out
+
+
+def scancel(job_ids: Iterable[str], signal: str | None = None) -> None:
+    ids = sorted(set(job_ids))
+    if ids:
+        argv = ["scancel", *([f"--signal={signal}"] if signal else []), *ids]
+        run(argv, check=False)

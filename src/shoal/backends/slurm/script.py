@@ -1,0 +1,61 @@
+"""The batch script of one job array: plain text, compared with golden files in tests."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from shoal.resources import slurm_time
+
+
+def render(
+    *,
+    job_name: str,
+    size: int,
+    throttle: int | None,
+    output: str,
+    python: str,
+    submission: str,
+    offset: int,
+    cpus: int,
+    mem_mb: int | None = None,
+    time_s: float | None = None,
+    gpus: float = 0.0,
+    partition: str | None = None,
+    account: str | None = None,
+    qos: str | None = None,
+    extra: Sequence[str] = (),
+) -> str:
+    """The ``#SBATCH`` script running elements ``offset .. offset+size-1`` of a submission."""
+    array = f"0-{size - 1}" + (f"%{throttle}" if throttle else "")
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --array={array}",
+        f"#SBATCH --output={output}",
+        f"#SBATCH --cpus-per-task={cpus}",
+    ]
+    if mem_mb:
+        lines.append(f"#SBATCH --mem={mem_mb}M")
+    if time_s:
+        lines.append(f"#SBATCH --time={slurm_time(time_s)}")
+    if gpus > 0:
+        lines.append(f"#SBATCH --gres=gpu:{max(1, int(gpus))}")
+    for flag, value in (("partition", partition), ("account", account), ("qos", qos)):
+        if value:
+            lines.append(f"#SBATCH --{flag}={value}")
+    lines += [f"#SBATCH {x}" for x in extra]
+    lines += [
+        "",
+        "# one array element runs one bundle of shoal tasks; each task writes its own result",
+        f"exec {shlex.quote(python)} -m shoal.backends.slurm.element "
+        f"{shlex.quote(submission)} {offset}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def chunks(n: int, max_array_size: int) -> list[tuple[int, int]]:
+    """``(offset, size)`` of the arrays needed for ``n`` elements (indices 0..size-1 each)."""
+    limit = max(1, max_array_size)  # indices 0 .. MaxArraySize-1
+    return [(o, min(limit, n - o)) for o in range(0, n, limit)]

@@ -1,0 +1,98 @@
+"""The Slurm backend: batch-script text and chunking (everywhere), and real runs on a real
+Slurm (scripts/local-slurm.sh) where ``sbatch`` exists. With ``SHOAL_REQUIRE_SLURM=1`` (CI)
+a missing Slurm fails these tests instead of skipping them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shoal.backends.slurm import script
+from test_run import shoal_cmd
+
+GOLDEN = Path(__file__).with_name("golden")
+
+
+def test_batch_script_matches_golden() -> None:
+    text = script.render(
+        job_name="shoal-streamflow-train", size=1001, throttle=50,
+        output="/runs/logs/train/%A_%a.out", python="/venv/bin/python",
+        submission="/runs/.shoal/slurm/1-2-3", offset=2002, cpus=4, mem_mb=2048,
+        time_s=1200, gpus=0.5, partition="ckpt", account="lab", qos="normal",
+        extra=["--constraint=v100", "--requeue"],
+    )
+    assert text == (GOLDEN / "train.sbatch").read_text()
+
+
+def test_minimal_script_has_no_optional_lines() -> None:
+    text = script.render(job_name="j", size=3, throttle=None, output="o/%A_%a.out",
+                         python="python3", submission="/s with space", offset=0, cpus=1)
+    assert "--array=0-2\n" in text and "--mem" not in text and "--time" not in text
+    assert "--gres" not in text and "'/s with space' 0" in text
+
+
+def test_chunks_fit_max_array_size_at_27270_tasks() -> None:
+    parts = script.chunks(27270, 1001)
+    assert len(parts) == 28
+    assert all(size <= 1001 for _, size in parts)
+    assert parts[0] == (0, 1001) and parts[-1] == (27027, 243)
+    assert sum(size for _, size in parts) == 27270
+    assert [o for o, _ in parts] == list(range(0, 27270, 1001))
+
+
+def _need_slurm() -> None:
+    if shutil.which("sbatch") is None:
+        if os.environ.get("SHOAL_REQUIRE_SLURM"):
+            pytest.fail("Slurm is required here (SHOAL_REQUIRE_SLURM) but sbatch is missing")
+        pytest.skip("no Slurm here (sbatch not on PATH; scripts/local-slurm.sh starts one)")
+    res = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    if res.returncode != 0 or not res.stdout.strip():
+        if os.environ.get("SHOAL_REQUIRE_SLURM"):
+            pytest.fail(f"Slurm is required here but does not answer: {res.stderr}")
+        pytest.skip("Slurm does not answer (sinfo)")
+
+
+def slurm_run(path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*shoal_cmd(), "run", str(path), "--backend", "slurm",
+                           "--progress", "plain", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_slurm_arrays_with_bundles_and_a_retried_failure(write_exp, tmp_path: Path) -> None:
+    _need_slurm()
+    path = write_exp(f"""
+        import os, pathlib
+        exp = shoal.Experiment("sl", grid=shoal.Grid(i=range(200)))
+        @exp.step(per=["i"], retries=1)
+        def work(ctx, i):
+            marker = pathlib.Path({str(tmp_path)!r}) / f"tried-{{i}}"
+            if i == 7 and not marker.exists():
+                marker.write_text("1")
+                raise RuntimeError("first attempt fails")
+            return {{"i": i, "job": os.environ.get("SLURM_ARRAY_JOB_ID"),
+                     "attempt": ctx.attempt}}
+        @exp.gather(per=[], over=work)
+        def total(ctx, runs):
+            return {{"n": len(runs), "sum": int(runs.i.sum())}}
+    """)
+    res = slurm_run(path, "--tasks-per-job", "20")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "201 done" in res.stderr or "202 done" in res.stderr
+    results = (tmp_path / "runs/work").glob("*/.shoal-result.json")
+    docs = [json.loads(p.read_text()) for p in results]
+    assert len(docs) == 200 and all(d["metrics"]["job"] for d in docs)
+    retried = next(d for d in docs if d["params"]["i"] == 7)
+    assert retried["metrics"]["attempt"] == 2
+    jobs = {d["metrics"]["job"] for d in docs}
+    assert len(jobs) <= 3  # one array for the 200 tasks (+ one for the retry)
+    total = json.loads((tmp_path / "runs/total/.shoal-result.json").read_text())
+    assert total["metrics"] == {"n": 200, "sum": sum(range(200))}
+    logs = list((tmp_path / "runs/logs/work").glob("*_*.out"))
+    assert 10 <= len(logs) <= 12  # 200 tasks / 20 per element (+ the retry)
+    res = slurm_run(path)
+    assert "nothing to run" in res.stderr
