@@ -419,3 +419,58 @@ def test_bundles_of_short_tasks_survive_a_timeout_inside_a_bundle(write_exp, tmp
             for p in (tmp_path / "runs/t").glob("*/.shoal-result.json")}
     assert len(done) == 299 and "i=150" not in done
     assert set(done.values()) == {1}
+
+
+def test_skips_counted_once_and_allow_missing_only_over_gathered_edges(write_exp, tmp_path):
+    """Review regressions: a task with two failed upstreams is skipped once (and does not
+    release an allow_missing gather early); a failed needs= upstream skips the gather."""
+    path = write_exp("""
+        exp = shoal.Experiment("sk", grid=shoal.Grid(seed=[1, 2]))
+        @exp.step(per=["seed"])
+        def a(ctx, seed):
+            if seed == 1:
+                raise RuntimeError("a fails")
+            return {}
+        @exp.step(per=["seed"])
+        def b(ctx, seed):
+            if seed == 1:
+                raise RuntimeError("b fails")
+            return {}
+        @exp.step(per=["seed"], needs=[a, b])
+        def c(ctx, seed):
+            return {"v": seed}
+        @exp.gather(per=[], over=c, allow_missing=True)
+        def g(ctx, runs):
+            return {"n": len(runs)}
+        @exp.step(per=[])
+        def base(ctx):
+            raise RuntimeError("base fails")
+        @exp.gather(per=[], over=c, needs=[base], allow_missing=True)
+        def h(ctx, runs):
+            return {"n": len(runs)}
+    """)
+    res = run(path, "-j", "1")
+    assert res.returncode == 1
+    assert "2 skipped" in res.stderr  # c[seed=1] once, and h (its needs= upstream failed)
+    g = json.loads((tmp_path / "runs/g/.shoal-result.json").read_text())
+    assert g["metrics"] == {"n": 1}  # ran after c[seed=2], on what succeeded
+    assert not (tmp_path / "runs/h/.shoal-result.json").exists()
+
+
+def test_fail_fast_lets_running_tasks_finish(write_exp, tmp_path: Path) -> None:
+    path = write_exp("""
+        import time
+        exp = shoal.Experiment("ff2", grid=shoal.Grid(i=range(4)))
+        @exp.step(per=["i"])
+        def t(ctx, i):
+            if i == 0:
+                time.sleep(0.5)
+                raise RuntimeError("fails")
+            if i == 1:
+                time.sleep(3)
+            return {}
+    """)
+    res = run(path, "-j", "2", "--fail-fast")
+    assert res.returncode == 1
+    assert (tmp_path / "runs/t/i=1/.shoal-result.json").exists()  # was running: finished
+    assert not (tmp_path / "runs/t/i=3/.shoal-result.json").exists()  # never launched

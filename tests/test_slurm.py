@@ -96,3 +96,21 @@ def test_slurm_arrays_with_bundles_and_a_retried_failure(write_exp, tmp_path: Pa
     assert 10 <= len(logs) <= 12  # 200 tasks / 20 per element (+ the retry)
     res = slurm_run(path)
     assert "nothing to run" in res.stderr
+
+
+def test_slurm_ignores_the_error_file_of_an_earlier_run(write_exp, tmp_path: Path) -> None:
+    """Review regression: after a fix, the old .shoal-error.json (same attempt number, other
+    fingerprint) must not be taken as the new attempt's outcome."""
+    _need_slurm()
+    body = """
+        exp = shoal.Experiment("fix", grid=shoal.Grid(i=[0]))
+        @exp.step(per=["i"])
+        def t(ctx, i):
+            raise RuntimeError("broken")
+    """
+    path = write_exp(body)
+    assert slurm_run(path).returncode == 1
+    path.write_text(path.read_text().replace('raise RuntimeError("broken")', "return {}"))
+    res = slurm_run(path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "runs/t/i=0/.shoal-result.json").exists()

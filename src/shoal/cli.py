@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -366,6 +367,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ShoalError as exc:
         print(f"shoal: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (PermissionError, sqlite3.DatabaseError) as exc:  # the run root, the store
+        what = getattr(exc, "filename", None)
+        where = f" ({what})" if what else ""
+        print(f"shoal: error: {type(exc).__name__}: {exc}{where}; check the run root "
+              "(--root) is writable and its .shoal/state.db intact (shoal status --rescan "
+              "rebuilds it)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("shoal: interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,7 @@ workers' result files also hold.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -128,6 +129,7 @@ class Controller:
         self._target = exp.target or str(exp.source)
         self._cwd = str(exp.source.parent if exp.source else Path.cwd())
         self._run_ids = {s.name: s.run_ids for s in self.sps}
+        self._over = [{d.up.name for d in s.deps if d.many} for s in self.sps]
         self._setup()
 
     # ------------------------------------------------------------------ setup
@@ -213,7 +215,8 @@ class Controller:
         if not self.waiting:
             self._flush(force=True)
             return self.report
-        old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # HUP: the terminal closed
+        old = {sig: signal.getsignal(sig) for sig in stops}
         for sig in old:
             signal.signal(sig, self._on_signal)
         try:
@@ -267,7 +270,7 @@ class Controller:
             sp = self.sps[k]
             res = sp.step.resources
             cpus = min(res.cpus, self.total_cpus)
-            while queue:
+            while queue and not self.stopping:
                 devices = self.slots.place(res, cpus)
                 if devices is None:
                     break
@@ -308,13 +311,15 @@ class Controller:
             holds = n == len(tids) - 1  # the last of a bundle gives the slot back
             self.running[(sp.name, sp.keys[i])] = _Running(tid, spec, res, cpus, devices, holds)
             self.counts[k].running += 1
-            if n == 0:
-                self.records.append(TaskRecord(
-                    sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code,
-                    inputs=spec.inputs, params=spec.params, attempts=attempt, started=now,
-                    host=HOST,
-                ))
+            self.records.append(TaskRecord(
+                sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code,
+                inputs=spec.inputs, params=spec.params, attempts=attempt, started=now,
+                host=HOST,
+            ))
         self.slots.take(res, cpus, devices)
+        # in the store before a worker empties a task folder: a killed controller must never
+        # leave a stale "done" record beside a folder without its result file
+        self._flush(force=True)
         self.backend.start(specs)
 
     # ------------------------------------------------------------------ specs
@@ -370,6 +375,7 @@ class Controller:
             devices=devices if getattr(self.backend, "assigns_devices", True) else None,
             mem_mb=step.resources.mem_mb, time_s=step.resources.time_s,
             timeout_s=step.timeout_s, needs=needs, gather=gather,
+            token=os.urandom(6).hex(),
         )
         if step.command is not None:
             values: dict[str, Any] = dict(params)
@@ -377,7 +383,14 @@ class Controller:
                           root=self._root, python=sys.executable,
                           gpus=",".join(map(str, devices)))
             values.update({name: u["out"] for name, u in needs.items()})
-            spec.command, spec.argv = render_command(step.command, values)
+            try:
+                spec.command, spec.argv = render_command(step.command, values)
+            except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
+                raise ShoalError(
+                    f"step '{sp.name}': the command template {step.command!r} cannot be "
+                    f"filled for {spec.label}: {type(exc).__name__}: {exc}; fix the field "
+                    "(format specs must suit the value's type)"
+                ) from None
         return spec
 
     # ------------------------------------------------------------------ outcomes
@@ -445,27 +458,26 @@ class Controller:
         self.report.failed += 1
         self.report.failures.append((run.spec.label, o.get("error") or "failed"))
         self._skip_downstream(run.tid, run.spec.label)
-        if not self.options.keep_going:
+        if not self.options.keep_going:  # stop launching; running tasks finish
             self.stopping = True
             self.report.stopped = True
+            self.stop_deadline = float("inf")
 
     def _skip_downstream(self, tid: TaskId, label: str) -> None:
         """Skip what depends on a failed task; a gather with ``allow_missing=True`` instead
         counts the task as finished and runs on what succeeded."""
-        todo = list(self.children.get(tid, ()))
-        seen: set[TaskId] = set()
+        todo = [(child, tid[0]) for child in self.children.get(tid, ())]
         while todo:
-            child = todo.pop()
+            child, parent_k = todo.pop()
             k, i = child
             sp = self.sps[k]
-            if sp.step.allow_missing and self.waiting.get(child, -1) > 0:
-                self.waiting[child] -= 1
+            if self.waiting.get(child, -1) < 0:  # already skipped (or not to run)
+                continue
+            if sp.step.allow_missing and self.sps[parent_k].name in self._over[k]:
+                self.waiting[child] -= 1  # a missing row for the gather, not a reason to skip
                 if self.waiting[child] == 0 and not self.stopping:
                     self.ready[k].append(i)
                 continue
-            if child in seen:
-                continue
-            seen.add(child)
             self.waiting[child] = -1
             self.counts[k].skipped += 1
             self.report.skipped += 1
@@ -473,7 +485,7 @@ class Controller:
                 sp.name, sp.keys[i], "skipped", fp=sp.fps[i], code=sp.code,
                 params=sp.param_dict(i), error=f"skipped: upstream {label} failed",
             ))
-            todo.extend(self.children.get(child, ()))
+            todo.extend((c, k) for c in self.children.get(child, ()))
 
     def _check_time(self, now: float) -> None:
         for spec, started in self.backend.running_specs():
@@ -481,6 +493,7 @@ class Controller:
                 for o in self.backend.kill(spec, f"timeout after {spec.timeout_s:g} s"):
                     self._ingest(o)
         if self.stopping and self.running and (self.killing or now > self.stop_deadline):
+            # (a user's stop: after the grace period; --fail-fast: never)
             for spec, _ in self.backend.running_specs():
                 for o in self.backend.kill(spec, "stopped by user", "interrupted"):
                     self._ingest(o)

@@ -41,6 +41,7 @@ class TaskSpec:
     argv: list[str] | None = None  # the same, when it needs no shell
     needs: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> {params,out,result}
     gather: dict[str, list[dict[str, Any]]] | None = None  # step -> rows (params, metrics, out)
+    token: str = ""  # this dispatch: echoed in the result/error file, so old files never count
 
     @property
     def label(self) -> str:

@@ -242,6 +242,7 @@ def write_failure(spec: TaskSpec, status: str, error: str, started: float) -> di
     )
     doc["status"] = status
     doc["error"] = error
+    doc["token"] = spec.token
     doc["log_tail"] = log_tail(Path(out))
     with contextlib.suppress(OSError):
         resultfile.write_json_atomic(f"{out}/{resultfile.ERROR}", doc)
@@ -255,6 +256,7 @@ def write_success(spec: TaskSpec, metrics: dict[str, Any], started: float) -> di
         fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,
         attempt=spec.attempt, started=started, ended=time.time(), host=HOST, metrics=metrics,
     )
+    doc["token"] = spec.token
     with contextlib.suppress(FileNotFoundError):
         os.unlink(f"{spec.out}/{resultfile.ERROR}")
     resultfile.write_json_atomic(f"{spec.out}/{resultfile.RESULT}", doc)

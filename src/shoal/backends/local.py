@@ -74,6 +74,8 @@ class LocalBackend:
             self.commands.start(specs)
             return
         shape: Shape = (spec.cpus, tuple(spec.devices))
+        for dead in [w for w in self.workers if not w.queue and w.proc.poll() is not None]:
+            self._close(dead)  # an idle worker that died (OOM…) is not reused
         w = next((w for w in self.workers if not w.queue and w.shape == shape), None)
         if w is None:
             if len(self.workers) >= self.max_workers:
@@ -157,13 +159,15 @@ class LocalBackend:
                 msg = w.outbox.recv()
             except (EOFError, OSError):
                 code = w.proc.wait()
-                self._close(w)
+                self._close(w, kill=True)  # and whatever the task started
                 why = _exit_text(code)
                 head, rest = w.queue[0], w.queue[1:]
                 w.queue = []
                 out.append(W.write_failure(head, "failed", f"worker process died ({why})",
                                            w.started))
                 return out + [unstarted(s) for s in rest]
+            if msg[0] == "ready":  # the import is done: the task's clock starts now
+                w.started = time.time()
             if msg[0] == "fatal":
                 self._close(w, kill=True)
                 raise ShoalError(f"a worker could not import the experiment: {msg[1]}")
@@ -193,9 +197,9 @@ class LocalBackend:
                 self._close(w, kill=True)
                 return [W.write_failure(spec, status, reason, w.started),
                         *[unstarted(s) for s in rest]]
-        if self._commands is not None and self._commands.kill(spec, reason, status):
-            return []  # its outcome arrives through poll()
-        raise KeyError(spec.label)
+        if self._commands is not None:
+            self._commands.kill(spec, reason, status)
+        return []  # its outcome arrives through poll() (or it already ended)
 
     def signal_stop(self) -> None:
         """Ask every running task to stop: SIGUSR2 to a function task's worker

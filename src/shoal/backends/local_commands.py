@@ -29,6 +29,7 @@ class _Bundle:
     kill_reason: str | None = None
     kill_status: str = "failed"
     thread: threading.Thread | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # head, pid, kill_reason
 
 
 def unstarted(spec: TaskSpec) -> dict[str, Any]:
@@ -78,36 +79,40 @@ class CommandRunner:
 
     def _run(self, b: _Bundle) -> None:
         try:
-            while b.queue:
-                spec = b.queue[0]
-                if self.stopping or b.kill_reason:
-                    break
-                pid, fd, fresh, started = W.spawn_command(spec, b.log, self.env, True)
-                b.started = started
+            while True:
+                with b.lock:  # a kill or stop cannot slip between this check and the spawn
+                    if not b.queue or self.stopping or b.kill_reason:
+                        break
+                    spec = b.queue[0]
+                    pid, fd, fresh, started = W.spawn_command(spec, b.log, self.env, True)
+                    b.pid, b.started = pid, started
                 code = 127
                 if pid is not None:
-                    b.pid = pid
-                    if self.stopping:  # a stop came in while it was starting
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.killpg(pid, signal.SIGTERM)
                     _, status = os.waitpid(pid, 0)
                     code = os.waitstatus_to_exitcode(status)
+                with b.lock:
                     b.pid = None
-                if b.kill_reason:
+                    reason, kstatus = b.kill_reason, b.kill_status
+                if reason:
                     b.log.close(fd, spec.out, fresh)
-                    out = W.write_failure(spec, b.kill_status, b.kill_reason, started)
+                    out = W.write_failure(spec, kstatus, reason, started)
                 else:
                     out = W.end_command(spec, b.log, fd, fresh, code, started)
-                b.queue.pop(0)
+                with b.lock:
+                    b.queue.pop(0)
                 self._post(out)
-            for spec in b.queue:
-                self._post(unstarted(spec))
-            b.queue = []
-        except BaseException as exc:  # never lose a task: report the rest as failed
-            for spec in b.queue:
-                self._post(W.outcome(spec, "failed", error=f"shoal: command runner: {exc}"))
-            b.queue = []
+                if reason:
+                    break
+        except BaseException as exc:  # never lose a task: the one at hand failed, the rest wait
+            with b.lock:
+                if b.queue:
+                    self._post(W.outcome(b.queue.pop(0), "failed",
+                                         error=f"shoal: command runner: {exc}"))
         finally:
+            with b.lock:
+                rest, b.queue = b.queue, []
+            for spec in rest:
+                self._post(unstarted(spec))
             self._spare_logs.append(b.log)
 
     def _post(self, outcome: dict[str, Any]) -> None:
@@ -130,20 +135,24 @@ class CommandRunner:
         return out
 
     def running_specs(self) -> list[tuple[TaskSpec, float]]:
-        return [(b.queue[0], b.started) for b in list(self.bundles)
-                if b.queue and b.pid is not None]
+        out = []
+        for b in list(self.bundles):
+            with b.lock:
+                if b.queue and b.pid is not None:
+                    out.append((b.queue[0], b.started))
+        return out
 
     def kill(self, spec: TaskSpec, reason: str, status: str = "failed") -> bool:
         """Kill the command running ``spec``; its outcome (and the bundle's rest, as not
         started) arrive through :meth:`drain`. False when ``spec`` is not running here."""
         for b in list(self.bundles):
-            if b.queue and b.queue[0] is spec:
-                if b.kill_reason is None:
+            with b.lock:
+                if not (b.queue and b.queue[0] is spec):
+                    continue
+                if b.kill_reason is None and b.pid is not None:
                     b.kill_reason, b.kill_status = reason, status
-                    pid = b.pid
-                    if pid is not None:
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.killpg(pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(b.pid, signal.SIGKILL)
                 return True
         return False
 
@@ -151,19 +160,24 @@ class CommandRunner:
         """SIGTERM to every running command's process group; start nothing more."""
         self.stopping = True
         for b in list(self.bundles):
-            pid = b.pid
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGTERM)
+            with b.lock:
+                if b.pid is not None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(b.pid, signal.SIGTERM)
 
     def shutdown(self) -> None:
         self.stopping = True
         for b in list(self.bundles):
-            if b.queue:
-                self.kill(b.queue[0], "shut down", "interrupted")
+            with b.lock:
+                head = b.queue[0] if b.queue else None
+            if head is not None:
+                self.kill(head, "shut down", "interrupted")
+        alive = False
         for b in list(self.bundles):
             if b.thread is not None:
                 b.thread.join(timeout=10)
-        for fd in (self._rfd, self._wfd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+                alive = alive or b.thread.is_alive()
+        if not alive:  # a thread still posting keeps its pipe
+            for fd in (self._rfd, self._wfd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)

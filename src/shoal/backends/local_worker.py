@@ -60,7 +60,6 @@ def main(argv: list[str]) -> int:
         if msg[0] == "exit":
             return 0
         if msg[0] == "run":  # one task, or a bundle of short ones run back to back
-            worker._stop_requested = False
             specs = msg[1] if isinstance(msg[1], list) else [msg[1]]
             for spec in specs:
                 if not isinstance(spec, TaskSpec):

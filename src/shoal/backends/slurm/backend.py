@@ -22,6 +22,17 @@ from shoal import worker as W
 from shoal.backends.slurm import commands, script
 from shoal.taskspec import TaskSpec
 
+_WHY = {
+    "TIMEOUT": "hit its time limit (TIMEOUT)",
+    "OUT_OF_MEMORY": "ran out of memory (OUT_OF_MEMORY)",
+    "CANCELLED": "was cancelled (CANCELLED)",
+    "NODE_FAIL": "lost its node (NODE_FAIL)",
+    "FAILED": "failed (FAILED)",
+    "BOOT_FAIL": "could not start (BOOT_FAIL)",
+    "DEADLINE": "missed its deadline (DEADLINE)",
+    "COMPLETED": "completed",
+}
+
 
 @dataclass
 class SlurmOptions:
@@ -62,6 +73,7 @@ class SlurmBackend:
     _last_squeue: float = 0.0
     _interval: float = 0.0
     _submissions: int = 0
+    stopped: bool = False
 
     # ---------------------------------------------------------------- submitting
     def bundle_size(self, time_s: float | None, queued: int) -> int:
@@ -122,20 +134,37 @@ class SlurmBackend:
         return n + sum(len(e.specs) - len(e.reported) for e in self.elements.values())
 
     def poll(self, timeout: float) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.stopped and self.pending:  # never submitted: they come back as not started
+            out = [W.outcome(s, "unstarted") for b in self.pending for s in b]
+            self.pending = []
+            return out
         if self.pending:
             self._submit()
-        out: list[dict[str, Any]] = []
         now = time.time()
         if self.elements and now - self._last_squeue >= self._interval:
             self._last_squeue = now
-            live = commands.squeue({job for job, _ in self.elements})
+            try:
+                live = commands.squeue({job for job, _ in self.elements})
+            except commands.SlurmError as exc:  # no news this time: back off, never give up
+                print(f"shoal: warning: {exc}; trying again", file=sys.stderr)
+                self._interval = min(self._interval * 2, self.options.max_poll_s)
+                return out
             before = len(out)
+            gone = [key for key in self.elements
+                    if live.get(key) is None or commands.STATES.get(live[key]) == "ended"]
             for key, el in list(self.elements.items()):
-                state = live.get(key)
-                gone = state is None or commands.STATES.get(state) == "ended"
-                out.extend(self._collect(el, final=gone, state=state))
-                if gone:
-                    del self.elements[key]
+                if key not in gone:
+                    out.extend(self._collect(el, final=False, state=live.get(key)))
+            if gone:
+                # results first: most ended elements left one for every task
+                unsure = [k for k in gone if self._collect(self.elements[k], False, None,
+                                                           peek=True)]
+                finals = commands.final_states({job for job, _ in unsure}) if unsure else {}
+                for key in gone:
+                    el = self.elements.pop(key)
+                    state = finals.get(key) or live.get(key)
+                    out.extend(self._collect(el, final=True, state=state))
             changed = len(out) > before
             self._interval = self.options.poll_s if changed else min(
                 self._interval * 1.5, self.options.max_poll_s)
@@ -146,28 +175,42 @@ class SlurmBackend:
                 time.sleep(min(timeout, 0.5))
         return out
 
-    def _collect(self, el: _Element, final: bool, state: str | None) -> list[dict[str, Any]]:
+    def _collect(self, el: _Element, final: bool, state: str | None,
+                 peek: bool = False) -> list[dict[str, Any]]:
+        """Outcomes of the element's tasks that have one now (a result or error file of
+        *this* dispatch: its token); at the element's end, every task left without one fails
+        with the element's final Slurm state (a PREEMPTED one comes back as not started: it
+        goes out again without using an attempt). ``peek``: only whether some task would be
+        left without a result (nothing is reported)."""
         out = []
         for spec in el.specs:
             if spec.key in el.reported:
                 continue
             doc = resultfile.read_result(Path(spec.out))
-            if doc and doc.get("fingerprint") == spec.fingerprint and doc.get("attempt") == \
-                    spec.attempt:
-                el.reported.add(spec.key)
-                out.append(W.outcome(spec, "done", doc=doc))
+            if doc and doc.get("token") == spec.token:
+                if not peek:
+                    el.reported.add(spec.key)
+                    out.append(W.outcome(spec, "done", doc=doc))
                 continue
             err = resultfile.read_error(Path(spec.out))
-            if err and err.get("attempt") == spec.attempt:
-                el.reported.add(spec.key)
-                out.append(W.outcome(spec, err.get("status", "failed"), error=err.get("error"),
-                                     log_tail=err.get("log_tail"), doc=err))
+            if err and err.get("token") == spec.token:
+                if not peek:
+                    el.reported.add(spec.key)
+                    out.append(W.outcome(spec, err.get("status", "failed"),
+                                         error=err.get("error"), log_tail=err.get("log_tail"),
+                                         doc=err))
                 continue
+            if peek:
+                return [W.outcome(spec, "unknown")]
             if final:
                 el.reported.add(spec.key)
-                why = f"Slurm job {el.job}_{el.index} ended ({state or 'gone from the queue'})" \
-                    " without a result for this task"
-                out.append(W.outcome(spec, "failed", error=why))
+                if state in ("PREEMPTED", "REQUEUED"):
+                    out.append(W.outcome(spec, "unstarted"))
+                    continue
+                why = _WHY.get(state or "", f"ended ({state or 'gone from the queue'})")
+                out.append(W.outcome(
+                    spec, "failed",
+                    error=f"Slurm job {el.job}_{el.index} {why} before this task's result"))
         return out
 
     # ---------------------------------------------------------------- stopping
@@ -181,8 +224,9 @@ class SlurmBackend:
         return []
 
     def signal_stop(self) -> None:
-        """Cancel this run's jobs (Slurm sends SIGTERM, then SIGKILL after KillWait)."""
-        self.pending = []
+        """Cancel this run's jobs (Slurm sends SIGTERM, then SIGKILL after KillWait); what
+        was not submitted yet is not submitted."""
+        self.stopped = True
         commands.scancel({job for job, _ in self.elements})
 
     def shutdown(self) -> None:

@@ -68,9 +68,8 @@ def sbatch(script: str) -> str:
 
 def max_array_size() -> int:
     """``MaxArraySize`` of the cluster (Slurm's default 1001 when it cannot be read)."""
-    res = run(["scontrol", "show", "config"], check=False)
-    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", res.stdout or "", re.MULTILINE)
-    return int(m.group(1)) if m else 1001
+    value = config().get("MaxArraySize", "")
+    return int(value) if value.isdigit() else 1001
 
 
 def squeue(job_ids: Iterable[str]) -> dict[tuple[str, int], str]:
@@ -89,6 +88,55 @@ def squeue(job_ids: Iterable[str]) -> dict[tuple[str, int], str]:
         if len(parts) != 3 or not parts[1].strip().isdigit():
             continue
         out[(parts[0].strip(), int(parts[1]))] = parts[2].strip()
+    return out
+
+
+_config_cache: dict[str, str] | None = None
+
+
+def config() -> dict[str, str]:
+    """``scontrol show config`` as a dict (read once)."""
+    global _config_cache
+    if _config_cache is None:
+        res = run(["scontrol", "show", "config"], check=False)
+        _config_cache = {}
+        for line in (res.stdout or "").splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                _config_cache[key.strip()] = value.strip()
+    return _config_cache
+
+
+def final_states(job_ids: Iterable[str]) -> dict[tuple[str, int], str]:
+    """``(array job id, index) -> final state`` (TIMEOUT, OUT_OF_MEMORY, …) of ended
+    elements: from ``sacct`` where accounting exists, else from the ``jobcomp/filetxt`` log.
+    One call for all of them; empty when neither is available."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    res = run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobID,State"],
+              check=False, retries=1)
+    out: dict[tuple[str, int], str] = {}
+    if res.returncode == 0:
+        for line in res.stdout.splitlines():
+            job, _, state = line.partition("|")
+            head, sep, index = job.partition("_")
+            if sep and index.isdigit():
+                out[(head, int(index))] = state.split()[0] if state else state
+        return out
+    cfg = config()
+    if cfg.get("JobCompType") != "jobcomp/filetxt" or not cfg.get("JobCompLoc"):
+        return out
+    wanted = set(ids)
+    try:
+        with open(cfg["JobCompLoc"]) as fh:
+            for line in fh:
+                d = dict(re.findall(r"(\w+)=(\S*)", line))
+                job, index = d.get("ArrayJobId"), d.get("ArrayTaskId")
+                if job in wanted and index and index.isdigit():
+                    out[(job, int(index))] = d.get("JobState", "")  # the last line wins
+    except OSError:
+        pass
     return out
 
 

@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     index = offset + int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
     with open(os.path.join(submission, "bundles.pkl"), "rb") as fh:
         bundles = pickle.load(fh)
-    from shoal import resultfile, worker
+    from shoal import worker
     from shoal.loader import load_experiment
     from shoal.taskspec import TaskSpec
 
@@ -31,12 +31,6 @@ def main(argv: list[str]) -> int:
         if worker.stop_requested():
             print(f"shoal: stop requested; {spec.label} not started", flush=True)
             break
-        done = resultfile.read_result(__import__("pathlib").Path(spec.out))
-        if done and done.get("fingerprint") == spec.fingerprint and (
-            done.get("inputs") == spec.inputs
-        ):
-            print(f"shoal: {spec.label} already done", flush=True)
-            continue
         print(f"shoal: {spec.label} (attempt {spec.attempt})", flush=True)
         if spec.command is not None:
             worker.run_command(spec)
