@@ -32,7 +32,6 @@ This is run by hand; it prints its figures and never asserts. Examples::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import resource
@@ -48,6 +47,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plan_scale import find_snakemake
 
 FN_TARGET = 1000.0  # function tasks per second
 XARGS_RATIO_TARGET = 0.7  # shoal command tasks / xargs, per second
@@ -200,18 +202,6 @@ def find_shoal(explicit: str | None) -> list[str] | None:
     if beside.is_file() and os.access(beside, os.X_OK):
         return [str(beside)]
     on_path = shutil.which("shoal")
-    return [on_path] if on_path else None
-
-
-def find_snakemake(explicit: str | None) -> list[str] | None:
-    if explicit:
-        return [explicit] if Path(explicit).exists() or shutil.which(explicit) else None
-    beside = Path(sys.executable).parent / "snakemake"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return [str(beside)]
-    if importlib.util.find_spec("snakemake") is not None:
-        return [sys.executable, "-m", "snakemake"]
-    on_path = shutil.which("snakemake")
     return [on_path] if on_path else None
 
 

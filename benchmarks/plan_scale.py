@@ -312,8 +312,9 @@ def describe_steps(steps: Any) -> str:
 
 
 def find_snakemake(explicit: str | None) -> list[str] | None:
+    """How to run Snakemake: --snakemake PATH, beside this Python, the module, or PATH."""
     if explicit:
-        return [explicit]
+        return [explicit] if Path(explicit).exists() or shutil.which(explicit) else None
     beside = Path(sys.executable).parent / "snakemake"
     if beside.is_file() and os.access(beside, os.X_OK):
         return [str(beside)]

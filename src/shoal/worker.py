@@ -404,46 +404,29 @@ def end_command(
 
 
 def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a command task in a child process (posix_spawn) and record its end.
-
-    A stop request (SIGTERM/SIGUSR2 to this worker) is forwarded to the command as SIGTERM.
-    """
+    """Run a command task in a child process of this one (a worker, a Slurm element) and
+    record its end. A stop request (SIGTERM/SIGUSR2 to this process) reaches the command's
+    whole process group as SIGTERM."""
     global _child, _forwarded
     _forwarded = False
-    started = time.time()
+    _install_forwarding()
+    log = task_log(spec)
     try:
-        prepare_folder(spec.out)
+        pid, fd, fresh, started = spawn_command(
+            spec, log, env if env is not None else _base_env())
     except OSError as exc:
         return outcome(spec, "failed", error=f"cannot prepare task folder {spec.out}: {exc}")
-    header = (f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime(started)} ===\n"
-              f"$ {spec.command}\n")
-    log = task_log(spec)
-    fd, fresh = log.open(spec.out, header)
-    argv = spec.argv or ["/bin/sh", "-c", spec.command or ""]
-    full_env = {**(env if env is not None else _base_env()), **spec.env()}
-    _install_forwarding()
-    try:
+    code = 127
+    if pid is not None:
+        _child = pid
         try:
-            _child = os.posix_spawn(
-                _which(argv[0], full_env), argv, full_env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, fd, 1),
-                    (os.POSIX_SPAWN_DUP2, fd, 2),
-                ],
-            )
-        except OSError as exc:
-            os.write(fd, f"shoal: cannot start {argv[0]!r}: {exc}\n".encode())
-            code = 127
-        else:
             if _stop_requested:
                 _forward_stop(signal.SIGTERM, None)
-            _, status = os.waitpid(_child, 0)
+            _, status = os.waitpid(pid, 0)
             code = os.waitstatus_to_exitcode(status)
-    finally:
-        _child = None
-        log.close(fd, spec.out, fresh)
-    return finish_command(spec, code, started)
+        finally:
+            _child = None
+    return end_command(spec, log, fd, fresh, code, started)
 
 
 _forwarding = False
