@@ -114,3 +114,38 @@ def test_slurm_ignores_the_error_file_of_an_earlier_run(write_exp, tmp_path: Pat
     res = slurm_run(path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "runs/t/i=0/.shoal-result.json").exists()
+
+
+def test_cancel_cancels_only_this_runs_jobs(write_exp, tmp_path: Path) -> None:
+    _need_slurm()
+    import time
+
+    other = subprocess.run(["sbatch", "--parsable", "--hold", "--output=/dev/null",
+                            "--wrap", "true"], capture_output=True, text=True, check=True)
+    other_id = other.stdout.strip().split(";")[0]
+    path = write_exp("""
+        exp = shoal.Experiment("cx", grid=shoal.Grid(i=range(5)))
+        @exp.step(per=["i"])
+        def t(ctx, i):
+            return {}
+    """)
+    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "--backend", "slurm",
+                             "--progress", "none", "--sbatch=--hold"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        jobs = tmp_path / "runs/.shoal/slurm/jobs"
+        deadline = time.time() + 60
+        while not jobs.exists():
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        res = subprocess.run([*shoal_cmd(), "cancel", str(path)], capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 0 and "cancelled 1 array" in res.stderr, res.stderr
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1 and "CANCELLED" in err, err
+        left = subprocess.run(["squeue", "-h", "-j", other_id, "-o", "%T"],
+                              capture_output=True, text=True)
+        assert left.stdout.strip() == "PENDING"  # somebody else's job is untouched
+    finally:
+        proc.kill()
+        subprocess.run(["scancel", other_id], check=False)

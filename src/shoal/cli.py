@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the page (default: report.html)")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("cancel", help="cancel this run root's Slurm jobs (only those)")
+    _common(p, only=False)
+    p.set_defaults(func=cmd_cancel)
+
     p = sub.add_parser("status", help="counts by state from the store")
     _common(p, only=False)
     p.add_argument("--json", action="store_true", help="machine-readable counts")
@@ -251,6 +255,21 @@ def cmd_results(args: argparse.Namespace) -> int:
     text = write_table(frame, args.format, Path(args.output) if args.output else None)
     if text is not None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from shoal.backends.slurm import cancel, commands
+
+    exp = _load(args)
+    if not commands.available():
+        raise ShoalError("shoal cancel: sbatch/scancel are not on PATH (no Slurm here)")
+    arrays, elements = cancel(exp.root)
+    if not arrays:
+        print(f"shoal: no Slurm jobs of {exp.root} are queued or running", file=sys.stderr)
+        return 0
+    print(f"shoal: cancelled {len(arrays)} array(s) ({', '.join(arrays)}), {elements} "
+          "element(s) queued or running", file=sys.stderr)
     return 0
 
 

@@ -2,6 +2,6 @@
 (step, resource shape), short tasks bundled per array element; state from ``squeue`` (one
 call per poll for the whole run) and from the tasks' own result files."""
 
-from shoal.backends.slurm.backend import SlurmBackend, SlurmOptions
+from shoal.backends.slurm.backend import SlurmBackend, SlurmOptions, cancel
 
-__all__ = ["SlurmBackend", "SlurmOptions"]
+__all__ = ["SlurmBackend", "SlurmOptions", "cancel"]

@@ -22,6 +22,26 @@ from shoal import worker as W
 from shoal.backends.slurm import commands, script
 from shoal.taskspec import TaskSpec
 
+
+def jobs_file(root: Path) -> Path:
+    """Where a run root lists the Slurm arrays its runs submitted (``shoal cancel``)."""
+    return root / ".shoal" / "slurm" / "jobs"
+
+
+def cancel(root: Path) -> tuple[list[str], int]:
+    """Cancel the run root's arrays still known to Slurm; returns (their ids, elements)."""
+    try:
+        ids = {line.split("\t", 1)[0] for line in jobs_file(root).read_text().splitlines()
+               if line.strip()}
+    except FileNotFoundError:
+        return [], 0
+    live = commands.squeue(ids)
+    active = sorted({job for (job, _), st in live.items()
+                     if commands.STATES.get(st) != "ended"})
+    commands.scancel(active)
+    return active, sum(1 for (job, _) in live if job in active)
+
+
 _WHY = {
     "TIMEOUT": "hit its time limit (TIMEOUT)",
     "OUT_OF_MEMORY": "ran out of memory (OUT_OF_MEMORY)",
@@ -122,6 +142,8 @@ class SlurmBackend:
                 path.write_text(text)
                 job = commands.sbatch(str(path))
                 self.sbatch_calls += 1
+                with open(jobs_file(self.root), "a") as fh:  # for `shoal cancel`
+                    fh.write(f"{job}\t{step}\t{n}\t{time.time():.0f}\n")
                 for k in range(n):
                     self.elements[(job, k)] = _Element(job, k, bundles[offset + k])
         self._interval = self.options.poll_s
