@@ -149,3 +149,19 @@ def test_cancel_cancels_only_this_runs_jobs(write_exp, tmp_path: Path) -> None:
     finally:
         proc.kill()
         subprocess.run(["scancel", other_id], check=False)
+
+
+def test_a_task_over_its_time_limit_is_reported_as_timeout(write_exp, tmp_path: Path) -> None:
+    """Slurm checks limits about every 30 s: this takes 1–2 minutes."""
+    _need_slurm()
+    path = write_exp("""
+        import time
+        exp = shoal.Experiment("tl", grid=shoal.Grid(i=[0]))
+        @exp.step(per=["i"])
+        def t(ctx, i):
+            time.sleep(600)
+            return {}
+    """)
+    res = slurm_run(path, "--sbatch=--time=00:01:00", timeout=400)
+    assert res.returncode == 1
+    assert "hit its time limit (TIMEOUT)" in res.stderr, res.stderr[-2000:]
