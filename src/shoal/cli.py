@@ -29,6 +29,15 @@ def _common(p: argparse.ArgumentParser, only: bool = True) -> None:
                        help="restrict to tasks at these values (repeat a dim for several)")
 
 
+def _view(name: str) -> Any:
+    def call(args: argparse.Namespace) -> int:
+        from shoal import cli_views
+
+        return int(getattr(cli_views, name)(args))
+
+    return call
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shoal",
@@ -81,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("step", help="step name")
     p.add_argument("params", nargs="*", metavar="DIM=VALUE", help="the task's parameters")
     p.add_argument("--tail", type=int, help="only the last N lines")
-    p.set_defaults(func=cmd_logs)
+    p.set_defaults(func=_view("cmd_logs"))
 
     p = sub.add_parser("results", help="the results table (params x metrics), or summaries")
     _common(p, only=False)
@@ -95,17 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=float, default=0.95, help="confidence level of the CI")
     p.add_argument("--format", choices=["table", "csv", "parquet", "json"], default="table")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
-    p.set_defaults(func=cmd_results)
+    p.set_defaults(func=_view("cmd_results"))
 
     p = sub.add_parser("report", help="one self-contained HTML page of counts, plots, tables")
     _common(p, only=False)
     p.add_argument("-o", "--output", metavar="FILE", default="report.html",
                    help="where to write the page (default: report.html)")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=_view("cmd_report"))
 
     p = sub.add_parser("cancel", help="cancel this run root's Slurm jobs (only those)")
     _common(p, only=False)
-    p.set_defaults(func=cmd_cancel)
+    p.set_defaults(func=_view("cmd_cancel"))
 
     p = sub.add_parser("status", help="counts by state from the store")
     _common(p, only=False)
@@ -240,89 +249,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report.user_stopped:
         return 130
     return 0 if report.ok else 1
-
-
-def cmd_results(args: argparse.Namespace) -> int:
-    from shoal.results import results, summary, write_table
-
-    exp = _load(args, reuse_config=True)
-    plan = exp.plan()
-    if args.by or args.metric or args.summary:
-        frame = summary(exp, args.step, by=args.by, metrics=args.metric or None,
-                        level=args.level, plan=plan)
-    else:
-        frame = results(exp, args.step, plan=plan)
-    text = write_table(frame, args.format, Path(args.output) if args.output else None)
-    if text is not None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return 0
-
-
-def cmd_cancel(args: argparse.Namespace) -> int:
-    from shoal.backends.slurm import cancel, commands
-
-    exp = _load(args)
-    if not commands.available():
-        raise ShoalError("shoal cancel: sbatch/scancel are not on PATH (no Slurm here)")
-    arrays, elements = cancel(exp.root)
-    if not arrays:
-        print(f"shoal: no Slurm jobs of {exp.root} are queued or running", file=sys.stderr)
-        return 0
-    print(f"shoal: cancelled {len(arrays)} array(s) ({', '.join(arrays)}), {elements} "
-          "element(s) queued or running", file=sys.stderr)
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from shoal.report import write_report
-
-    exp = _load(args, reuse_config=True)
-    path = write_report(exp, Path(args.output))
-    print(f"shoal: wrote {path}", file=sys.stderr)
-    return 0
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    from shoal.resultfile import LOG
-
-    exp = _load(args, reuse_config=True)
-    plan = exp.plan()
-    if args.step not in plan.steps:
-        raise ShoalError(f"unknown step '{args.step}' (steps: {', '.join(plan.steps)})")
-    sp = plan.steps[args.step]
-    want = {}
-    for item in args.params:
-        dim, sep, value = item.partition("=")
-        if not sep or dim not in sp.dims:
-            raise ShoalError(f"'{item}': give DIM=VALUE with a dimension of '{sp.name}' "
-                             f"({', '.join(sp.dims) or 'none'})")
-        want[dim] = value
-    from shoal.paths import decode, value_text
-
-    want = {d: decode(v) for d, v in want.items()}  # labels show encoded values; accept both
-    hits = [i for i in range(len(sp)) if all(
-        value_text(v) == want[d] for d, v in sp.param_dict(i).items() if d in want)]
-    if len(hits) != 1:
-        shown = ", ".join(plan.task_label(sp, i) for i in hits[:5])
-        raise ShoalError(
-            f"{len(hits)} tasks of '{sp.name}' match {' '.join(args.params) or '(nothing)'}"
-            + (f" (e.g. {shown})" if hits else "") + "; give every dimension: "
-            + " ".join(f"{d}=..." for d in sp.dims)
-        )
-    key = sp.keys[hits[0]]
-    folder = plan.root / sp.name / key if key else plan.root / sp.name
-    path = folder / LOG
-    if not path.exists():
-        label = plan.task_label(sp, hits[0])
-        if not folder.exists():
-            raise ShoalError(f"{label} has not run yet (no folder {folder})")
-        print(f"{label} wrote no output (no {LOG} in {folder})", file=sys.stderr)
-        return 0
-    text = path.read_text(errors="replace")
-    if args.tail:
-        text = "\n".join(text.splitlines()[-args.tail:]) + "\n"
-    sys.stdout.write(text)
-    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

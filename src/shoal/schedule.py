@@ -7,22 +7,21 @@ workers' result files also hold.
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shoal.dispatch import SpecBuilder
 from shoal.errors import ShoalError
-from shoal.plan import DONE, Plan, StepPlan, task_inputs
+from shoal.plan import DONE, Plan, StepPlan
 from shoal.resources import Resources
+from shoal.runreport import RunOptions, RunReport, StepCounts
 from shoal.slots import Slots
 from shoal.state import Store, TaskRecord
-from shoal.taskspec import TaskSpec, render_command
+from shoal.taskspec import TaskSpec
 from shoal.worker import HOST
 
 TaskId = tuple[int, int]  # (step index, task index)
@@ -37,46 +36,6 @@ class Backend(Protocol):
     def running_specs(self) -> list[tuple[TaskSpec, float]]: ...
     def signal_stop(self) -> None: ...
     def shutdown(self) -> None: ...
-
-
-@dataclass
-class RunOptions:
-    """How to run (the CLI's flags)."""
-
-    retries: int | None = None
-    keep_going: bool = True
-    grace_s: float = 30.0
-
-
-@dataclass
-class StepCounts:
-    total: int = 0
-    done: int = 0
-    running: int = 0
-    failed: int = 0
-    skipped: int = 0
-    interrupted: int = 0
-
-
-@dataclass
-class RunReport:
-    """What a run did."""
-
-    ran: int = 0
-    done: int = 0
-    failed: int = 0
-    skipped: int = 0
-    interrupted: int = 0
-    adopted: int = 0
-    elapsed: float = 0.0
-    stopped: bool = False  # stopped launching early (Ctrl-C, SIGTERM or --fail-fast)
-    user_stopped: bool = False  # by Ctrl-C / SIGTERM
-    warnings: list[str] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.failed or self.skipped or self.interrupted or self.stopped)
 
 
 @dataclass(eq=False)
@@ -117,18 +76,14 @@ class Controller:
         self.report = RunReport()
         self.records: list[TaskRecord] = []
         self.attempt_rows: list[tuple[Any, ...]] = []
-        self.metrics: dict[str, dict[str, dict[str, Any]]] = {}
         self.stopping = False
         self.killing = False
         self.stop_deadline = 0.0
         self.started = time.time()
         self.on_progress = on_progress
         self._last_flush = 0.0
-        exp = self.exp
-        self._root = str(plan.root)
-        self._target = exp.target or str(exp.source)
-        self._cwd = str(exp.source.parent if exp.source else Path.cwd())
-        self._run_ids = {s.name: s.run_ids for s in self.sps}
+        self.builder = SpecBuilder(plan, store, getattr(backend, "assigns_devices", True),
+                                   lambda: self._flush(force=True))
         self._over = [{d.up.name for d in s.deps if d.many} for s in self.sps]
         self._setup()
 
@@ -306,7 +261,7 @@ class Controller:
             sp = self.sps[k]
             self.attempt[tid] = self.attempt.get(tid, 0) + 1
             attempt = self.base_attempt.get(tid, 0) + self.attempt[tid]
-            spec = self._spec(sp, i, attempt, cpus, devices)
+            spec = self.builder.build(sp, i, attempt, cpus, devices)
             specs.append(spec)
             holds = n == len(tids) - 1  # the last of a bundle gives the slot back
             self.running[(sp.name, sp.keys[i])] = _Running(tid, spec, res, cpus, devices, holds)
@@ -321,77 +276,6 @@ class Controller:
         # leave a stale "done" record beside a folder without its result file
         self._flush(force=True)
         self.backend.start(specs)
-
-    # ------------------------------------------------------------------ specs
-    def _upstream_metrics(self, up: StepPlan, j: int) -> dict[str, Any]:
-        cache = self.metrics.get(up.name)
-        if cache is None:
-            self._flush(force=True)  # results of this run so far are in the store
-            cache = {r.key: r.metrics or {} for r in self.store.records(up.name, "done")}
-            for jj, doc in up.adopted.items():
-                cache[up.keys[jj]] = doc.get("metrics") or {}
-            self.metrics[up.name] = cache
-        return cache.get(up.keys[j], {})
-
-    def _dir(self, sp: StepPlan, i: int) -> str:
-        key = sp.keys[i]
-        base = f"{self._root}/{sp.name}"
-        return f"{base}/{key}" if key else base
-
-    def _spec(self, sp: StepPlan, i: int, attempt: int, cpus: int, devices: list[int]) -> TaskSpec:
-        step = sp.step
-        params = sp.param_dict(i)
-        needs: dict[str, dict[str, Any]] = {}
-        gather: dict[str, list[dict[str, Any]]] | None = None
-        for d in sp.deps:
-            up = d.up
-            if d.many:
-                rows = gather if gather is not None else {}
-                multi = len([x for x in sp.deps if x.many]) > 1
-                lst = rows.setdefault(up.name, [])
-                for j in d.idx[i]:
-                    if up.state[j] != DONE:  # allow_missing: only what succeeded
-                        continue
-                    row = up.param_dict(j)
-                    for mk, mv in self._upstream_metrics(up, j).items():
-                        row[f"metric_{mk}" if mk in row or mk == "out" else mk] = mv
-                    row["out"] = self._dir(up, j)
-                    if multi:
-                        row["step"] = up.name
-                    lst.append(row)
-                gather = rows
-            else:
-                j = d.idx[i]
-                needs[up.name] = {"params": up.param_dict(j), "out": self._dir(up, j),
-                                  "result": self._upstream_metrics(up, j)}
-        out = self._dir(sp, i)
-        exp = self.exp
-        spec = TaskSpec(
-            experiment=exp.name, target=self._target, config=exp.config,
-            step=sp.name, key=sp.keys[i], params=params, fingerprint=sp.fps[i], code=sp.code,
-            inputs=task_inputs(sp, i, self._run_ids), attempt=attempt, out=out,
-            root=self._root, cwd=self._cwd,
-            cpus=cpus, gpus=step.resources.gpus,
-            devices=devices if getattr(self.backend, "assigns_devices", True) else None,
-            mem_mb=step.resources.mem_mb, time_s=step.resources.time_s,
-            timeout_s=step.timeout_s, needs=needs, gather=gather,
-            token=os.urandom(6).hex(),
-        )
-        if step.command is not None:
-            values: dict[str, Any] = dict(params)
-            values.update(out=out, threads=cpus, device=spec.device, step=sp.name,
-                          root=self._root, python=sys.executable,
-                          gpus=",".join(map(str, devices)))
-            values.update({name: u["out"] for name, u in needs.items()})
-            try:
-                spec.command, spec.argv = render_command(step.command, values)
-            except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
-                raise ShoalError(
-                    f"step '{sp.name}': the command template {step.command!r} cannot be "
-                    f"filled for {spec.label}: {type(exc).__name__}: {exc}; fix the field "
-                    "(format specs must suit the value's type)"
-                ) from None
-        return spec
 
     # ------------------------------------------------------------------ outcomes
     def _max_attempts(self, sp: StepPlan) -> int:
@@ -426,9 +310,7 @@ class Controller:
             self.records.append(rec)
             sp.state[i] = DONE
             sp.run_ids[i] = rec.run_id
-            cache = self.metrics.get(sp.name)
-            if cache is not None:  # else it is loaded from the store when first needed
-                cache[sp.keys[i]] = rec.metrics or {}
+            self.builder.done(sp, i, rec.metrics or {})
             c.done += 1
             self.report.done += 1
             d = self.durations[k]

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoal import command as C
 from shoal import worker as W
 from shoal.taskspec import TaskSpec
 
@@ -84,7 +85,7 @@ class CommandRunner:
                     if not b.queue or self.stopping or b.kill_reason:
                         break
                     spec = b.queue[0]
-                    pid, fd, fresh, started = W.spawn_command(spec, b.log, self.env, True)
+                    pid, fd, fresh, started = C.spawn_command(spec, b.log, self.env, True)
                     b.pid, b.started = pid, started
                 code = 127
                 if pid is not None:
@@ -97,7 +98,7 @@ class CommandRunner:
                     b.log.close(fd, spec.out, fresh)
                     out = W.write_failure(spec, kstatus, reason, started)
                 else:
-                    out = W.end_command(spec, b.log, fd, fresh, code, started)
+                    out = C.end_command(spec, b.log, fd, fresh, code, started)
                 with b.lock:
                     b.queue.pop(0)
                 self._post(out)

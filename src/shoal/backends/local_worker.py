@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
         return 1
     inbox = Connection(int(argv[0]), writable=False)
     outbox = Connection(int(argv[1]), readable=False)
-    from shoal import worker
+    from shoal import command, worker
     from shoal.loader import load_experiment
     from shoal.taskspec import TaskSpec
 
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
                 if worker.stop_requested():  # asked to stop: start nothing more
                     result = worker.outcome(spec, "unstarted")
                 elif spec.command is not None:
-                    result = worker.run_command(spec)
+                    result = command.run_command(spec)
                 else:
                     result = worker.run_function(spec, exp)
                 try:

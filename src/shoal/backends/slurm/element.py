@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     index = offset + int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
     with open(os.path.join(submission, "bundles.pkl"), "rb") as fh:
         bundles = pickle.load(fh)
-    from shoal import worker
+    from shoal import command, worker
     from shoal.loader import load_experiment
     from shoal.taskspec import TaskSpec
 
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
             break
         print(f"shoal: {spec.label} (attempt {spec.attempt})", flush=True)
         if spec.command is not None:
-            worker.run_command(spec)
+            command.run_command(spec)
         else:
             if exp is None:
                 exp = load_experiment(first.target, first.config, strict_config=False)

@@ -1,0 +1,162 @@
+"""Command steps: spawn the rendered command (``posix_spawn``) with the task's environment
+and log, wait, and write its result or error file. Used by the local backend's command
+threads and by Slurm array elements."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from typing import Any
+
+from shoal import resultfile
+from shoal import worker as W
+from shoal.taskspec import TaskSpec
+from shoal.worker import (
+    HOST,
+    TaskLog,
+    outcome,
+    prepare_folder,
+    task_log,
+    write_failure,
+    write_success,
+)
+
+_child: int | None = None
+_which_cache: dict[tuple[str, str], str] = {}
+
+
+def _which(program: str, env: dict[str, str]) -> str:
+    """The program's path, looked up once per PATH (posix_spawnp would try every PATH
+    entry in each child)."""
+    if "/" in program:
+        return program
+    path = env.get("PATH", os.defpath)
+    key = (program, path)
+    found = _which_cache.get(key)
+    if found is None:
+        found = shutil.which(program, path=path) or program
+        _which_cache[key] = found
+    return found
+
+
+_env_cache: tuple[int, dict[str, str]] | None = None
+
+
+def _base_env() -> dict[str, str]:
+    """A snapshot of os.environ, rebuilt only when a task changed it."""
+    global _env_cache
+    marker = len(os.environ) ^ hash(frozenset(W._env_set.items()))
+    if _env_cache is None or _env_cache[0] != marker:
+        _env_cache = (marker, dict(os.environ))
+    return _env_cache[1]
+
+
+_forwarded = False
+
+
+def _forward_stop(signum: int, frame: Any) -> None:
+    """Stop request during a command: SIGTERM to the whole process group (the command, the
+    shell's children, and this worker, whose handler then only notes it)."""
+    global _forwarded
+    W.request_stop()
+    if _child is not None and not _forwarded:
+        _forwarded = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+
+
+def spawn_command(
+    spec: TaskSpec, log: TaskLog, env: dict[str, str], new_group: bool = False
+) -> tuple[int | None, int, bool, float]:
+    """Prepare the task folder and log and start the command; returns (pid or None when it
+    could not start, log fd, fresh log, start time). The caller waits and calls
+    :func:`end_command`."""
+    started = time.time()
+    prepare_folder(spec.out)
+    header = (f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime(started)} ===\n"
+              f"$ {spec.command}\n")
+    fd, fresh = log.open(spec.out, header)
+    argv = spec.argv or ["/bin/sh", "-c", spec.command or ""]
+    full_env = {**env, **spec.env()}
+    try:
+        pid = os.posix_spawn(
+            _which(argv[0], full_env), argv, full_env, setpgroup=0 if new_group else None,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, fd, 1),
+                (os.POSIX_SPAWN_DUP2, fd, 2),
+            ],
+        )
+    except OSError as exc:
+        os.write(fd, f"shoal: cannot start {argv[0]!r}: {exc}\n".encode())
+        return None, fd, fresh, started
+    return pid, fd, fresh, started
+
+
+def end_command(
+    spec: TaskSpec, log: TaskLog, fd: int, fresh: bool, code: int, started: float
+) -> dict[str, Any]:
+    """Close the command's log and write its result or error file."""
+    log.close(fd, spec.out, fresh)
+    return finish_command(spec, code, started)
+
+
+def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a command task in a child process of this one (a worker, a Slurm element) and
+    record its end. A stop request (SIGTERM/SIGUSR2 to this process) reaches the command's
+    whole process group as SIGTERM."""
+    global _child, _forwarded
+    _forwarded = False
+    _install_forwarding()
+    log = task_log(spec)
+    try:
+        pid, fd, fresh, started = spawn_command(
+            spec, log, env if env is not None else _base_env())
+    except OSError as exc:
+        return outcome(spec, "failed", error=f"cannot prepare task folder {spec.out}: {exc}")
+    code = 127
+    if pid is not None:
+        _child = pid
+        try:
+            if W.stop_requested():
+                _forward_stop(signal.SIGTERM, None)
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        finally:
+            _child = None
+    return end_command(spec, log, fd, fresh, code, started)
+
+
+_forwarding = False
+
+
+def _install_forwarding() -> None:
+    """Once per process: stop signals also reach a running command's process group (the
+    handler only notes the request while no command runs)."""
+    global _forwarding
+    if not _forwarding:
+        for sig in (signal.SIGTERM, signal.SIGUSR2):
+            signal.signal(sig, _forward_stop)
+        _forwarding = True
+
+
+def finish_command(spec: TaskSpec, returncode: int, started: float, note: str = "") -> dict:
+    """Record the end of a command task run by a backend."""
+    if returncode == 0:
+        try:
+            metrics = resultfile.read_json(f"{spec.out}/metrics.json") or {}
+            return write_success(spec, metrics, started)
+        except Exception as exc:
+            return write_failure(spec, "failed", f"cannot write result: {exc}", started)
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        error = f"command killed by {name}"
+    else:
+        error = f"command exited with status {returncode}"
+    return write_failure(spec, "failed", note or error, started)

@@ -1,0 +1,107 @@
+"""Building task specs for dispatch: params, upstream folders and metrics (for ``ctx.input``
+and a gather's ``runs``), the rendered command, resources, a dispatch token."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shoal.errors import ShoalError
+from shoal.plan import DONE, Plan, StepPlan, task_inputs
+from shoal.state import Store
+from shoal.taskspec import TaskSpec, render_command
+
+
+class SpecBuilder:
+    """Makes the :class:`TaskSpec` of one attempt of a planned task."""
+
+    def __init__(self, plan: Plan, store: Store, assigns_devices: bool,
+                 flush: Callable[[], None]) -> None:
+        self.plan, self.store, self.flush = plan, store, flush
+        self.exp = exp = plan.experiment
+        self.assigns_devices = assigns_devices
+        self.metrics: dict[str, dict[str, dict[str, Any]]] = {}
+        self._root = str(plan.root)
+        self._target = exp.target or str(exp.source)
+        self._cwd = str(exp.source.parent if exp.source else Path.cwd())
+        self._run_ids = {s.name: s.run_ids for s in plan.steps.values()}
+
+    def done(self, sp: StepPlan, i: int, metrics: dict[str, Any]) -> None:
+        """A task finished in this run: its metrics, for the tasks that need it."""
+        cache = self.metrics.get(sp.name)
+        if cache is not None:  # else it is loaded from the store when first needed
+            cache[sp.keys[i]] = metrics
+
+    def upstream_metrics(self, up: StepPlan, j: int) -> dict[str, Any]:
+        cache = self.metrics.get(up.name)
+        if cache is None:
+            self.flush()  # results of this run so far are in the store
+            cache = {r.key: r.metrics or {} for r in self.store.records(up.name, "done")}
+            for jj, doc in up.adopted.items():
+                cache[up.keys[jj]] = doc.get("metrics") or {}
+            self.metrics[up.name] = cache
+        return cache.get(up.keys[j], {})
+
+    def folder(self, sp: StepPlan, i: int) -> str:
+        key = sp.keys[i]
+        base = f"{self._root}/{sp.name}"
+        return f"{base}/{key}" if key else base
+
+    def build(self, sp: StepPlan, i: int, attempt: int, cpus: int, devices: list[int]) -> TaskSpec:
+        step = sp.step
+        params = sp.param_dict(i)
+        needs: dict[str, dict[str, Any]] = {}
+        gather: dict[str, list[dict[str, Any]]] | None = None
+        for d in sp.deps:
+            up = d.up
+            if d.many:
+                rows = gather if gather is not None else {}
+                multi = len([x for x in sp.deps if x.many]) > 1
+                lst = rows.setdefault(up.name, [])
+                for j in d.idx[i]:
+                    if up.state[j] != DONE:  # allow_missing: only what succeeded
+                        continue
+                    row = up.param_dict(j)
+                    for mk, mv in self.upstream_metrics(up, j).items():
+                        row[f"metric_{mk}" if mk in row or mk == "out" else mk] = mv
+                    row["out"] = self.folder(up, j)
+                    if multi:
+                        row["step"] = up.name
+                    lst.append(row)
+                gather = rows
+            else:
+                j = d.idx[i]
+                needs[up.name] = {"params": up.param_dict(j), "out": self.folder(up, j),
+                                  "result": self.upstream_metrics(up, j)}
+        out = self.folder(sp, i)
+        exp = self.exp
+        spec = TaskSpec(
+            experiment=exp.name, target=self._target, config=exp.config,
+            step=sp.name, key=sp.keys[i], params=params, fingerprint=sp.fps[i], code=sp.code,
+            inputs=task_inputs(sp, i, self._run_ids), attempt=attempt, out=out,
+            root=self._root, cwd=self._cwd,
+            cpus=cpus, gpus=step.resources.gpus,
+            devices=devices if self.assigns_devices else None,
+            mem_mb=step.resources.mem_mb, time_s=step.resources.time_s,
+            timeout_s=step.timeout_s, needs=needs, gather=gather,
+            token=os.urandom(6).hex(),
+        )
+        if step.command is not None:
+            values: dict[str, Any] = dict(params)
+            values.update(out=out, threads=cpus, device=spec.device, step=sp.name,
+                          root=self._root, python=sys.executable,
+                          gpus=",".join(map(str, devices)))
+            values.update({name: u["out"] for name, u in needs.items()})
+            try:
+                spec.command, spec.argv = render_command(step.command, values)
+            except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
+                raise ShoalError(
+                    f"step '{sp.name}': the command template {step.command!r} cannot be "
+                    f"filled for {spec.label}: {type(exc).__name__}: {exc}; fix the field "
+                    "(format specs must suit the value's type)"
+                ) from None
+        return spec
+

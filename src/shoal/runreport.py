@@ -1,0 +1,47 @@
+"""What a run is asked to do and what it did: options, per-step counts, the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunOptions:
+    """How to run (the CLI's flags)."""
+
+    retries: int | None = None
+    keep_going: bool = True
+    grace_s: float = 30.0
+
+
+@dataclass
+class StepCounts:
+    total: int = 0
+    done: int = 0
+    running: int = 0
+    failed: int = 0
+    skipped: int = 0
+    interrupted: int = 0
+
+
+@dataclass
+class RunReport:
+    """What a run did."""
+
+    ran: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    interrupted: int = 0
+    adopted: int = 0
+    elapsed: float = 0.0
+    stopped: bool = False  # stopped launching early (Ctrl-C, SIGTERM or --fail-fast)
+    user_stopped: bool = False  # by Ctrl-C / SIGTERM
+    warnings: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.skipped or self.interrupted or self.stopped)
+
+
