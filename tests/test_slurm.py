@@ -165,3 +165,24 @@ def test_a_task_over_its_time_limit_is_reported_as_timeout(write_exp, tmp_path: 
     res = slurm_run(path, "--sbatch=--time=00:01:00", timeout=400)
     assert res.returncode == 1
     assert "hit its time limit (TIMEOUT)" in res.stderr, res.stderr[-2000:]
+
+
+def test_out_of_memory_is_retried_with_more_memory(write_exp, tmp_path: Path) -> None:
+    _need_slurm()
+    cg = Path("/sys/fs/cgroup/memory")
+    if not cg.is_dir():
+        pytest.skip("no cgroup-v1 memory controller: Slurm cannot enforce --mem here")
+    path = write_exp("""
+        exp = shoal.Experiment("oom", grid=shoal.Grid(i=[0]))
+        @exp.step(per=["i"], mem="150M", retries=1)
+        def t(ctx, i):
+            blocks = [bytearray(20 * 1024 * 1024) for _ in range(12)]  # ~240 MB
+            return {"mb": 20 * len(blocks)}
+    """)
+    res = slurm_run(path, "--mem-retry-factor", "3", timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads((tmp_path / "runs/t/i=0/.shoal-result.json").read_text())
+    assert doc["attempt"] == 2
+    scripts = list((tmp_path / "runs/.shoal/slurm").glob("*/array-0.sh"))
+    mems = sorted(s.read_text().split("--mem=")[1].split("M")[0] for s in scripts)
+    assert mems == ["150", "450"]

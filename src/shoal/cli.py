@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "each array at once (--array=...%%K)")
     g.add_argument("--tasks-per-job", type=int, metavar="N", help="tasks bundled per array "
                    "element (default: as many as fit in 30 min by the step's time=)")
+    g.add_argument("--mem-retry-factor", type=float, metavar="F", help="after OUT_OF_MEMORY, "
+                   "retry (within retries=) with the step's mem times F")
     g.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
                    help="extra sbatch option, e.g. --sbatch=--constraint=v100 (repeatable)")
     p.set_defaults(func=cmd_run)
@@ -237,7 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         slurm = SlurmOptions(partition=args.partition, account=args.account, qos=args.qos,
                              throttle=args.throttle, tasks_per_job=args.tasks_per_job,
-                             extra=list(args.sbatch))
+                             extra=list(args.sbatch), mem_retry_factor=args.mem_retry_factor)
     report = run_experiment(
         exp, slurm=slurm,
         jobs=args.jobs, gpus=parse_gpu_list(args.gpus) if args.gpus is not None else None,

@@ -65,6 +65,7 @@ class SlurmOptions:
     tasks_per_job: int | None = None  # bundle size; default from the step's time=
     bundle_minutes: float = 30.0  # aim of a bundle's length when tasks_per_job is unset
     extra: list[str] = field(default_factory=list)  # free sbatch options
+    mem_retry_factor: float | None = None  # after OUT_OF_MEMORY, retry with mem × factor
     poll_s: float = 5.0
     max_poll_s: float = 30.0
 
@@ -94,6 +95,7 @@ class SlurmBackend:
     _interval: float = 0.0
     _submissions: int = 0
     stopped: bool = False
+    oom: dict[tuple[str, str], int] = field(default_factory=dict)  # task -> OOM endings
 
     # ---------------------------------------------------------------- submitting
     def bundle_size(self, time_s: float | None, queued: int) -> int:
@@ -112,6 +114,12 @@ class SlurmBackend:
         groups: dict[tuple[Any, ...], list[list[TaskSpec]]] = {}
         for bundle in self.pending:
             s = bundle[0]
+            factor = self.options.mem_retry_factor
+            if factor and s.mem_mb:  # a task that ran out of memory gets more this time
+                bumps = max(self.oom.get((t.step, t.key), 0) for t in bundle)
+                if bumps:
+                    for t in bundle:
+                        t.mem_mb = int(s.mem_mb * factor ** bumps)
             shape = (s.step, s.cpus, s.gpus, s.mem_mb, s.time_s, len(bundle))
             groups.setdefault(shape, []).append(bundle)
         self.pending = []
@@ -229,6 +237,9 @@ class SlurmBackend:
                 if state in ("PREEMPTED", "REQUEUED"):
                     out.append(W.outcome(spec, "unstarted"))
                     continue
+                if state == "OUT_OF_MEMORY":
+                    key = (spec.step, spec.key)
+                    self.oom[key] = self.oom.get(key, 0) + 1
                 why = _WHY.get(state or "", f"ended ({state or 'gone from the queue'})")
                 out.append(W.outcome(
                     spec, "failed",
