@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plan_scale import find_snakemake
+from plan_scale import find_snakemake, tool_version
 
 FN_TARGET = 1000.0  # function tasks per second
 XARGS_RATIO_TARGET = 0.7  # shoal command tasks / xargs, per second
@@ -203,17 +203,6 @@ def find_shoal(explicit: str | None) -> list[str] | None:
         return [str(beside)]
     on_path = shutil.which("shoal")
     return [on_path] if on_path else None
-
-
-def tool_version(cmd: list[str]) -> str:
-    try:
-        done = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unknown ({exc})"
-    return (done.stdout.strip() or done.stderr.strip() or "unknown").splitlines()[0]
-
-
-# --------------------------------------------------------------------------- the cases
 
 
 def run_shoal_tasks(label: str, shoal: list[str], exp_file: Path, root: Path, n: int,

@@ -40,7 +40,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,7 +222,9 @@ def write_experiment(exp_dir: Path, sites: int, seeds: int) -> Path:
     return path
 
 
-def seed_done_state(exp_dir: Path) -> None:
+def seed_done_state(
+    exp_dir: Path, metrics: Callable[[], dict[str, float]] | None = None
+) -> int:
     """Record every task of the experiment in ``exp_dir`` as done in shoal's store.
 
     Afterwards ``shoal plan EXP_DIR --json`` must report ``"run": 0`` and take the path it
@@ -231,7 +233,8 @@ def seed_done_state(exp_dir: Path) -> None:
     had completed every task, so plan reads the store rather than finding it empty. The
     experiment is imported with its defaults (the sizes this benchmark wrote into
     ``experiment.py``); no step body is run. It should write in bulk (one transaction), since
-    at full size that is 81,912 tasks, and it is not part of what is timed.
+    at full size that is 81,912 tasks, and it is not part of what is timed. ``metrics``
+    makes each task's metrics (default: one value). Returns the number of tasks.
     """
     import socket
     import time
@@ -255,10 +258,11 @@ def seed_done_state(exp_dir: Path) -> None:
                 name, key, "done", fp=sp.fps[i], code=sp.code,
                 inputs=task_inputs(sp, i, run_ids), run_id=ids[i], params=sp.param_dict(i),
                 attempts=1, started=now, ended=now + 1.0, duration=1.0, host=host,
-                metrics={"val_rmse": 0.3},
+                metrics=metrics() if metrics else {"val_rmse": 0.3},
             ))
     with Store.open(exp.root, create=True) as store:
         store.put(records)
+    return len(records)
 
 
 def plan_series(label: str, cmd: list[str], exp_dir: Path, repeat: int, timeout_s: float,
@@ -324,12 +328,13 @@ def find_snakemake(explicit: str | None) -> list[str] | None:
     return [on_path] if on_path else None
 
 
-def snakemake_version(cmd: list[str]) -> str:
+def tool_version(cmd: list[str]) -> str:
+    """The first line a tool prints for ``--version``."""
     try:
         done = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unknown ({exc})"
-    return done.stdout.strip() or "unknown"
+    return (done.stdout.strip() or done.stderr.strip() or "unknown").splitlines()[0]
 
 
 def write_snakefile(work: Path) -> None:
@@ -519,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 snake_note = "not installed (pip install snakemake to compare)"
                 print(f"snakemake: {snake_note}")
             else:
-                print(f"snakemake {snakemake_version(snakemake)}: {' '.join(snakemake)}")
+                print(f"snakemake {tool_version(snakemake)}: {' '.join(snakemake)}")
                 work = root / "snakemake"
                 write_snakefile(work)
                 snake = snakemake_series(snakemake, work, args.sites, args.seeds,

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from shoal.plan import Plan
 
 _STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-StepRef = "Step | str"
 
 
 @dataclass(eq=False)

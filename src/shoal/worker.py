@@ -74,13 +74,9 @@ def _remove(entry: os.DirEntry[str]) -> None:
             os.unlink(entry.path)
 
 
-def log_path(out: Path | str) -> Path:
-    return Path(out) / resultfile.LOG
-
-
 def log_tail(out: Path, lines: int = LOG_TAIL_LINES) -> str:
     """The last lines of a task's log."""
-    path = log_path(out)
+    path = Path(out) / resultfile.LOG
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)

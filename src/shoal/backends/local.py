@@ -4,8 +4,8 @@ Workers import the experiment once and run many tasks (a fresh interpreter plus 
 torch`` per task would dominate small trainings). A worker is pinned to a shape (cpus, GPU
 devices) because thread pools and CUDA read their environment once per process. A worker that
 dies fails only its task and is replaced on demand; a timed-out task's worker is killed with
-everything it started (its process group). Command steps run in workers too: the worker
-spawns the command and writes its result, so the controller only dispatches and ingests.
+everything it started (its process group). Command steps need no worker: controller threads
+spawn them (``local_commands.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A persistent local worker process: imports the experiment once, then runs tasks on request.
 
 Started by the local backend as ``python -m shoal.backends.local_worker FD_IN FD_OUT``; talks
-over two pipes (pickled messages): ``("run", spec)`` in, ``("done", outcome)`` out. It ignores
+over two pipes (pickled messages): ``("run", [specs])`` in, ``("done", outcome)`` out. It ignores
 SIGINT (the controller decides), turns SIGTERM/SIGUSR2 into ``ctx.should_stop()``, and dies
 with the controller (PR_SET_PDEATHSIG), so a killed controller leaves no orphans behind.
 """
@@ -34,9 +34,8 @@ def main(argv: list[str]) -> int:
         return 1
     inbox = Connection(int(argv[0]), writable=False)
     outbox = Connection(int(argv[1]), readable=False)
-    from shoal import command, worker
+    from shoal import worker
     from shoal.loader import load_experiment
-    from shoal.taskspec import TaskSpec
 
     worker.install_stop_handlers()
     try:
@@ -59,15 +58,10 @@ def main(argv: list[str]) -> int:
             return 0
         if msg[0] == "exit":
             return 0
-        if msg[0] == "run":  # one task, or a bundle of short ones run back to back
-            specs = msg[1] if isinstance(msg[1], list) else [msg[1]]
-            for spec in specs:
-                if not isinstance(spec, TaskSpec):
-                    spec = TaskSpec.from_dict(spec)
+        if msg[0] == "run":  # one function task, or a bundle of short ones, back to back
+            for spec in msg[1]:
                 if worker.stop_requested():  # asked to stop: start nothing more
                     result = worker.outcome(spec, "unstarted")
-                elif spec.command is not None:
-                    result = command.run_command(spec)
                 else:
                     result = worker.run_function(spec, exp)
                 try:
