@@ -71,9 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
     p.add_argument("--progress-interval", type=float, default=10.0,
                    help="seconds between plain progress lines")
-    p.add_argument("--backend", default="local", choices=["local", "slurm"],
-                   help="where to run (default: local)")
+    p.add_argument("--backend", choices=["local", "slurm"],
+                   help="where to run (default: local; slurm when --profile is given)")
     g = p.add_argument_group("Slurm (--backend slurm)")
+    g.add_argument("--profile", metavar="NAME", help="Slurm settings from NAME.toml beside "
+                   "the experiment (or profiles/NAME.toml, or ~/.config/shoal/profiles/), or "
+                   "a .toml path; flags override it")
     g.add_argument("--partition", help="sbatch --partition")
     g.add_argument("--account", help="sbatch --account")
     g.add_argument("--qos", help="sbatch --qos")
@@ -117,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel this run root's Slurm jobs (only those)")
     _common(p, only=False)
     p.set_defaults(func=_view("cmd_cancel"))
+
+    p = sub.add_parser("pack-data", help="write a folder's files into one archive for "
+                       "stage= (unpacked once per node instead of read file by file)")
+    p.add_argument("folder", metavar="DIR", help="the folder to pack")
+    p.add_argument("-o", "--output", metavar="FILE", required=True,
+                   help="the archive to write (.tar, or .tar.gz to compress)")
+    p.set_defaults(func=_view("cmd_pack_data"))
 
     p = sub.add_parser("status", help="counts by state from the store")
     _common(p, only=False)
@@ -234,12 +244,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     exp = _load(args)
     slurm = None
+    if args.backend is None:
+        args.backend = "slurm" if args.profile else "local"
     if args.backend == "slurm":
-        from shoal.backends.slurm import SlurmOptions
-
-        slurm = SlurmOptions(partition=args.partition, account=args.account, qos=args.qos,
-                             throttle=args.throttle, tasks_per_job=args.tasks_per_job,
-                             extra=list(args.sbatch), mem_retry_factor=args.mem_retry_factor)
+        slurm = _slurm_options(exp, args)
+    elif args.profile:
+        raise ShoalError("--profile holds Slurm settings: use it with --backend slurm")
     report = run_experiment(
         exp, slurm=slurm,
         jobs=args.jobs, gpus=parse_gpu_list(args.gpus) if args.gpus is not None else None,
@@ -251,6 +261,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report.user_stopped:
         return 130
     return 0 if report.ok else 1
+
+
+def _slurm_options(exp: Any, args: argparse.Namespace) -> Any:
+    from shoal.backends.slurm import SlurmOptions, profile
+
+    path = None
+    if args.profile:
+        path = profile.find(args.profile, exp.source.parent if exp.source else None)
+    opts = SlurmOptions.from_profile(
+        path, partition=args.partition, account=args.account, qos=args.qos,
+        throttle=args.throttle, tasks_per_job=args.tasks_per_job, extra=list(args.sbatch),
+        mem_retry_factor=args.mem_retry_factor,
+    )
+    unknown = sorted(set(opts.steps) - set(exp.steps))
+    if unknown:
+        raise ShoalError(
+            f"profile {path}: [steps.{unknown[0]}] names no step of '{exp.name}' "
+            f"(steps: {', '.join(exp.steps)}); fix the table name"
+        )
+    if path:
+        print(f"shoal: Slurm profile {path}", file=sys.stderr)
+    return opts
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
-"""The read-only views of the ``shoal`` command: results, report, logs, cancel."""
+"""The other commands of ``shoal``: results, report, logs, cancel, pack-data."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -90,4 +91,15 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.tail:
         text = "\n".join(text.splitlines()[-args.tail:]) + "\n"
     sys.stdout.write(text)
+    return 0
+
+
+def cmd_pack_data(args: argparse.Namespace) -> int:
+    from shoal.staging import archive_name, pack_data
+
+    n = pack_data(args.folder, args.output)
+    size = os.path.getsize(args.output)
+    print(f"shoal: {n:,} files from {args.folder} in {args.output} ({size / 2**20:.1f} MiB); "
+          f"stage=[\"{args.output}\"] and ctx.staged(\"{archive_name(args.output)}\") use it",
+          file=sys.stderr)
     return 0

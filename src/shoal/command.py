@@ -11,8 +11,9 @@ import signal
 import time
 from typing import Any
 
-from shoal import resultfile
+from shoal import resultfile, staging
 from shoal import worker as W
+from shoal.errors import ShoalError
 from shoal.taskspec import TaskSpec
 from shoal.worker import (
     HOST,
@@ -81,6 +82,12 @@ def spawn_command(
     fd, fresh = log.open(spec.out, header)
     argv = spec.argv or ["/bin/sh", "-c", spec.command or ""]
     full_env = {**env, **spec.env()}
+    if spec.stage:
+        try:
+            full_env.update(staging.stage_env(spec.stage, spec.stage_dir))
+        except ShoalError as exc:
+            os.write(fd, f"shoal: {exc}\n".encode())
+            return None, fd, fresh, started
     try:
         pid = os.posix_spawn(
             _which(argv[0], full_env), argv, full_env, setpgroup=0 if new_group else None,

@@ -2,7 +2,7 @@
 
 ``ctx.out`` (the task folder), ``ctx.params``, ``ctx.input(step)`` (the upstream task's
 ``.out``, ``.result`` and ``.params``), ``ctx.log``, ``ctx.threads``, ``ctx.device``,
-``ctx.should_stop()``, ``ctx.attempt``.
+``ctx.should_stop()``, ``ctx.attempt``, ``ctx.staged(name)``.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class TaskContext:
     root: Path | None = None
     upstream: Mapping[str, Upstream] = field(default_factory=dict)
     _stop: Callable[[], bool] = field(default=lambda: False, repr=False)
+    _staged: Mapping[str, Path] = field(default_factory=dict, repr=False)
     _log: logging.Logger | None = field(default=None, repr=False)
 
     def input(self, step: Any) -> Upstream:
@@ -77,6 +78,19 @@ class TaskContext:
             raise ShoalError(
                 f"step '{self.step}': ctx.input({name!r}) is not among its needs ({known}); "
                 f"add it to needs="
+            ) from None
+
+    def staged(self, name: str) -> Path:
+        """The folder an archive of ``stage=`` was unpacked into (``"data"`` for
+        ``data.tar``): node-local on a cluster, unpacked once per node."""
+        try:
+            return self._staged[name]
+        except KeyError:
+            known = ", ".join(self._staged) or "none"
+            raise ShoalError(
+                f"step '{self.step}': ctx.staged({name!r}): no archive of that name is "
+                f"staged (staged: {known}); add stage=[\"{name}.tar\"] to the step or "
+                "the experiment"
             ) from None
 
     def should_stop(self) -> bool:

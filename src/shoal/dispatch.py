@@ -9,17 +9,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shoal import staging
 from shoal.errors import ShoalError
 from shoal.plan import DONE, Plan, StepPlan, task_inputs
 from shoal.state import Store
-from shoal.taskspec import TaskSpec, render_command
+from shoal.taskspec import RawField, TaskSpec, render_command
 
 
 class SpecBuilder:
     """Makes the :class:`TaskSpec` of one attempt of a planned task."""
 
     def __init__(self, plan: Plan, store: Store, assigns_devices: bool,
-                 flush: Callable[[], None]) -> None:
+                 flush: Callable[[], None], node_stage: bool = False) -> None:
         self.plan, self.store, self.flush = plan, store, flush
         self.exp = exp = plan.experiment
         self.assigns_devices = assigns_devices
@@ -28,6 +29,18 @@ class SpecBuilder:
         self._target = exp.target or str(exp.source)
         self._cwd = str(exp.source.parent if exp.source else Path.cwd())
         self._run_ids = {s.name: s.run_ids for s in plan.steps.values()}
+        # staged archives unpack in node-local scratch on a cluster, in the root locally
+        self.stage_dir = None if node_stage else f"{self._root}/.shoal/stage"
+        self._stage: dict[str, list[str]] = {}
+
+    def archives(self, sp: StepPlan) -> list[str]:
+        """The step's ``stage=`` archives (the experiment's first), as absolute paths."""
+        got = self._stage.get(sp.name)
+        if got is None:
+            folder = self.exp.source.parent if self.exp.source else None
+            got = self._stage[sp.name] = staging.resolve(
+                [*self.exp.stage, *sp.step.stage], folder, sp.name)
+        return got
 
     def done(self, sp: StepPlan, i: int, metrics: dict[str, Any]) -> None:
         """A task finished in this run: its metrics, for the tasks that need it."""
@@ -87,7 +100,7 @@ class SpecBuilder:
             devices=devices if self.assigns_devices else None,
             mem_mb=step.resources.mem_mb, time_s=step.resources.time_s,
             timeout_s=step.timeout_s, needs=needs, gather=gather,
-            token=os.urandom(6).hex(),
+            token=os.urandom(6).hex(), stage=self.archives(sp), stage_dir=self.stage_dir,
         )
         if step.command is not None:
             values: dict[str, Any] = dict(params)
@@ -95,6 +108,8 @@ class SpecBuilder:
                           root=self._root, python=sys.executable,
                           gpus=",".join(map(str, devices)))
             values.update({name: u["out"] for name, u in needs.items()})
+            values["staged"] = {staging.archive_name(a): RawField(
+                f'"${staging.env_name(staging.archive_name(a))}"') for a in spec.stage}
             try:
                 spec.command, spec.argv = render_command(step.command, values)
             except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:

@@ -95,8 +95,9 @@ def run_experiment(
         lock.release()
 
 
-def print_report(report: RunReport, stream: Any = sys.stderr) -> None:
-    """The closing lines of a run."""
+def print_report(report: RunReport, stream: Any = None) -> None:
+    """The closing lines of a run (to stderr by default: the one of the moment)."""
+    stream = stream if stream is not None else sys.stderr
     if report.ran == 0 and not report.adopted:
         print("shoal: nothing to run: every task is done (shoal plan --why explains)",
               file=stream)

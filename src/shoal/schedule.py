@@ -83,7 +83,8 @@ class Controller:
         self.on_progress = on_progress
         self._last_flush = 0.0
         self.builder = SpecBuilder(plan, store, getattr(backend, "assigns_devices", True),
-                                   lambda: self._flush(force=True))
+                                   lambda: self._flush(force=True),
+                                   node_stage=getattr(backend, "stages_on_node", False))
         self._over = [{d.up.name for d in s.deps if d.many} for s in self.sps]
         self._setup()
 
@@ -99,11 +100,9 @@ class Controller:
                     f"step '{sp.name}' asks for cpus={step.resources.cpus}; it runs with "
                     f"{total}, all this run has (-j {total})"
                 )
-            if step.pack or step.stage:
-                what = "pack=" if step.pack else "stage="
+            if step.pack:
                 self.report.warnings.append(
-                    f"step '{sp.name}': {what} is not supported by the local backend yet; "
-                    "its tasks run one by one"
+                    f"step '{sp.name}': pack= is not supported yet; its tasks run one by one"
                 )
             c = self.counts[k]
             res = sp.step.resources
@@ -240,7 +239,7 @@ class Controller:
         A cluster backend decides by its own rule (tasks per job, the step's time=)."""
         decide = getattr(self.backend, "bundle_size", None)
         if decide is not None:
-            return int(decide(self.sps[k].step.resources.time_s, queued))
+            return int(decide(self.sps[k].name, self.sps[k].step.resources.time_s, queued))
         n_done, total = self.durations[k]
         if n_done < 2:
             return 1

@@ -42,6 +42,8 @@ class TaskSpec:
     needs: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> {params,out,result}
     gather: dict[str, list[dict[str, Any]]] | None = None  # step -> rows (params, metrics, out)
     token: str = ""  # this dispatch: echoed in the result/error file, so old files never count
+    stage: list[str] = field(default_factory=list)  # archives to unpack before it runs
+    stage_dir: str | None = None  # where (None: node-local scratch, see shoal.staging)
 
     @property
     def label(self) -> str:
@@ -84,7 +86,7 @@ _SHELL_META = set("|&;<>()$`\\\"'*?[]#~=%!{}\n")
 
 class _QuotingFormatter(string.Formatter):
     def format_field(self, value: Any, format_spec: str) -> str:
-        if isinstance(value, _Raw):
+        if isinstance(value, RawField):
             return format(value.text, format_spec)
         text = format(value, format_spec) if format_spec else (
             value_text(value) if isinstance(value, (bool, int, float, str)) else str(value)
@@ -92,7 +94,9 @@ class _QuotingFormatter(string.Formatter):
         return shlex.quote(text)
 
 
-class _Raw:
+class RawField:
+    """A template value inserted as is (not shell-quoted), e.g. ``"$SHOAL_STAGED_DATA"``."""
+
     def __init__(self, text: str) -> None:
         self.text = text
 
@@ -107,7 +111,8 @@ def render_command(template: str, values: dict[str, Any]) -> tuple[str, list[str
     shell = _needs_shell.get(template)
     if shell is None:
         literal = "".join(t for t, *_ in string.Formatter().parse(template))
-        shell = _needs_shell[template] = any(c in _SHELL_META for c in literal)
+        shell = _needs_shell[template] = (
+            any(c in _SHELL_META for c in literal) or "{staged[" in template)
     if shell:
         return cmd, None
     if cmd in _argv_cache:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from shoal.spec import Experiment
 
 #: Template fields every command step may use besides its dimensions and upstream steps.
-TEMPLATE_FIELDS = ("out", "threads", "device", "gpus", "step", "root", "python")
+TEMPLATE_FIELDS = ("out", "threads", "device", "gpus", "step", "root", "python", "staged")
 
 
 def _fmt(dims: Any) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from shoal import resultfile
+from shoal import resultfile, staging
 from shoal.context import Interrupted, Requeue, TaskContext, Upstream
 from shoal.spec import Experiment, signature_args
 from shoal.taskspec import TaskSpec
@@ -285,6 +285,7 @@ def run_function(
         try:
             _apply_env(spec.env())
             limit_threads(spec.cpus)
+            staged = staging.stage(spec.stage, spec.stage_dir) if spec.stage else {}
             ctx = TaskContext(
                 step=spec.step, params=dict(spec.params), out=out, threads=spec.cpus,
                 device=spec.device, attempt=spec.attempt, root=Path(spec.root),
@@ -292,7 +293,7 @@ def run_function(
                     name: Upstream(name, u["params"], Path(u["out"]), u["result"])
                     for name, u in spec.needs.items()
                 },
-                _stop=should_stop,
+                _stop=should_stop, _staged=staged,
             )
             takes, wants_runs = _signature(step)
             kwargs = {d: spec.params[d] for d in takes}

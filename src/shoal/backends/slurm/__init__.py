@@ -2,6 +2,7 @@
 (step, resource shape), short tasks bundled per array element; state from ``squeue`` (one
 call per poll for the whole run) and from the tasks' own result files."""
 
+from shoal.backends.slurm import profile
 from shoal.backends.slurm.backend import SlurmBackend, SlurmOptions, cancel
 
-__all__ = ["SlurmBackend", "SlurmOptions", "cancel"]
+__all__ = ["SlurmBackend", "SlurmOptions", "cancel", "profile"]

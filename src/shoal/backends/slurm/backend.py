@@ -19,7 +19,7 @@ from typing import Any
 
 from shoal import resultfile
 from shoal import worker as W
-from shoal.backends.slurm import commands, script
+from shoal.backends.slurm import commands, profile, script
 from shoal.taskspec import TaskSpec
 
 
@@ -56,7 +56,7 @@ _WHY = {
 
 @dataclass
 class SlurmOptions:
-    """How to submit (flags or a profile)."""
+    """How to submit (flags or a profile: see :mod:`shoal.backends.slurm.profile`)."""
 
     partition: str | None = None
     account: str | None = None
@@ -68,6 +68,28 @@ class SlurmOptions:
     mem_retry_factor: float | None = None  # after OUT_OF_MEMORY, retry with mem × factor
     poll_s: float = 5.0
     max_poll_s: float = 30.0
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-step overrides
+
+    @classmethod
+    def from_profile(cls, path: Path | None, **flags: Any) -> SlurmOptions:
+        """A profile's settings, with the flags that are not None over its defaults (a
+        flag's ``extra`` is appended to the profile's ``sbatch``)."""
+        data = profile.load(path) if path else {"defaults": {}, "steps": {}}
+        base = dict(data["defaults"])
+        if "sbatch" in base:
+            base["extra"] = base.pop("sbatch")
+        extra = [*base.pop("extra", []), *(flags.pop("extra", None) or [])]
+        base.update({k: v for k, v in flags.items() if v is not None})
+        return cls(**base, extra=extra, steps=data["steps"])
+
+    def for_step(self, step: str) -> profile.StepOptions:
+        """The settings one step submits with (defaults, then its profile table)."""
+        base = profile.StepOptions(
+            partition=self.partition, account=self.account, qos=self.qos,
+            throttle=self.throttle, tasks_per_job=self.tasks_per_job,
+            bundle_minutes=self.bundle_minutes, extra=list(self.extra),
+        )
+        return profile.step_options(base, self.steps.get(step, {}))
 
 
 @dataclass(eq=False)
@@ -87,6 +109,7 @@ class SlurmBackend:
     options: SlurmOptions = field(default_factory=SlurmOptions)
     python: str = sys.executable
     assigns_devices: bool = False  # Slurm sets CUDA_VISIBLE_DEVICES itself
+    stages_on_node: bool = True  # stage= archives unpack in the node's scratch
     pending: list[list[TaskSpec]] = field(default_factory=list)
     elements: dict[tuple[str, int], _Element] = field(default_factory=dict)
     sbatch_calls: int = 0
@@ -98,14 +121,15 @@ class SlurmBackend:
     oom: dict[tuple[str, str], int] = field(default_factory=dict)  # task -> OOM endings
 
     # ---------------------------------------------------------------- submitting
-    def bundle_size(self, time_s: float | None, queued: int) -> int:
+    def bundle_size(self, step: str, time_s: float | None, queued: int) -> int:
         """Tasks per array element: ``tasks_per_job``, or as many as fit in
         ``bundle_minutes`` by the step's ``time=`` (one when the step gives no time)."""
-        if self.options.tasks_per_job:
-            return max(1, self.options.tasks_per_job)
+        o = self.options.for_step(step)
+        if o.tasks_per_job:
+            return max(1, o.tasks_per_job)
         if not time_s:
             return 1
-        return max(1, min(queued, int(self.options.bundle_minutes * 60 // time_s)))
+        return max(1, min(queued, int(o.bundle_minutes * 60 // time_s)))
 
     def start(self, specs: list[TaskSpec]) -> None:
         self.pending.append(specs)
@@ -135,16 +159,16 @@ class SlurmBackend:
             with open(sub / "bundles.pkl", "wb") as fh:
                 pickle.dump([[s.to_dict() for s in b] for b in bundles], fh)
             per_task = max((s.time_s or 0.0) for b in bundles for s in b) or None
+            o = self.options.for_step(step)
             size = max(len(b) for b in bundles)
             for offset, n in script.chunks(len(bundles), self._max_array):
                 text = script.render(
                     job_name=f"shoal-{self.experiment}-{step}", size=n,
-                    throttle=self.options.throttle, output=str(logs / "%A_%a.out"),
+                    throttle=o.throttle, output=str(logs / "%A_%a.out"),
                     python=self.python, submission=str(sub), offset=offset, cpus=cpus,
                     mem_mb=mem_mb, time_s=per_task * size * 1.1 + 60 if per_task else None,
-                    gpus=gpus, partition=self.options.partition,
-                    account=self.options.account, qos=self.options.qos,
-                    extra=self.options.extra,
+                    gpus=gpus, partition=o.partition, account=o.account, qos=o.qos,
+                    extra=o.extra,
                 )
                 path = sub / f"array-{offset}.sh"
                 path.write_text(text)

@@ -1,0 +1,117 @@
+"""Slurm profiles: a cluster's submission settings in one TOML file, kept out of the
+experiment so the same definition runs on another cluster with another profile.
+
+``shoal run EXP --backend slurm --profile NAME`` reads ``NAME`` as a path to a ``.toml``
+file, else ``NAME.toml`` (or ``profiles/NAME.toml``) beside the experiment, else
+``$XDG_CONFIG_HOME/shoal/profiles/NAME.toml`` (``~/.config`` by default)::
+
+    partition = "gpu"            # defaults for every step
+    account = "proj123"
+    throttle = 100               # --array=...%100
+    sbatch = ["--constraint=v100"]
+
+    [steps.prep]                 # per-step overrides (merged over the defaults)
+    partition = "cpu"
+    sbatch = ["--nice=10"]       # added after the defaults' extras
+
+Flags given on the command line override the profile's defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from shoal.errors import ShoalError
+
+# keys a profile may set for all steps, and per step
+STEP_KEYS = ("partition", "account", "qos", "throttle", "tasks_per_job", "bundle_minutes",
+             "sbatch")
+RUN_KEYS = ("mem_retry_factor", "poll_s", "max_poll_s")
+
+
+@dataclass
+class StepOptions:
+    """Submission settings of one step (the profile's defaults merged with its overrides)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    throttle: int | None = None
+    tasks_per_job: int | None = None
+    bundle_minutes: float = 30.0
+    extra: list[str] = field(default_factory=list)
+
+
+def find(name: str, exp_dir: Path | None) -> Path:
+    """The profile file ``name`` stands for (see the module docstring)."""
+    given = Path(name).expanduser()
+    if given.suffix == ".toml" or os.sep in name:
+        if given.is_file():
+            return given
+        raise ShoalError(f"--profile {name}: no such file")
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    candidates = []
+    if exp_dir is not None:
+        candidates += [exp_dir / f"{name}.toml", exp_dir / "profiles" / f"{name}.toml"]
+    candidates.append(config_home / "shoal" / "profiles" / f"{name}.toml")
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = ", ".join(str(p) for p in candidates)
+    raise ShoalError(f"--profile {name}: no profile found (looked for {looked})")
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read and check a profile: ``{"defaults": {...}, "steps": {step: {...}}}``."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
+        raise ShoalError(f"profile {path}: {exc}") from None
+    steps = data.pop("steps", {})
+    data.pop("backend", None)  # allowed, informative: profiles are for --backend slurm
+    _check(path, "", data, STEP_KEYS + RUN_KEYS)
+    if not isinstance(steps, dict):
+        raise ShoalError(f"profile {path}: [steps] must be a table of step tables")
+    for step, table in steps.items():
+        if not isinstance(table, dict):
+            raise ShoalError(f"profile {path}: steps.{step} must be a table")
+        _check(path, f"steps.{step}.", table, STEP_KEYS)
+    return {"defaults": data, "steps": steps}
+
+
+def _check(path: Path, where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    for key, value in table.items():
+        if key not in allowed:
+            raise ShoalError(
+                f"profile {path}: unknown key '{where}{key}' (known: {', '.join(allowed)})"
+            )
+        if key == "sbatch":
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ShoalError(f"profile {path}: '{where}sbatch' must be a list of strings, "
+                                 'e.g. sbatch = ["--constraint=v100"]')
+        elif key in ("throttle", "tasks_per_job"):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ShoalError(f"profile {path}: '{where}{key}' must be a whole number")
+        elif key in ("partition", "account", "qos"):
+            if not isinstance(value, str):
+                raise ShoalError(f"profile {path}: '{where}{key}' must be a string")
+        elif not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ShoalError(f"profile {path}: '{where}{key}' must be a number")
+
+
+def step_options(base: StepOptions, overrides: dict[str, Any]) -> StepOptions:
+    """``base`` with a profile table's step-level keys applied (sbatch extras appended)."""
+    known = {f.name for f in fields(StepOptions)}
+    changes = {k: v for k, v in overrides.items() if k in known}
+    out = replace(base, **changes)
+    if overrides.get("sbatch"):
+        out.extra = [*base.extra, *overrides["sbatch"]]
+    return out
