@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["local", "slurm"],
                    help="where to run (default: local; slurm when --profile is given)")
     g = p.add_argument_group("Slurm (--backend slurm)")
+    g.add_argument("--detach", action="store_true", help="submit every step at once (with "
+                   "job dependencies) and return; `shoal status` follows, `shoal run` "
+                   "attaches again")
     g.add_argument("--profile", metavar="NAME", help="Slurm settings from NAME.toml beside "
                    "the experiment (or profiles/NAME.toml, or ~/.config/shoal/profiles/), or "
                    "a .toml path; flags override it")
@@ -256,7 +259,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         mem_mb=parse_mem("--mem", args.mem) if args.mem else None, retries=args.retries,
         keep_going=args.keep_going, only=_only(exp, args), grace_s=args.grace,
         progress=args.progress, progress_interval=args.progress_interval, backend=args.backend,
+        detach=args.detach,
     )
+    if args.detach:
+        if not report.tasks:
+            print("shoal: nothing to run: every task is done (shoal plan --why explains)",
+                  file=sys.stderr)
+            return 0
+        arrays = sum(len(a) for a in report.arrays.values())
+        steps = ", ".join(f"{s} {n:,}" for s, n in report.tasks.items())
+        print(f"shoal: submitted {sum(report.tasks.values()):,} tasks ({steps}) as {arrays} "
+              f"job arrays in {report.elapsed:.2f} s; detached.\n"
+              f"  follow: shoal status {args.experiment}\n"
+              f"  attach: shoal run {args.experiment} --backend slurm"
+              f"{' --profile ' + args.profile if args.profile else ''}\n"
+              f"  stop:   shoal cancel {args.experiment}", file=sys.stderr)
+        return 0
     print_report(report)
     if report.user_stopped:
         return 130
@@ -285,6 +303,37 @@ def _slurm_options(exp: Any, args: argparse.Namespace) -> Any:
     return opts
 
 
+def _follow_detached(exp: Any) -> dict[str, Any] | None:
+    """Ingest what a detached submission left (when no controller holds the root) and
+    count what Slurm still holds; None when the root has no detached submission."""
+    from shoal.backends.slurm import detach
+    from shoal.lock import RootLock
+    from shoal.plan import DONE
+    from shoal.state import Store
+
+    if not detach.manifest_path(exp.root).exists():
+        return None
+    from shoal.backends.slurm.commands import SlurmError
+    from shoal.errors import LockedError
+
+    try:
+        with RootLock(exp.root).acquire("shoal status"), \
+                Store.open(exp.root, create=True) as store:
+            detach.ingest(exp.plan(), store)
+            tasks, alive = detach.live(exp.root, prune=True)
+    except LockedError:
+        return None  # a controller attached to it reports progress
+    except (SlurmError, OSError) as exc:
+        print(f"shoal: warning: cannot ask Slurm about the detached jobs: {exc}",
+              file=sys.stderr)
+        return None
+    plan = exp.plan()
+    done = {(name, sp.keys[i]) for name, sp in plan.steps.items()
+            for i, s in enumerate(sp.state) if s == DONE}
+    tasks = {t: v for t, v in tasks.items() if t not in done}
+    return {"elements": len(alive), "steps": detach.summary(alive, tasks)}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from shoal.plan import CHANGED, DONE, FAILED
     from shoal.state import Store, rescan
@@ -298,9 +347,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         total = sum(counts.values())
         detail = ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "nothing"
         print(f"rescanned {exp.root}: {total:,} task records ({detail})", file=sys.stderr)
-    plan = exp.plan()
     from shoal.lock import RootLock
 
+    slurm = _follow_detached(exp)
+    plan = exp.plan()
     live = RootLock(exp.root).held_by_other()
     with Store.open(exp.root) as store:
         stored = store.counts()
@@ -319,6 +369,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     out["total"] = sum(s["total"] for s in out["steps"].values())
     out["done"] = sum(s["done"] for s in out["steps"].values())
     out["controller"] = "running" if live else "none"
+    if slurm is not None:
+        out["slurm"] = slurm
     out["failures"] = [
         {"step": r.step, "key": r.key, "error": r.error, "log_tail": r.log_tail}
         for r in failures
@@ -330,6 +382,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     cols = ["total", "done", "failed", "running", "changed", "pending"]
     rows = [[name] + [s[c] for c in cols] for name, s in out["steps"].items()]
     print(_table(rows, ["step", *cols]))
+    if slurm is not None:
+        held = ", ".join(f"{s}: {c['queued']:,} queued, {c['running']:,} running"
+                         for s, c in slurm["steps"].items())
+        print(f"\ndetached Slurm jobs: {slurm['elements']:,} array elements still held "
+              f"({held})" if slurm["elements"] else
+              "\ndetached Slurm jobs: all ended; `shoal run` reruns what failed or is missing")
     for r in failures:
         label = f"{r.step}[{r.key.replace('/', ',')}]" if r.key else r.step
         print(f"\nfailed: {label}: {r.error}")

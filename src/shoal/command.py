@@ -89,13 +89,15 @@ def spawn_command(
             os.write(fd, f"shoal: {exc}\n".encode())
             return None, fd, fresh, started
     try:
+        group = {"setpgroup": 0} if new_group else {}  # (None is not accepted)
         pid = os.posix_spawn(
-            _which(argv[0], full_env), argv, full_env, setpgroup=0 if new_group else None,
+            _which(argv[0], full_env), argv, full_env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, fd, 1),
                 (os.POSIX_SPAWN_DUP2, fd, 2),
             ],
+            **group,
         )
     except OSError as exc:
         os.write(fd, f"shoal: cannot start {argv[0]!r}: {exc}\n".encode())

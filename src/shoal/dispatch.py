@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shoal import staging
+from shoal import deferred, staging
 from shoal.errors import ShoalError
 from shoal.plan import DONE, Plan, StepPlan, task_inputs
 from shoal.state import Store
@@ -62,6 +62,17 @@ class SpecBuilder:
         key = sp.keys[i]
         base = f"{self._root}/{sp.name}"
         return f"{base}/{key}" if key else base
+
+    def build_deferred(self, sp: StepPlan, i: int, attempt: int, cpus: int,
+                       retries: int) -> TaskSpec:
+        """The spec of a task submitted before its upstream tasks ran (``--detach``): it
+        names them, and the worker reads their results first (:mod:`shoal.deferred`)."""
+        spec = self.build(sp, i, attempt, cpus, [])
+        spec.upstream = deferred.describe(sp.deps, i, StepPlan.param_dict, self.folder)
+        spec.needs, spec.gather, spec.inputs = {}, None, None
+        spec.allow_missing = bool(sp.step.allow_missing)
+        spec.retries = retries
+        return spec
 
     def build(self, sp: StepPlan, i: int, attempt: int, cpus: int, devices: list[int]) -> TaskSpec:
         step = sp.step

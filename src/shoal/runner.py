@@ -34,14 +34,20 @@ def run_experiment(
     progress_interval: float = 10.0,
     backend: str = "local",
     slurm: Any = None,
-) -> RunReport:
+    detach: bool = False,
+) -> Any:
     """Run what the plan says must run; returns the report. Resumes where it stopped.
 
     ``backend="slurm"`` submits job arrays (``slurm``: a
-    :class:`~shoal.backends.slurm.SlurmOptions`) and follows them until they end.
+    :class:`~shoal.backends.slurm.SlurmOptions`) and follows them until they end; it first
+    attaches to the tasks of an earlier ``--detach`` that Slurm still holds. ``detach=True``
+    submits every step at once (with dependencies) and returns a
+    :class:`~shoal.backends.slurm.detach.DetachReport` without waiting.
     """
     if backend not in ("local", "slurm"):
         raise ShoalError(f"unknown backend '{backend}' (available: local, slurm)")
+    if detach and backend != "slurm":
+        raise ShoalError("--detach needs --backend slurm (a local run ends with its process)")
     if jobs is not None and jobs < 1:
         raise ShoalError(f"--jobs {jobs}: give at least 1")
     root: Path = exp.root
@@ -56,6 +62,7 @@ def run_experiment(
             be: Any
             if backend == "slurm":
                 from shoal.backends.slurm import SlurmBackend, SlurmOptions, commands
+                from shoal.backends.slurm import detach as detached
 
                 if not commands.available():
                     raise ShoalError(
@@ -65,6 +72,19 @@ def run_experiment(
                 slots = Slots.cluster()
                 be = SlurmBackend(root=root, experiment=exp.name,
                                   options=slurm or SlurmOptions())
+                if detached.ingest(plan, store):  # what an earlier --detach left
+                    plan = build_plan(exp, root=root, only=only)
+                be.adopt, alive = detached.live(root, prune=True)
+                if detach:
+                    if alive:
+                        raise ShoalError(
+                            f"a detached submission on {root} is still queued or running "
+                            f"({len(alive)} array elements): `shoal status` follows it, "
+                            "`shoal run` without --detach attaches to it, `shoal cancel` "
+                            "drops it"
+                        )
+                    store.set_meta("config", json.dumps(exp.config, sort_keys=True))
+                    return detached.submit(plan, store, be, retries)
             else:
                 from shoal.backends.local import LocalBackend
 

@@ -44,6 +44,10 @@ class TaskSpec:
     token: str = ""  # this dispatch: echoed in the result/error file, so old files never count
     stage: list[str] = field(default_factory=list)  # archives to unpack before it runs
     stage_dir: str | None = None  # where (None: node-local scratch, see shoal.staging)
+    # submitted before its upstream tasks ran (--detach): read them first (shoal.deferred)
+    upstream: list[dict[str, Any]] | None = None
+    allow_missing: bool = False  # a gather's: rows of failed upstream tasks may be missing
+    retries: int = 0  # extra attempts the worker itself makes (--detach: no controller)
 
     @property
     def label(self) -> str:

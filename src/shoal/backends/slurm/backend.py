@@ -119,6 +119,10 @@ class SlurmBackend:
     _submissions: int = 0
     stopped: bool = False
     oom: dict[tuple[str, str], int] = field(default_factory=dict)  # task -> OOM endings
+    # tasks of an earlier --detach still queued or running: (step, key) -> (job, index,
+    # token); started again, they are followed there instead of submitted twice
+    adopt: dict[tuple[str, str], tuple[str, int, str]] = field(default_factory=dict)
+    adopted: set[tuple[str, str]] = field(default_factory=set)
 
     # ---------------------------------------------------------------- submitting
     def bundle_size(self, step: str, time_s: float | None, queued: int) -> int:
@@ -132,9 +136,25 @@ class SlurmBackend:
         return max(1, min(queued, int(o.bundle_minutes * 60 // time_s)))
 
     def start(self, specs: list[TaskSpec]) -> None:
-        self.pending.append(specs)
+        fresh = []
+        for spec in specs:
+            where = self.adopt.pop((spec.step, spec.key), None)
+            if where is None:
+                fresh.append(spec)
+                continue
+            job, index, token = where
+            spec.token = token  # its result file will carry the detached submission's token
+            self.adopted.add((spec.step, spec.key))
+            el = self.elements.get((job, index))
+            if el is None:
+                el = self.elements[(job, index)] = _Element(job, index, [])
+            el.specs.append(spec)
+        if fresh:
+            self.pending.append(fresh)
 
-    def _submit(self) -> None:
+    def _submit(self, dependency: str | None = None) -> list[str]:
+        """Submit the pending bundles (one array per step and shape); their job ids."""
+        ids: list[str] = []
         groups: dict[tuple[Any, ...], list[list[TaskSpec]]] = {}
         for bundle in self.pending:
             s = bundle[0]
@@ -168,11 +188,12 @@ class SlurmBackend:
                     python=self.python, submission=str(sub), offset=offset, cpus=cpus,
                     mem_mb=mem_mb, time_s=per_task * size * 1.1 + 60 if per_task else None,
                     gpus=gpus, partition=o.partition, account=o.account, qos=o.qos,
-                    extra=o.extra,
+                    extra=o.extra, dependency=dependency,
                 )
                 path = sub / f"array-{offset}.sh"
                 path.write_text(text)
                 job = commands.sbatch(str(path))
+                ids.append(job)
                 self.sbatch_calls += 1
                 with open(jobs_file(self.root), "a") as fh:  # for `shoal cancel`
                     fh.write(f"{job}\t{step}\t{n}\t{time.time():.0f}\n")
@@ -180,6 +201,7 @@ class SlurmBackend:
                     self.elements[(job, k)] = _Element(job, k, bundles[offset + k])
         self._interval = self.options.poll_s
         self._last_squeue = time.time()
+        return ids
 
     # ---------------------------------------------------------------- progress
     @property
@@ -248,8 +270,14 @@ class SlurmBackend:
                 continue
             err = resultfile.read_error(Path(spec.out))
             if err and err.get("token") == spec.token:
-                if not peek:
-                    el.reported.add(spec.key)
+                if peek:
+                    continue
+                el.reported.add(spec.key)
+                if err.get("status") == "skipped" and (spec.step, spec.key) in self.adopted:
+                    # a detached task that ran before this run's retry of its upstream task
+                    self.adopted.discard((spec.step, spec.key))
+                    out.append(W.outcome(spec, "unstarted"))
+                else:
                     out.append(W.outcome(spec, err.get("status", "failed"),
                                          error=err.get("error"), log_tail=err.get("log_tail"),
                                          doc=err))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import time
+import traceback
 
 
 def main(argv: list[str]) -> int:
@@ -18,7 +20,7 @@ def main(argv: list[str]) -> int:
     index = offset + int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
     with open(os.path.join(submission, "bundles.pkl"), "rb") as fh:
         bundles = pickle.load(fh)
-    from shoal import command, worker
+    from shoal import command, deferred, worker
     from shoal.loader import load_experiment
     from shoal.taskspec import TaskSpec
 
@@ -31,13 +33,27 @@ def main(argv: list[str]) -> int:
         if worker.stop_requested():
             print(f"shoal: stop requested; {spec.label} not started", flush=True)
             break
-        print(f"shoal: {spec.label} (attempt {spec.attempt})", flush=True)
-        if spec.command is not None:
-            command.run_command(spec)
-        else:
-            if exp is None:
-                exp = load_experiment(first.target, first.config, strict_config=False)
-            worker.run_function(spec, exp)
+        if spec.upstream is not None:  # submitted before its upstream tasks ran
+            why = deferred.resolve(spec)
+            if why is not None:
+                deferred.write_skipped(spec, why)
+                continue
+        for left in range(spec.retries, -1, -1):  # retries here only without a controller
+            print(f"shoal: {spec.label} (attempt {spec.attempt})", flush=True)
+            try:
+                if spec.command is not None:
+                    o = command.run_command(spec)
+                else:
+                    if exp is None:
+                        exp = load_experiment(first.target, first.config, strict_config=False)
+                    o = worker.run_function(spec, exp)
+            except Exception as exc:  # shoal's own failure: this task fails, the bundle goes on
+                traceback.print_exc()
+                o = worker.write_failure(spec, "failed", f"{type(exc).__name__}: {exc}",
+                                         time.time())
+            if o["status"] != "failed" or left == 0 or worker.stop_requested():
+                break
+            spec.attempt += 1
     return 0
 
 

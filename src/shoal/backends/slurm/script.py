@@ -25,6 +25,7 @@ def render(
     account: str | None = None,
     qos: str | None = None,
     extra: Sequence[str] = (),
+    dependency: str | None = None,
 ) -> str:
     """The ``#SBATCH`` script running elements ``offset .. offset+size-1`` of a submission."""
     array = f"0-{size - 1}" + (f"%{throttle}" if throttle else "")
@@ -41,7 +42,8 @@ def render(
         lines.append(f"#SBATCH --time={slurm_time(time_s)}")
     if gpus > 0:
         lines.append(f"#SBATCH --gres=gpu:{max(1, int(gpus))}")
-    for flag, value in (("partition", partition), ("account", account), ("qos", qos)):
+    for flag, value in (("partition", partition), ("account", account), ("qos", qos),
+                        ("dependency", dependency)):
         if value:
             lines.append(f"#SBATCH --{flag}={value}")
     lines += [f"#SBATCH {x}" for x in extra]

@@ -1,0 +1,174 @@
+"""``shoal run --backend slurm --detach``: submit every step at once and return.
+
+Each step's tasks go out as arrays that depend (``afterany``) on the arrays of the steps
+they need; a task whose upstream tasks had not run at submission reads their result files
+before it starts (:mod:`shoal.deferred`) and is recorded *skipped* when one is missing.
+Nothing follows the jobs: the result files are the truth. ``shoal status`` ingests them
+into the store and shows what Slurm still holds; ``shoal run`` again attaches to the jobs
+still queued or running (it never submits their tasks twice) and resubmits the rest.
+
+The submission is listed in ``.shoal/slurm/detached.json``: for every array element, the
+tasks it runs and their dispatch tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal import resultfile
+from shoal.backends.slurm import commands
+from shoal.backends.slurm.backend import SlurmBackend
+from shoal.dispatch import SpecBuilder
+from shoal.plan import DONE, Plan
+from shoal.state import Store, TaskRecord
+from shoal.taskspec import TaskSpec
+from shoal.worker import HOST
+
+Live = dict[tuple[str, str], tuple[str, int, str]]  # (step, key) -> (job, index, token)
+
+
+def manifest_path(root: Path) -> Path:
+    return root / ".shoal" / "slurm" / "detached.json"
+
+
+@dataclass
+class DetachReport:
+    """What ``--detach`` submitted."""
+
+    tasks: dict[str, int] = field(default_factory=dict)  # step -> tasks submitted
+    arrays: dict[str, list[str]] = field(default_factory=dict)  # step -> array job ids
+    sbatch_calls: int = 0
+    elapsed: float = 0.0
+
+
+def submit(plan: Plan, store: Store, backend: SlurmBackend, retries: int | None) -> DetachReport:
+    """Submit every task the plan says to run, step after step, with dependencies."""
+    t0 = time.time()
+    exp = plan.experiment
+    report = DetachReport()
+    builder = SpecBuilder(plan, store, False, lambda: None, node_stage=True)
+    base = {(s, k): (fp, n) for s, k, fp, n in store._query(
+        "SELECT step, key, fp, attempts FROM tasks")}
+    elements: dict[str, list[list[str]]] = {}
+    records: list[TaskRecord] = []
+    now = time.time()
+    for sp in plan.steps.values():
+        todo = [i for i in range(len(sp.keys)) if sp.is_included(i) and sp.state[i] != DONE]
+        if not todo:
+            continue
+        step = sp.step
+        r = step.retries if step.retries is not None else (
+            retries if retries is not None else exp.retries)
+        specs: list[TaskSpec] = []
+        for i in todo:
+            fp, n = base.get((sp.name, sp.keys[i]), (None, 0))
+            attempt = (int(n or 0) if fp == sp.fps[i] else 0) + 1
+            waits = any(up.state[j] != DONE for up, j in sp.upstream(i))
+            if waits:
+                spec = builder.build_deferred(sp, i, attempt, step.resources.cpus, int(r or 0))
+            else:
+                spec = builder.build(sp, i, attempt, step.resources.cpus, [])
+                spec.retries = int(r or 0)
+            specs.append(spec)
+            records.append(TaskRecord(
+                sp.name, sp.keys[i], "submitted", fp=sp.fps[i], code=sp.code,
+                inputs=spec.inputs, params=spec.params, attempts=attempt - 1, started=now,
+                host=HOST,
+            ))
+        size = backend.bundle_size(sp.name, step.resources.time_s, len(specs))
+        backend.pending = [specs[o:o + size] for o in range(0, len(specs), size)]
+        ups = {d.up.name for d in sp.deps}
+        after = [job for name in ups for job in report.arrays.get(name, [])]
+        before = set(backend.elements)
+        report.arrays[sp.name] = backend._submit(
+            dependency="afterany:" + ":".join(after) if after else None)
+        report.tasks[sp.name] = len(specs)
+        for key in set(backend.elements) - before:
+            el = backend.elements[key]
+            elements[f"{el.job}_{el.index}"] = [[s.step, s.key, s.token] for s in el.specs]
+    store.put(records)
+    path = manifest_path(plan.root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"submitted": now, "elements": elements}))
+    os.replace(tmp, path)
+    backend.elements.clear()  # nothing follows them from here
+    report.sbatch_calls = backend.sbatch_calls
+    report.elapsed = time.time() - t0
+    return report
+
+
+def _load(root: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(manifest_path(root).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def live(root: Path, prune: bool = False) -> tuple[Live, dict[str, str]]:
+    """The detached tasks whose array element Slurm still holds, and each such element's
+    state (``"queued"`` / ``"running"``). ``prune``: forget the elements that ended."""
+    doc = _load(root)
+    if not doc:
+        return {}, {}
+    elements: dict[str, list[list[str]]] = doc["elements"]
+    jobs = {name.rsplit("_", 1)[0] for name in elements}
+    states = commands.squeue(jobs)
+    tasks: Live = {}
+    alive: dict[str, str] = {}
+    for name, members in elements.items():
+        job, index = name.rsplit("_", 1)
+        state = commands.STATES.get(states.get((job, int(index)), ""), "ended")
+        if state == "ended":
+            continue
+        alive[name] = state
+        for step, key, token in members:
+            tasks[(step, key)] = (job, int(index), token)
+    if prune:
+        if alive:
+            doc["elements"] = {n: elements[n] for n in alive}
+            manifest_path(root).write_text(json.dumps(doc))
+        else:
+            manifest_path(root).unlink(missing_ok=True)
+    return tasks, alive
+
+
+def ingest(plan: Plan, store: Store) -> int:
+    """Write what the detached tasks left (result files, and error files of this
+    submission) into the store; returns the number of records written."""
+    records = [TaskRecord.from_result(doc, "done")
+               for sp in plan.steps.values() for doc in sp.adopted.values()]
+    doc = _load(plan.root)
+    if doc:
+        index = {name: {k: i for i, k in enumerate(sp.keys)}
+                 for name, sp in plan.steps.items()}
+        for members in doc["elements"].values():
+            for step, key, token in members:
+                sp = plan.steps.get(step)
+                i = index.get(step, {}).get(key)
+                if sp is None or i is None or sp.state[i] == DONE:
+                    continue
+                folder = plan.root / step / key if key else plan.root / step
+                err = resultfile.read_error(folder)
+                if err and err.get("token") == token:
+                    rec = TaskRecord.from_result(err, err.get("status", "failed"))
+                    rec.error, rec.log_tail = err.get("error"), err.get("log_tail")
+                    records.append(rec)
+    if records:
+        store.put(records)
+    return len(records)
+
+
+def summary(alive: dict[str, str], tasks: Live) -> dict[str, dict[str, int]]:
+    """``step -> {"queued": tasks, "running": tasks}`` held by live detached elements."""
+    out: dict[str, dict[str, int]] = {}
+    for (step, _key), (job, index, _token) in tasks.items():
+        state = alive.get(f"{job}_{index}", "queued")
+        row = out.setdefault(step, {"queued": 0, "running": 0})
+        row[state] = row.get(state, 0) + 1
+    return out
