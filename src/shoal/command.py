@@ -13,6 +13,7 @@ from typing import Any
 
 from shoal import resultfile, staging
 from shoal import worker as W
+from shoal.checkpoint import Checkpoints
 from shoal.errors import ShoalError
 from shoal.taskspec import TaskSpec
 from shoal.worker import (
@@ -77,6 +78,8 @@ def spawn_command(
     :func:`end_command`."""
     started = time.time()
     prepare_folder(spec.out)
+    if os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):  # of another fingerprint?
+        Checkpoints(spec.out, spec.fingerprint)._check()
     header = (f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime(started)} ===\n"
               f"$ {spec.command}\n")
     fd, fresh = log.open(spec.out, header)
@@ -154,6 +157,8 @@ def _install_forwarding() -> None:
 
 def finish_command(spec: TaskSpec, returncode: int, started: float, note: str = "") -> dict:
     """Record the end of a command task run by a backend."""
+    if os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):  # the command saved some
+        Checkpoints(spec.out, spec.fingerprint).claim()
     if returncode == 0:
         try:
             metrics = resultfile.read_json(f"{spec.out}/metrics.json") or {}

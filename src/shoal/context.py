@@ -2,7 +2,7 @@
 
 ``ctx.out`` (the task folder), ``ctx.params``, ``ctx.input(step)`` (the upstream task's
 ``.out``, ``.result`` and ``.params``), ``ctx.log``, ``ctx.threads``, ``ctx.device``,
-``ctx.should_stop()``, ``ctx.attempt``, ``ctx.staged(name)``.
+``ctx.should_stop()``, ``ctx.attempt``, ``ctx.staged(name)``, ``ctx.checkpoint``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoal.checkpoint import Checkpoints
 from shoal.errors import ShoalError
 
 
@@ -64,9 +65,14 @@ class TaskContext:
     attempt: int = 1
     root: Path | None = None
     upstream: Mapping[str, Upstream] = field(default_factory=dict)
+    checkpoint: Checkpoints = field(default=None)  # type: ignore[assignment]
     _stop: Callable[[], bool] = field(default=lambda: False, repr=False)
     _staged: Mapping[str, Path] = field(default_factory=dict, repr=False)
     _log: logging.Logger | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is None:
+            self.checkpoint = Checkpoints(self.out, "")
 
     def input(self, step: Any) -> Upstream:
         """The upstream task of ``step`` (a step object or its name) this task depends on."""

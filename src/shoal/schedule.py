@@ -86,6 +86,8 @@ class Controller:
                                    lambda: self._flush(force=True),
                                    node_stage=getattr(backend, "stages_on_node", False))
         self._over = [{d.up.name for d in s.deps if d.many} for s in self.sps]
+        self._defers_start = bool(getattr(backend, "defers_start", False))
+        self._unflushed_starts = False
         self._setup()
 
     # ------------------------------------------------------------------ setup
@@ -169,7 +171,8 @@ class Controller:
         if not self.waiting:
             self._flush(force=True)
             return self.report
-        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # HUP: the terminal closed
+        # HUP: the terminal closed; USR2: a cluster job running `shoal run` nears its end
+        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
         old = {sig: signal.getsignal(sig) for sig in stops}
         for sig in old:
             signal.signal(sig, self._on_signal)
@@ -207,6 +210,9 @@ class Controller:
                 self._dispatch()
             if not self.running and (self.stopping or not any(self.ready)):
                 break
+            if self._unflushed_starts:  # a deferring backend starts them in poll()
+                self._flush(force=True)
+                self._unflushed_starts = False
             for outcome in self.backend.poll(0.2):
                 self._ingest(outcome)
             now = time.time()
@@ -272,8 +278,12 @@ class Controller:
             ))
         self.slots.take(res, cpus, devices)
         # in the store before a worker empties a task folder: a killed controller must never
-        # leave a stale "done" record beside a folder without its result file
-        self._flush(force=True)
+        # leave a stale "done" record beside a folder without its result file (a backend
+        # that only starts tasks in poll(), like Slurm's, gets them flushed once before it)
+        if self._defers_start:
+            self._unflushed_starts = True
+        else:
+            self._flush(force=True)
         self.backend.start(specs)
 
     # ------------------------------------------------------------------ outcomes

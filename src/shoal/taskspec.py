@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 import string
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.paths import value_text
@@ -72,13 +72,15 @@ class TaskSpec:
             "SHOAL_TASK": self.key,
             "SHOAL_OUT": self.out,
             "SHOAL_ATTEMPT": str(self.attempt),
+            "SHOAL_CHECKPOINTS": f"{self.out}/.shoal-checkpoints",
         }
         if self.devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in self.devices)
         return env
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Its fields (shallow: the values are plain data already)."""
+        return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskSpec:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import resultfile, staging
+from shoal.checkpoint import Checkpoints
 from shoal.context import Interrupted, Requeue, TaskContext, Upstream
 from shoal.spec import Experiment, signature_args
 from shoal.taskspec import TaskSpec
@@ -293,6 +294,7 @@ def run_function(
                     name: Upstream(name, u["params"], Path(u["out"]), u["result"])
                     for name, u in spec.needs.items()
                 },
+                checkpoint=Checkpoints(out, spec.fingerprint),
                 _stop=should_stop, _staged=staged,
             )
             takes, wants_runs = _signature(step)

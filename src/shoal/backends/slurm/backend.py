@@ -69,6 +69,8 @@ class SlurmOptions:
     poll_s: float = 5.0
     max_poll_s: float = 30.0
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-step overrides
+    _per_step: dict[str, profile.StepOptions] = field(default_factory=dict, repr=False,
+                                                      compare=False)
 
     @classmethod
     def from_profile(cls, path: Path | None, **flags: Any) -> SlurmOptions:
@@ -84,6 +86,12 @@ class SlurmOptions:
 
     def for_step(self, step: str) -> profile.StepOptions:
         """The settings one step submits with (defaults, then its profile table)."""
+        got = self._per_step.get(step)
+        if got is None:
+            got = self._per_step[step] = self._for_step(step)
+        return got
+
+    def _for_step(self, step: str) -> profile.StepOptions:
         base = profile.StepOptions(
             partition=self.partition, account=self.account, qos=self.qos,
             throttle=self.throttle, tasks_per_job=self.tasks_per_job,
@@ -110,6 +118,7 @@ class SlurmBackend:
     python: str = sys.executable
     assigns_devices: bool = False  # Slurm sets CUDA_VISIBLE_DEVICES itself
     stages_on_node: bool = True  # stage= archives unpack in the node's scratch
+    defers_start: bool = True  # start() only collects; poll() submits
     pending: list[list[TaskSpec]] = field(default_factory=list)
     elements: dict[tuple[str, int], _Element] = field(default_factory=dict)
     sbatch_calls: int = 0
