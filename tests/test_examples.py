@@ -49,3 +49,32 @@ def test_locator_example(tmp_path: Path) -> None:
     res = shoal("results", exp, "--root", root, "--step", "by_test_set", "--format", "json")
     rows = json.loads(res.stdout)
     assert sorted(r["test_set"] for r in rows) == [0, 1, 2, 3, 4]
+
+
+def test_long_training_example_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    exp = str(ROOT / "examples" / "long_training")
+    root = tmp_path / "runs"
+    args = ["--root", str(root), "--config", "epochs=4000", "seeds=1", "-j", "2"]
+    proc = subprocess.Popen([*shoal_cmd(), "run", exp, *args, "--progress", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not all(list((root / f"train/width={w}/seed=0/.shoal-checkpoints").glob("ckpt-*"))
+                      for w in (16, 64)):
+            assert time.time() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "2 interrupted" in err, err
+    res = shoal("run", exp, *args, "--progress", "none")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for w in (16, 64):
+        doc = json.loads((root / f"train/width={w}/seed=0/.shoal-result.json").read_text())
+        assert 0 < doc["metrics"]["resumed_from"] < 4000 and doc["metrics"]["epochs"] == 4000
+    assert "resuming from epoch" in shoal("logs", exp, "train", "width=16", "seed=0",
+                                          *args[:4]).stdout

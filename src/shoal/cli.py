@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop launching after the first failure")
     p.add_argument("--grace", type=float, default=30.0,
                    help="seconds stopped tasks get to checkpoint before they are killed")
+    p.add_argument("--max-requeues", type=int, metavar="N", help="times a task interrupted "
+                   "by preemption, requeue or a segment's end goes out again (default 10, "
+                   "plus its chained segments)")
     p.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
     p.add_argument("--progress-interval", type=float, default=10.0,
                    help="seconds between plain progress lines")
@@ -87,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "each array at once (--array=...%%K)")
     g.add_argument("--tasks-per-job", type=int, metavar="N", help="tasks bundled per array "
                    "element (default: as many as fit in 30 min by the step's time=)")
+    g.add_argument("--max-time", metavar="TIME", help="longest job (default: the partition's "
+                   "MaxTime); a longer task runs as chained segments (it must checkpoint)")
+    g.add_argument("--signal-grace", metavar="TIME", help="USR2 this long before a job's "
+                   "time limit, to checkpoint (default 90s)")
     g.add_argument("--mem-retry-factor", type=float, metavar="F", help="after OUT_OF_MEMORY, "
                    "retry (within retries=) with the step's mem times F")
     g.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
@@ -259,7 +266,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         mem_mb=parse_mem("--mem", args.mem) if args.mem else None, retries=args.retries,
         keep_going=args.keep_going, only=_only(exp, args), grace_s=args.grace,
         progress=args.progress, progress_interval=args.progress_interval, backend=args.backend,
-        detach=args.detach,
+        detach=args.detach, max_requeues=args.max_requeues,
     )
     if args.detach:
         if not report.tasks:
@@ -287,10 +294,14 @@ def _slurm_options(exp: Any, args: argparse.Namespace) -> Any:
     path = None
     if args.profile:
         path = profile.find(args.profile, exp.source.parent if exp.source else None)
+    from shoal.resources import parse_duration
+
     opts = SlurmOptions.from_profile(
         path, partition=args.partition, account=args.account, qos=args.qos,
         throttle=args.throttle, tasks_per_job=args.tasks_per_job, extra=list(args.sbatch),
         mem_retry_factor=args.mem_retry_factor,
+        max_time=parse_duration("(run)", "--max-time", args.max_time),
+        signal_grace=parse_duration("(run)", "--signal-grace", args.signal_grace),
     )
     unknown = sorted(set(opts.steps) - set(exp.steps))
     if unknown:
@@ -388,6 +399,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"\ndetached Slurm jobs: {slurm['elements']:,} array elements still held "
               f"({held})" if slurm["elements"] else
               "\ndetached Slurm jobs: all ended; `shoal run` reruns what failed or is missing")
+    if live:
+        with Store.open(exp.root) as store:
+            chained = [r for r in store.records(status="running")
+                       if (r.error or "").startswith("segment")]
+        for r in chained[:10]:
+            label = f"{r.step}[{r.key.replace('/', ',')}]" if r.key else r.step
+            print(f"running: {label}: {r.error}")
     for r in failures:
         label = f"{r.step}[{r.key.replace('/', ',')}]" if r.key else r.step
         print(f"\nfailed: {label}: {r.error}")

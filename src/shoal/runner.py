@@ -35,6 +35,7 @@ def run_experiment(
     backend: str = "local",
     slurm: Any = None,
     detach: bool = False,
+    max_requeues: int | None = None,
 ) -> Any:
     """Run what the plan says must run; returns the report. Resumes where it stopped.
 
@@ -97,7 +98,10 @@ def run_experiment(
                     target=exp.target or str(exp.source), config=dict(exp.config),
                     cwd=str(exp.source.parent if exp.source else Path.cwd()), max_workers=cpus,
                 )
-            opts = RunOptions(retries=retries, keep_going=keep_going, grace_s=grace_s)
+            if max_requeues is None:
+                max_requeues = slurm.max_requeues if slurm is not None else 10
+            opts = RunOptions(retries=retries, keep_going=keep_going, grace_s=grace_s,
+                              max_requeues=max_requeues)
             ctl = Controller(plan, store, be, slots, opts)
             for w in ctl.report.warnings:
                 print(f"shoal: warning: {w}", file=sys.stderr)

@@ -12,6 +12,7 @@ class RunOptions:
     retries: int | None = None
     keep_going: bool = True
     grace_s: float = 30.0
+    max_requeues: int = 10  # a task interrupted (not by the user) goes out again this often
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from shoal.dispatch import SpecBuilder
 from shoal.errors import ShoalError
+from shoal.outcomes import Outcomes, TaskId
 from shoal.plan import DONE, Plan, StepPlan
 from shoal.resources import Resources
 from shoal.runreport import RunOptions, RunReport, StepCounts
@@ -23,8 +24,6 @@ from shoal.slots import Slots
 from shoal.state import Store, TaskRecord
 from shoal.taskspec import TaskSpec
 from shoal.worker import HOST
-
-TaskId = tuple[int, int]  # (step index, task index)
 
 
 class Backend(Protocol):
@@ -52,7 +51,7 @@ BUNDLE_S = 0.2  # target length of a bundle of short tasks sent to one worker at
 MAX_BUNDLE = 64
 
 
-class Controller:
+class Controller(Outcomes):
     """Runs the tasks a plan says to run, in dependency order, within the slots."""
 
     def __init__(
@@ -69,6 +68,8 @@ class Controller:
         self.waiting: dict[TaskId, int] = {}
         self.children: dict[TaskId, list[TaskId]] = {}
         self.attempt: dict[TaskId, int] = {}  # attempts in this run
+        self.requeues: dict[TaskId, int] = {}  # interruptions (not by the user) in this run
+        self._segments: dict[int, int] = {}  # step -> jobs per task (chained segments)
         self.base_attempt: dict[TaskId, int] = {}  # attempts in earlier runs (same fp)
         self.running: dict[tuple[str, str], _Running] = {}
         self.counts = [StepCounts() for _ in self.sps]
@@ -271,10 +272,11 @@ class Controller:
             holds = n == len(tids) - 1  # the last of a bundle gives the slot back
             self.running[(sp.name, sp.keys[i])] = _Running(tid, spec, res, cpus, devices, holds)
             self.counts[k].running += 1
+            seg = self.segment(tid)
             self.records.append(TaskRecord(
                 sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code,
                 inputs=spec.inputs, params=spec.params, attempts=attempt, started=now,
-                host=HOST,
+                host=HOST, error=f"segment {seg[0]} of {seg[1]}" if seg else None,
             ))
         self.slots.take(res, cpus, devices)
         # in the store before a worker empties a task folder: a killed controller must never
@@ -285,98 +287,6 @@ class Controller:
         else:
             self._flush(force=True)
         self.backend.start(specs)
-
-    # ------------------------------------------------------------------ outcomes
-    def _max_attempts(self, sp: StepPlan) -> int:
-        r = sp.step.retries
-        if r is None:
-            r = self.options.retries if self.options.retries is not None else self.exp.retries
-        return 1 + int(r or 0)
-
-    def _ingest(self, o: dict[str, Any]) -> None:
-        run = self.running.pop((o["step"], o["key"]), None)
-        if run is None:
-            return
-        k, i = run.tid
-        sp = self.sps[k]
-        if run.holds_slot:
-            self.slots.give(run.res, run.cpus, run.devices)
-        c = self.counts[k]
-        c.running -= 1
-        status = o["status"]
-        if status == "unstarted":  # queued behind a task that stopped or died: not an attempt
-            self.attempt[run.tid] -= 1
-            if not self.stopping:
-                self.ready[k].appendleft(i)
-            return
-        doc = o.get("doc") or {}
-        self.attempt_rows.append((sp.name, sp.keys[i], run.spec.attempt, status, sp.fps[i],
-                                  doc.get("started"), doc.get("ended"), doc.get("host"),
-                                  o.get("error"), None))
-        self.report.ran += 1
-        if status == "done":
-            rec = TaskRecord.from_result(doc, "done")
-            self.records.append(rec)
-            sp.state[i] = DONE
-            sp.run_ids[i] = rec.run_id
-            self.builder.done(sp, i, rec.metrics or {})
-            c.done += 1
-            self.report.done += 1
-            d = self.durations[k]
-            d[0] += 1
-            d[1] += float(doc.get("duration") or 0.0)
-            for child in self.children.get(run.tid, ()):
-                n = self.waiting[child] - 1
-                self.waiting[child] = n
-                if n == 0 and not self.stopping:
-                    self.ready[child[0]].append(child[1])
-            return
-        rec = TaskRecord.from_result(doc, status) if doc else TaskRecord(
-            sp.name, sp.keys[i], status, fp=sp.fps[i], code=sp.code, params=run.spec.params,
-            attempts=run.spec.attempt, error=o.get("error"))
-        rec.error = o.get("error") or rec.error
-        rec.log_tail = o.get("log_tail") or rec.log_tail
-        self.records.append(rec)
-        if status == "interrupted" or self.stopping:
-            rec.status = "interrupted"
-            c.interrupted += 1
-            self.report.interrupted += 1
-            return
-        if self.attempt[run.tid] < self._max_attempts(sp):
-            self.ready[k].appendleft(i)
-            return
-        c.failed += 1
-        self.report.failed += 1
-        self.report.failures.append((run.spec.label, o.get("error") or "failed"))
-        self._skip_downstream(run.tid, run.spec.label)
-        if not self.options.keep_going:  # stop launching; running tasks finish
-            self.stopping = True
-            self.report.stopped = True
-            self.stop_deadline = float("inf")
-
-    def _skip_downstream(self, tid: TaskId, label: str) -> None:
-        """Skip what depends on a failed task; a gather with ``allow_missing=True`` instead
-        counts the task as finished and runs on what succeeded."""
-        todo = [(child, tid[0]) for child in self.children.get(tid, ())]
-        while todo:
-            child, parent_k = todo.pop()
-            k, i = child
-            sp = self.sps[k]
-            if self.waiting.get(child, -1) < 0:  # already skipped (or not to run)
-                continue
-            if sp.step.allow_missing and self.sps[parent_k].name in self._over[k]:
-                self.waiting[child] -= 1  # a missing row for the gather, not a reason to skip
-                if self.waiting[child] == 0 and not self.stopping:
-                    self.ready[k].append(i)
-                continue
-            self.waiting[child] = -1
-            self.counts[k].skipped += 1
-            self.report.skipped += 1
-            self.records.append(TaskRecord(
-                sp.name, sp.keys[i], "skipped", fp=sp.fps[i], code=sp.code,
-                params=sp.param_dict(i), error=f"skipped: upstream {label} failed",
-            ))
-            todo.extend((c, k) for c in self.children.get(child, ()))
 
     def _check_time(self, now: float) -> None:
         for spec, started in self.backend.running_specs():

@@ -68,6 +68,9 @@ class SlurmOptions:
     mem_retry_factor: float | None = None  # after OUT_OF_MEMORY, retry with mem × factor
     poll_s: float = 5.0
     max_poll_s: float = 30.0
+    max_time: float | None = None  # longest job (s); default: the partition's MaxTime
+    signal_grace: float = 90.0  # seconds between USR2 (checkpoint now) and the time limit
+    max_requeues: int = 10  # interrupted (preempted, requeued, time-limited) runs per task
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-step overrides
     _per_step: dict[str, profile.StepOptions] = field(default_factory=dict, repr=False,
                                                       compare=False)
@@ -96,6 +99,7 @@ class SlurmOptions:
             partition=self.partition, account=self.account, qos=self.qos,
             throttle=self.throttle, tasks_per_job=self.tasks_per_job,
             bundle_minutes=self.bundle_minutes, extra=list(self.extra),
+            max_time=self.max_time, signal_grace=self.signal_grace,
         )
         return profile.step_options(base, self.steps.get(step, {}))
 
@@ -138,11 +142,30 @@ class SlurmBackend:
         """Tasks per array element: ``tasks_per_job``, or as many as fit in
         ``bundle_minutes`` by the step's ``time=`` (one when the step gives no time)."""
         o = self.options.for_step(step)
+        limit = self.max_time(step)
+        if limit and time_s:  # a bundle must fit in one job
+            fit = max(1, int((limit - 60) // (time_s * 1.1)))
+        else:
+            fit = queued
         if o.tasks_per_job:
-            return max(1, o.tasks_per_job)
+            return max(1, min(o.tasks_per_job, fit))
         if not time_s:
             return 1
-        return max(1, min(queued, int(o.bundle_minutes * 60 // time_s)))
+        return max(1, min(queued, fit, int(o.bundle_minutes * 60 // time_s)))
+
+    def max_time(self, step: str) -> float | None:
+        """The longest job of a step: the profile's ``max_time``, else its partition's."""
+        o = self.options.for_step(step)
+        return o.max_time or commands.partition_max_time(o.partition)
+
+    def segments(self, step: str, time_s: float | None) -> int:
+        """Jobs one task of the step takes: a task longer than ``max_time`` runs as
+        chained segments, each stopped (USR2) ``signal_grace`` before its end."""
+        limit = self.max_time(step)
+        if not (limit and time_s) or time_s <= limit:
+            return 1
+        grace = min(self.options.for_step(step).signal_grace, limit / 2)
+        return int(-(-time_s // (limit - grace)))
 
     def start(self, specs: list[TaskSpec]) -> None:
         fresh = []
@@ -190,12 +213,17 @@ class SlurmBackend:
             per_task = max((s.time_s or 0.0) for b in bundles for s in b) or None
             o = self.options.for_step(step)
             size = max(len(b) for b in bundles)
+            job_time = per_task * size * 1.1 + 60 if per_task else None
+            limit = self.max_time(step)
+            if limit and (job_time is None or job_time > limit):
+                job_time = limit  # a longer task goes on in the next segment
+            grace = int(min(o.signal_grace, job_time / 2)) if job_time else int(o.signal_grace)
             for offset, n in script.chunks(len(bundles), self._max_array):
                 text = script.render(
                     job_name=f"shoal-{self.experiment}-{step}", size=n,
                     throttle=o.throttle, output=str(logs / "%A_%a.out"),
                     python=self.python, submission=str(sub), offset=offset, cpus=cpus,
-                    mem_mb=mem_mb, time_s=per_task * size * 1.1 + 60 if per_task else None,
+                    mem_mb=mem_mb, time_s=job_time, signal_grace=grace,
                     gpus=gpus, partition=o.partition, account=o.account, qos=o.qos,
                     extra=o.extra, dependency=dependency,
                 )
@@ -281,6 +309,8 @@ class SlurmBackend:
             if err and err.get("token") == spec.token:
                 if peek:
                     continue
+                if err.get("status") == "interrupted" and not final:
+                    continue  # Slurm may requeue the element, which then resumes the task
                 el.reported.add(spec.key)
                 if err.get("status") == "skipped" and (spec.step, spec.key) in self.adopted:
                     # a detached task that ran before this run's retry of its upstream task
@@ -295,7 +325,8 @@ class SlurmBackend:
                 return [W.outcome(spec, "unknown")]
             if final:
                 el.reported.add(spec.key)
-                if state in ("PREEMPTED", "REQUEUED"):
+                if state in ("PREEMPTED", "REQUEUED", "COMPLETED"):
+                    # (COMPLETED: the element was asked to stop and did not start it)
                     out.append(W.outcome(spec, "unstarted"))
                     continue
                 if state == "OUT_OF_MEMORY":

@@ -145,3 +145,31 @@ def scancel(job_ids: Iterable[str], signal: str | None = None) -> None:
     if ids:
         argv = ["scancel", *([f"--signal={signal}"] if signal else []), *ids]
         run(argv, check=False)
+
+
+_partition_cache: dict[str, float | None] = {}
+
+
+def partition_max_time(partition: str | None) -> float | None:
+    """Seconds of a partition's ``MaxTime`` (the default partition's when None); None when
+    unlimited or unknown."""
+    key = partition or ""
+    if key not in _partition_cache:
+        res = run(["scontrol", "show", "partition", *([partition] if partition else [])],
+                  check=False)
+        found: float | None = None
+        for block in (res.stdout or "").split("\n\n"):
+            fields = dict(kv.split("=", 1) for kv in block.split() if "=" in kv)
+            if not fields or (partition is None and fields.get("Default") != "YES"):
+                continue
+            value = fields.get("MaxTime", "UNLIMITED")
+            if value not in ("UNLIMITED", "INFINITE"):
+                from shoal.resources import parse_duration
+
+                try:
+                    found = parse_duration("(partition)", "MaxTime", value)
+                except ShoalError:
+                    found = None
+            break
+        _partition_cache[key] = found
+    return _partition_cache[key]

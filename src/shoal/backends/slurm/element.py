@@ -13,6 +13,8 @@ import pickle
 import sys
 import time
 import traceback
+from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
@@ -30,6 +32,8 @@ def main(argv: list[str]) -> int:
     os.chdir(first.cwd)
     exp = None
     for spec in specs:
+        if _finished(spec):  # Slurm requeued this element: keep what the first run did
+            continue
         if worker.stop_requested():
             print(f"shoal: stop requested; {spec.label} not started", flush=True)
             break
@@ -55,6 +59,18 @@ def main(argv: list[str]) -> int:
                 break
             spec.attempt += 1
     return 0
+
+
+def _finished(spec: Any) -> bool:
+    """Whether this dispatch of the task already ended (done, failed or skipped); an
+    interrupted one resumes."""
+    from shoal import resultfile
+
+    doc = resultfile.read_result(Path(spec.out))
+    if doc and doc.get("token") == spec.token:
+        return True
+    err = resultfile.read_error(Path(spec.out))
+    return bool(err and err.get("token") == spec.token and err.get("status") != "interrupted")
 
 
 if __name__ == "__main__":

@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from shoal.errors import ShoalError
+from shoal.resources import parse_duration
 
 # keys a profile may set for all steps, and per step
 STEP_KEYS = ("partition", "account", "qos", "throttle", "tasks_per_job", "bundle_minutes",
-             "sbatch")
-RUN_KEYS = ("mem_retry_factor", "poll_s", "max_poll_s")
+             "sbatch", "max_time", "signal_grace")
+RUN_KEYS = ("mem_retry_factor", "poll_s", "max_poll_s", "max_requeues")
+DURATIONS = ("max_time", "signal_grace")  # "2h", "30s", "1-00:00:00", or seconds
 
 
 @dataclass
@@ -43,6 +45,8 @@ class StepOptions:
     tasks_per_job: int | None = None
     bundle_minutes: float = 30.0
     extra: list[str] = field(default_factory=list)
+    max_time: float | None = None  # longest job (s): longer tasks run as chained segments
+    signal_grace: float = 90.0  # USR2 this many seconds before a job's time limit
 
 
 def find(name: str, exp_dir: Path | None) -> Path:
@@ -97,7 +101,12 @@ def _check(path: Path, where: str, table: dict[str, Any], allowed: tuple[str, ..
             if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 raise ShoalError(f"profile {path}: '{where}sbatch' must be a list of strings, "
                                  'e.g. sbatch = ["--constraint=v100"]')
-        elif key in ("throttle", "tasks_per_job"):
+        elif key in DURATIONS:
+            try:
+                table[key] = parse_duration("(profile)", f"{where}{key}", value)
+            except ShoalError as exc:
+                raise ShoalError(f"profile {path}: {exc}") from None
+        elif key in ("throttle", "tasks_per_job", "max_requeues"):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ShoalError(f"profile {path}: '{where}{key}' must be a whole number")
         elif key in ("partition", "account", "qos"):

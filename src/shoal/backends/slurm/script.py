@@ -26,6 +26,7 @@ def render(
     qos: str | None = None,
     extra: Sequence[str] = (),
     dependency: str | None = None,
+    signal_grace: int | None = 90,
 ) -> str:
     """The ``#SBATCH`` script running elements ``offset .. offset+size-1`` of a submission."""
     array = f"0-{size - 1}" + (f"%{throttle}" if throttle else "")
@@ -34,8 +35,11 @@ def render(
         f"#SBATCH --job-name={job_name}",
         f"#SBATCH --array={array}",
         f"#SBATCH --output={output}",
+        "#SBATCH --open-mode=append",  # a requeued element adds to its log
         f"#SBATCH --cpus-per-task={cpus}",
     ]
+    if signal_grace:  # time to checkpoint: the element (exec'd below) gets USR2 first
+        lines.append(f"#SBATCH --signal=B:USR2@{int(signal_grace)}")
     if mem_mb:
         lines.append(f"#SBATCH --mem={mem_mb}M")
     if time_s:
@@ -49,7 +53,8 @@ def render(
     lines += [f"#SBATCH {x}" for x in extra]
     lines += [
         "",
-        "# one array element runs one bundle of shoal tasks; each task writes its own result",
+        "# one array element runs one bundle of shoal tasks; each task writes its own result;",
+        "# SIGUSR2/SIGTERM make ctx.should_stop() true (checkpoint, return shoal.Requeue)",
         f"exec {shlex.quote(python)} -m shoal.backends.slurm.element "
         f"{shlex.quote(submission)} {offset}",
         "",
