@@ -117,3 +117,21 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(write_exp, tmp_path: Pa
         assert got["metrics"]["w"] == want["metrics"]["w"]  # exactly
         assert 10 <= got["metrics"]["resumed_at"] < 80 and want["metrics"]["resumed_at"] == 0
         assert got["attempt"] == 2  # the interrupted attempt did not use up a retry
+
+
+def test_requeues_are_bounded(write_exp, cli, tmp_path: Path) -> None:
+    """A task that asks to be requeued every time (not stopped by the user) goes out again
+    up to --max-requeues times, then fails; its retries are not used meanwhile."""
+    path = write_exp("""
+        exp = shoal.Experiment("rq", grid=shoal.Grid(i=[0]))
+        @exp.step(per=["i"], retries=3)
+        def t(ctx, i):
+            n = ctx.checkpoint.load() or 0
+            ctx.checkpoint.save(n + 1)
+            print("run", n + 1)
+            return shoal.Requeue
+    """)
+    rc, _, err = cli("run", path, "--max-requeues", "2", "--progress", "none")
+    assert rc == 1 and "interrupted 3 times (more than max_requeues=2)" in err, err
+    log = (tmp_path / "runs/t/i=0/.shoal.log").read_text()
+    assert log.count("run ") == 3  # 1 + 2 requeues, and no retry after that
