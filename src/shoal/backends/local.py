@@ -44,9 +44,6 @@ class _Worker:
         return self.queue[0] if self.queue else None
 
 
-COALESCE_S = 0.004
-
-
 @dataclass
 class LocalBackend:
     """Runs task specs on this machine."""
@@ -142,10 +139,6 @@ class LocalBackend:
             handles.append(self._commands)
         if handles:
             ready = wait(handles, timeout)
-            if ready and self._commands is not None and ready[-1] is self._commands:
-                # short commands end hundreds of times a second: let a few more outcomes
-                # gather, so that the controller (and its GIL) wakes once for them
-                time.sleep(COALESCE_S)
         else:
             if timeout > 0:
                 time.sleep(min(timeout, 0.05))
