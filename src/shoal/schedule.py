@@ -103,10 +103,6 @@ class Controller(Outcomes):
                     f"step '{sp.name}' asks for cpus={step.resources.cpus}; it runs with "
                     f"{total}, all this run has (-j {total})"
                 )
-            if step.pack:
-                self.report.warnings.append(
-                    f"step '{sp.name}': pack= is not supported yet; its tasks run one by one"
-                )
             c = self.counts[k]
             res = sp.step.resources
             checked = False
@@ -235,9 +231,34 @@ class Controller(Outcomes):
                 devices = self.slots.place(res, cpus)
                 if devices is None:
                     break
-                n = self._bundle_size(k, len(queue), cpus)
-                tids = [(k, queue.popleft()) for _ in range(min(n, len(queue)))]
+                if sp.step.pack:
+                    tids = [(k, i) for i in self._take_pack(sp, queue)]
+                else:
+                    n = self._bundle_size(k, len(queue), cpus)
+                    tids = [(k, queue.popleft()) for _ in range(min(n, len(queue)))]
                 self._start(tids, res, cpus, devices)
+
+    def _take_pack(self, sp: StepPlan, queue: deque[int]) -> list[int]:
+        """The next pack: the first ready task and up to ``pack_size - 1`` others that
+        differ from it only in the packed dimensions (ready tasks of one group are
+        usually next to each other, so this looks at few entries)."""
+        step = sp.step
+        size = step.pack_size or len(sp.keys)
+        cols = [j for j, d in enumerate(sp.dims) if d not in step.pack]
+        params = sp.params
+        head = queue.popleft()
+        base = [params[head][j] for j in cols]
+        pack, skipped = [head], []
+        looked = 0
+        while queue and len(pack) < size and looked < 4 * size + 64:
+            i = queue.popleft()
+            looked += 1
+            if [params[i][j] for j in cols] == base:
+                pack.append(i)
+            else:
+                skipped.append(i)
+        queue.extendleft(reversed(skipped))
+        return pack
 
     def _bundle_size(self, k: int, queued: int, cpus: int) -> int:
         """How many tasks of step ``k`` one slot takes at once. Short tasks (measured in
@@ -268,6 +289,7 @@ class Controller(Outcomes):
             self.attempt[tid] = self.attempt.get(tid, 0) + 1
             attempt = self.base_attempt.get(tid, 0) + self.attempt[tid]
             spec = self.builder.build(sp, i, attempt, cpus, devices)
+            spec.packed = bool(sp.step.pack)
             specs.append(spec)
             holds = n == len(tids) - 1  # the last of a bundle gives the slot back
             self.running[(sp.name, sp.keys[i])] = _Running(tid, spec, res, cpus, devices, holds)

@@ -48,6 +48,7 @@ class TaskSpec:
     upstream: list[dict[str, Any]] | None = None
     allow_missing: bool = False  # a gather's: rows of failed upstream tasks may be missing
     retries: int = 0  # extra attempts the worker itself makes (--detach: no controller)
+    packed: bool = False  # one member of a pack: the bundle's specs go to one call
 
     @property
     def label(self) -> str:

@@ -105,6 +105,11 @@ def _check_step(exp: Experiment, s: Step, dims: tuple[str, ...]) -> None:
                 f"step '{s.name}': pack names dimension '{d}' which is not in "
                 f"per={_fmt(s.per)}; pack only over dimensions the step varies over"
             )
+    if s.pack and (s.command is not None or s.is_gather):
+        raise SpecError(
+            f"step '{s.name}': pack= needs a function step (@exp.step): one call trains "
+            "the members together; remove pack= here"
+        )
     if s.pack_size is not None and (not isinstance(s.pack_size, int) or s.pack_size < 1):
         raise SpecError(f"step '{s.name}': pack_size={s.pack_size!r} must be a whole number >= 1")
     if s.retries is not None and (not isinstance(s.retries, int) or s.retries < 0):

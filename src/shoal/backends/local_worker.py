@@ -58,7 +58,19 @@ def main(argv: list[str]) -> int:
             return 0
         if msg[0] == "exit":
             return 0
-        if msg[0] == "run":  # one function task, or a bundle of short ones, back to back
+        if msg[0] == "run" and msg[1] and msg[1][0].packed:  # a pack: one call for all
+            from shoal.packs import run_pack
+
+            if worker.stop_requested():
+                results = [worker.outcome(s, "unstarted") for s in msg[1]]
+            else:
+                results = run_pack(msg[1], exp)
+            try:
+                for result in results:
+                    outbox.send(("done", result))
+            except (BrokenPipeError, OSError):
+                return 0
+        elif msg[0] == "run":  # one function task, or a bundle of short ones, back to back
             for spec in msg[1]:
                 if worker.stop_requested():  # asked to stop: start nothing more
                     result = worker.outcome(spec, "unstarted")

@@ -31,6 +31,14 @@ def main(argv: list[str]) -> int:
     first = specs[0]
     os.chdir(first.cwd)
     exp = None
+    if specs and specs[0].packed:  # one call for the pack's members still to run
+        from shoal.packs import run_pack
+
+        todo = [s for s in specs if not _finished(s)]
+        if todo and not worker.stop_requested():
+            print(f"shoal: pack of {len(todo)}: {todo[0].label} ...", flush=True)
+            run_pack(todo, load_experiment(first.target, first.config, strict_config=False))
+        return 0
     for spec in specs:
         if _finished(spec):  # Slurm requeued this element: keep what the first run did
             continue
