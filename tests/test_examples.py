@@ -78,3 +78,22 @@ def test_long_training_example_resumes_from_its_checkpoint(tmp_path: Path) -> No
         assert 0 < doc["metrics"]["resumed_from"] < 4000 and doc["metrics"]["epochs"] == 4000
     assert "resuming from epoch" in shoal("logs", exp, "train", "width=16", "seed=0",
                                           *args[:4]).stdout
+
+
+def test_streamflow_packed_variant_gives_the_same_results(tmp_path: Path) -> None:
+    exp = str(ROOT / "examples" / "streamflow")
+    small = ["--config", "sites=1", "factors=[0,5]", "seeds=3", "epochs=3", "days=900"]
+    out = {}
+    for name, extra in (("alone", []), ("packed", ["pack=1", "pack_size=4"])):
+        root = str(tmp_path / name)
+        res = shoal("run", exp, "--root", root, *small, *extra, "-j", "2", "--progress", "none")
+        assert res.returncode == 0, res.stderr[-3000:]
+        res = shoal("results", exp, "--root", root, *small, *extra, "--step", "evaluate",
+                    "--format", "json")
+        out[name] = {(r["factor"], r["seed"]): r for r in json.loads(res.stdout)}
+    assert len(out["packed"]) == 6
+    for key, row in out["alone"].items():
+        assert out["packed"][key]["val_nse_flow"] == pytest.approx(row["val_nse_flow"],
+                                                                   rel=1e-5)
+    logs = list((tmp_path / "packed/train").rglob(".shoal.log"))
+    assert len(logs) == 6 and all("pack of" in p.read_text() for p in logs)

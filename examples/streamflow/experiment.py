@@ -32,6 +32,10 @@ N_SEEDS = shoal.config("seeds", 3)  # paper: 30
 EPOCHS = shoal.config("epochs", 80)
 DAYS = shoal.config("days", 5475)
 HIDDEN = shoal.config("hidden", 16)
+# --config pack=1: train the (factor, seed) models of a site together, PACK_SIZE at a time,
+# as one stacked model (shoal packs + shoal.torch); the same results per task.
+PACK = shoal.config("pack", False)
+PACK_SIZE = shoal.config("pack_size", 30)
 SEQ_LEN = 120
 VAL_FRACTION = 0.3
 
@@ -65,15 +69,7 @@ def prep(ctx, site: str) -> dict[str, Any]:
     }
 
 
-@exp.step(
-    per=["site", "factor", "seed"],
-    needs=[prep],
-    cpus=1,
-    mem="1G",
-    time="20m",
-    version=TRAIN_VERSION,
-)
-def train(ctx, site: str, factor: float, seed: int) -> dict[str, Any]:
+def _train_one(ctx, site: str, factor: float, seed: int) -> dict[str, Any]:
     """Train one LSTM with loss mse(flow) + factor × mse(temp); save model.pt."""
     from model import load_arrays, save_model, train_model, write_history
 
@@ -96,6 +92,11 @@ def train(ctx, site: str, factor: float, seed: int) -> dict[str, Any]:
         # A half-trained model must not count as done: fail, so the next run redoes it.
         raise RuntimeError(f"stop requested after {len(history)} of {EPOCHS} epochs")
     save_model(model, ctx.out / "model.pt")
+    return _train_metrics(history)
+
+
+def _train_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
+    last = history[-1]
     return {
         "epochs_run": len(history),
         "final_loss": last["loss"],
@@ -103,6 +104,39 @@ def train(ctx, site: str, factor: float, seed: int) -> dict[str, Any]:
         "final_loss_temp": last["loss_temp"],
         "train_seconds": last["seconds"],
     }
+
+
+def _train_pack(pack, site: str, factor: list[float], seed: list[int]) -> list[Any]:
+    """Train the pack's (factor, seed) models of one site as one stacked model; each member
+    gets its own model.pt, history.csv and metrics, as if trained alone."""
+    from model import load_arrays, save_model, write_history
+    from packed import train_packed
+
+    first = pack.members[0]
+    arrays = load_arrays(first.input(prep).out / "prepped.npz")
+    pack.log.info("training %d models of site=%s on %s", len(pack), site, pack.device)
+    models, histories = train_packed(
+        arrays, factors=factor, seeds=seed, epochs=EPOCHS, hidden=HIDDEN,
+        threads=pack.threads, should_stop=pack.should_stop, device=pack.device,
+        log=pack.log.info,
+    )
+    if histories[0][-1]["stopped"]:
+        raise RuntimeError(f"stop requested after {len(histories[0])} of {EPOCHS} epochs")
+    results = []
+    for member, model, history in zip(pack.members, models, histories):
+        write_history(history, member.out / "history.csv")
+        save_model(model, member.out / "model.pt")
+        results.append(_train_metrics(history))
+    return results
+
+
+_TRAIN = dict(per=["site", "factor", "seed"], needs=[prep], cpus=1, mem="1G", time="20m",
+              version=TRAIN_VERSION)
+if PACK:
+    train = exp.step(**_TRAIN, name="train", pack=["factor", "seed"],
+                     pack_size=PACK_SIZE)(_train_pack)
+else:
+    train = exp.step(**_TRAIN, name="train")(_train_one)
 
 
 @exp.step(per=["site", "factor", "seed"], needs=[train, prep])

@@ -305,6 +305,7 @@ def train_model(
     log: Callable[[str], Any] | None = None,
     log_every: int = 10,
     clip: float | None = 1.0,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[StreamLSTM, list[dict[str, Any]]]:
     """Train a :class:`StreamLSTM` with loss ``mse(flow) + factor * mse(temp)``.
 
@@ -314,7 +315,7 @@ def train_model(
     returns True, training ends there and the model trained so far is returned, with
     ``stopped`` True in the last history record. ``log``, if given, receives a line every
     ``log_every`` epochs and at the end. ``clip`` caps the global gradient norm (``None``:
-    no clipping).
+    no clipping). ``dtype``: float32, or float64 for exact comparisons.
 
     Returns the model (in eval mode, on ``device``) and the history: one dict per epoch
     with ``epoch``, ``loss``, ``loss_flow``, ``loss_temp`` (means over the epoch's
@@ -324,10 +325,10 @@ def train_model(
     torch.manual_seed(int(seed))
     gen = torch.Generator().manual_seed(int(seed))
 
-    x = torch.from_numpy(np.asarray(arrays["x_train"], dtype=np.float32)).to(device)
-    y = torch.from_numpy(np.asarray(arrays["y_train"], dtype=np.float32)).to(device)
+    x = torch.from_numpy(np.asarray(arrays["x_train"], dtype=np.float32)).to(device, dtype)
+    y = torch.from_numpy(np.asarray(arrays["y_train"], dtype=np.float32)).to(device, dtype)
     warmup = int(arrays["warmup"])
-    model = StreamLSTM(x.shape[-1], hidden).to(device)
+    model = StreamLSTM(x.shape[-1], hidden).to(device, dtype)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     factor = float(factor)
 

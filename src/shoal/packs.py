@@ -95,15 +95,16 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
         except OSError as exc:
             return [W.outcome(m, "failed", error=f"cannot prepare task folder {s.out}: {exc}")
                     for m in specs]
-    header = (f"=== {first.step}: pack of {len(specs)} on {W.HOST} at {time.ctime(started)}"
-              f" ({', '.join(s.label for s in specs[:4])}{', ...' if len(specs) > 4 else ''})"
-              " ===\n")
+    header = f"=== {first.label} attempt {first.attempt} on {W.HOST} at {time.ctime(started)} ===\n"
+    members_line = (f"shoal: pack of {len(specs)}: "
+                    f"{', '.join(s.label for s in specs[:8])}{', ...' if len(specs) > 8 else ''}")
     outcomes: list[dict[str, Any]] | None = None
     try:
         offset = os.path.getsize(f"{first.out}/{resultfile.LOG}")
     except OSError:
         offset = 0
     with W.redirected_output(first, header):
+        print(members_line, flush=True)
         try:
             W._apply_env(first.env())
             W.limit_threads(first.cpus)
