@@ -222,3 +222,41 @@ def test_dependency_line_in_the_batch_script() -> None:
                          python="python3", submission="/s", offset=0, cpus=1,
                          dependency="afterany:11:12")
     assert "#SBATCH --dependency=afterany:11:12\n" in text
+
+
+PACKED = """
+    import json, os
+    exp = shoal.Experiment("pk", grid=shoal.Grid(site=["a", "b"], seed=range(3)))
+    @exp.step(per=["site"])
+    def prep(ctx, site):
+        return {{"base": 100 if site == "a" else 200}}
+    @exp.step(per=["site", "seed"], needs=[prep], pack=["seed"])
+    def train(pack, site, seed):
+        with open({ledger!r}, "a") as fh:
+            fh.write(json.dumps({{"site": site, "seed": seed,
+                                 "job": os.environ.get("SLURM_ARRAY_JOB_ID")}}) + "\\n")
+        return [{{"v": m.input(prep).result["base"] + m.params["seed"]}} for m in pack.members]
+"""
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_packs_on_slurm(write_exp, tmp_path: Path, detached: bool) -> None:
+    _need_slurm()
+    ledger = tmp_path / "ledger.jsonl"
+    path = write_exp(PACKED.format(ledger=str(ledger)))
+    if detached:
+        res = shoal("run", str(path), "--backend", "slurm", "--detach")
+        assert res.returncode == 0, res.stderr
+        doc = wait_detached(path)
+        assert doc["done"] == doc["total"] == 8, doc
+    else:
+        res = slurm_run(path)
+        assert res.returncode == 0, res.stderr[-2000:]
+    calls = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert sorted((c["site"], c["seed"]) for c in calls) == [("a", [0, 1, 2]), ("b", [0, 1, 2])]
+    assert all(c["job"] for c in calls)
+    for site, base in (("a", 100), ("b", 200)):
+        for seed in range(3):
+            doc = json.loads((tmp_path / f"runs/train/site={site}/seed={seed}/"
+                              ".shoal-result.json").read_text())
+            assert doc["metrics"] == {"v": base + seed}

@@ -66,8 +66,8 @@ def test_stacked_linear_and_vmapped_modules() -> None:
 def test_clipping_is_per_replica() -> None:
     mods = replicas(lambda: nn.Linear(5, 3).double(), [0, 1, 2])
     lin = StackedLinear.from_modules(mods)
-    x = torch.randn(3, 4, 5, dtype=torch.float64) * torch.tensor([1.0, 10.0, 100.0],
-                                                                  dtype=torch.float64)[:, None, None]
+    scale = torch.tensor([1.0, 10.0, 100.0], dtype=torch.float64)[:, None, None]
+    x = torch.randn(3, 4, 5, dtype=torch.float64) * scale
     lin(x).pow(2).sum().backward()
     norms = clip_grad_norm_(lin.parameters(), 1.0)
     for k, m in enumerate(mods):

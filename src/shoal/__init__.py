@@ -12,26 +12,31 @@ Define the grid and the steps once::
         return {"val_rmse": 0.31}
 
 then ``shoal plan``, ``shoal run``, ``shoal status`` from the command line.
-``import shoal`` stays light: torch, pandas and Slurm support load only when used.
+``import shoal`` stays light: torch, pandas and Slurm support load only when used
+(``shoal.torch``, the stacking helpers for packs, is imported explicitly).
 """
 
 from __future__ import annotations
 
+from shoal.checkpoint import Checkpoints
 from shoal.codehash import hash_code
 from shoal.configuration import config
 from shoal.context import Interrupted, Requeue, TaskContext
 from shoal.errors import ConfigError, ShoalError, SpecError
 from shoal.grid import Grid, Zip, zip
 from shoal.loader import load
+from shoal.packs import PackContext
 from shoal.spec import Experiment, Step
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpoints",
     "ConfigError",
     "Experiment",
     "Grid",
     "Interrupted",
+    "PackContext",
     "Requeue",
     "ShoalError",
     "SpecError",

@@ -212,7 +212,8 @@ class SlurmBackend:
                 pickle.dump([[s.to_dict() for s in b] for b in bundles], fh)
             per_task = max((s.time_s or 0.0) for b in bundles for s in b) or None
             o = self.options.for_step(step)
-            size = max(len(b) for b in bundles)
+            # a bundle runs its tasks one after the other; a pack runs them in one call
+            size = 1 if bundles[0][0].packed else max(len(b) for b in bundles)
             job_time = per_task * size * 1.1 + 60 if per_task else None
             limit = self.max_time(step)
             if limit and (job_time is None or job_time > limit):

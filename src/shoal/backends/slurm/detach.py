@@ -80,8 +80,18 @@ def submit(plan: Plan, store: Store, backend: SlurmBackend, retries: int | None)
                 inputs=spec.inputs, params=spec.params, attempts=attempt - 1, started=now,
                 host=HOST,
             ))
-        size = backend.bundle_size(sp.name, step.resources.time_s, len(specs))
-        backend.pending = [specs[o:o + size] for o in range(0, len(specs), size)]
+        if step.pack:  # members that differ only in the packed dimensions: one call
+            groups: dict[tuple[Any, ...], list[TaskSpec]] = {}
+            for spec in specs:
+                spec.packed = True
+                base = tuple(v for d, v in spec.params.items() if d not in step.pack)
+                groups.setdefault(base, []).append(spec)
+            size = step.pack_size or len(specs)
+            backend.pending = [g[o:o + size] for g in groups.values()
+                               for o in range(0, len(g), size)]
+        else:
+            size = backend.bundle_size(sp.name, step.resources.time_s, len(specs))
+            backend.pending = [specs[o:o + size] for o in range(0, len(specs), size)]
         ups = {d.up.name for d in sp.deps}
         after = [job for name in ups for job in report.arrays.get(name, [])]
         before = set(backend.elements)

@@ -34,7 +34,15 @@ def main(argv: list[str]) -> int:
     if specs and specs[0].packed:  # one call for the pack's members still to run
         from shoal.packs import run_pack
 
-        todo = [s for s in specs if not _finished(s)]
+        todo = []
+        for s in specs:
+            if _finished(s):
+                continue
+            why = deferred.resolve(s) if s.upstream is not None else None
+            if why is not None:
+                deferred.write_skipped(s, why)
+            else:
+                todo.append(s)
         if todo and not worker.stop_requested():
             print(f"shoal: pack of {len(todo)}: {todo[0].label} ...", flush=True)
             run_pack(todo, load_experiment(first.target, first.config, strict_config=False))
