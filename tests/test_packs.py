@@ -126,3 +126,16 @@ def test_pack_on_a_command_step_is_refused(write_exp, cli) -> None:
     """)
     rc, _, err = cli("plan", path)
     assert rc == 2 and "unexpected keyword argument 'pack'" in err
+
+
+def test_after_a_partial_run_only_the_missing_members_are_packed(write_exp, cli,
+                                                                 tmp_path: Path) -> None:
+    path = write(write_exp, tmp_path, ["seed"], 30)
+    rc, _, err = cli("run", path, "--only", "seed=0", "site=a", "--progress", "none")
+    assert rc == 0, err
+    assert [(c["site"], c["seed"]) for c in ledger(tmp_path)] == [("a", [0]), ("a", [0])]
+    rc, _, err = cli("run", path, "--progress", "none")
+    assert rc == 0, err
+    later = ledger(tmp_path)[2:]
+    assert sorted((c["site"], c["factor"], c["seed"]) for c in later) == [
+        ("a", 1, [1, 2]), ("a", 2, [1, 2]), ("b", 1, [0, 1, 2]), ("b", 2, [0, 1, 2])]
