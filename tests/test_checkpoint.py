@@ -39,6 +39,13 @@ def test_save_load_keep_and_writer(tmp_path: Path) -> None:
     assert not ck.folder.exists()
 
 
+def test_an_unreadable_fingerprint_never_deletes_checkpoints(tmp_path: Path) -> None:
+    ck = Checkpoints(tmp_path, "fp")
+    ck.save("state")
+    (ck.folder / "meta.json").write_text("")  # torn by a kill, or a flaky filesystem
+    assert Checkpoints(tmp_path, "other").load() == "state"
+
+
 def test_a_failed_writer_leaves_the_last_checkpoint(tmp_path: Path) -> None:
     ck = Checkpoints(tmp_path, "fp")
     ck.save("good")
@@ -117,6 +124,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(write_exp, tmp_path: Pa
         assert got["metrics"]["w"] == want["metrics"]["w"]  # exactly
         assert 10 <= got["metrics"]["resumed_at"] < 80 and want["metrics"]["resumed_at"] == 0
         assert got["attempt"] == 2  # the interrupted attempt did not use up a retry
+        assert not (root / f"train/seed={s}/.shoal-checkpoints").exists()  # done: removed
 
 
 def test_requeues_are_bounded(write_exp, cli, tmp_path: Path) -> None:

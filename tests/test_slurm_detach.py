@@ -236,6 +236,9 @@ PACKED = """
             fh.write(json.dumps({{"site": site, "seed": seed,
                                  "job": os.environ.get("SLURM_ARRAY_JOB_ID")}}) + "\\n")
         return [{{"v": m.input(prep).result["base"] + m.params["seed"]}} for m in pack.members]
+    @exp.step(per=["site", "seed"], needs=[train])
+    def evaluate(ctx, site, seed):
+        return {{"v2": 2 * ctx.input(train).result["v"]}}
 """
 
 
@@ -248,7 +251,7 @@ def test_packs_on_slurm(write_exp, tmp_path: Path, detached: bool) -> None:
         res = shoal("run", str(path), "--backend", "slurm", "--detach")
         assert res.returncode == 0, res.stderr
         doc = wait_detached(path)
-        assert doc["done"] == doc["total"] == 8, doc
+        assert doc["done"] == doc["total"] == 14, doc
     else:
         res = slurm_run(path)
         assert res.returncode == 0, res.stderr[-2000:]
@@ -260,3 +263,22 @@ def test_packs_on_slurm(write_exp, tmp_path: Path, detached: bool) -> None:
             doc = json.loads((tmp_path / f"runs/train/site={site}/seed={seed}/"
                               ".shoal-result.json").read_text())
             assert doc["metrics"] == {"v": base + seed}
+            ev = json.loads((tmp_path / f"runs/evaluate/site={site}/seed={seed}/"
+                             ".shoal-result.json").read_text())
+            assert ev["metrics"] == {"v2": 2 * (base + seed)}
+
+
+def test_detach_refuses_a_step_that_needs_chained_segments(write_exp, tmp_path: Path) -> None:
+    _need_slurm()
+    path = write_exp("""
+        exp = shoal.Experiment("ch", grid=shoal.Grid(i=[0]))
+        @exp.step(per=["i"])
+        def a(ctx, i):
+            return {}
+        @exp.step(per=["i"], needs=[a], time="3h")
+        def long(ctx, i):
+            return {}
+    """)
+    res = shoal("run", str(path), "--backend", "slurm", "--detach", "--max-time", "1h")
+    assert res.returncode == 2 and "step 'long'" in res.stderr and "chained" in res.stderr
+    assert not (tmp_path / "runs/.shoal/slurm/jobs").exists()  # nothing was submitted

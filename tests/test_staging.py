@@ -48,7 +48,10 @@ def test_a_missing_archive_is_one_clear_error_and_nothing_runs(write_exp, cli,
                                                                tmp_path: Path) -> None:
     path = write_exp("""
         exp = shoal.Experiment("st", grid=shoal.Grid(i=range(2)))
-        @exp.step(per=["i"], stage="inputs.tar")
+        @exp.step(per=["i"])
+        def first(ctx, i):
+            return {}
+        @exp.step(per=["i"], needs=[first], stage="inputs.tar")
         def read(ctx, i):
             return {}
     """)
@@ -56,7 +59,7 @@ def test_a_missing_archive_is_one_clear_error_and_nothing_runs(write_exp, cli,
     assert rc == 2
     assert "step 'read'" in err and "inputs.tar" in err and "shoal pack-data" in err
     assert "Traceback" not in err
-    assert not (tmp_path / "runs/read").exists()
+    assert not (tmp_path / "runs/first").exists() and not (tmp_path / "runs/read").exists()
 
 
 def test_an_unknown_staged_name_fails_the_task_with_the_fix(write_exp, cli,

@@ -2,9 +2,11 @@
 resumes where it was instead of starting over.
 
 Checkpoints live in ``<task folder>/.shoal-checkpoints/``, which survives the cleaning of
-the folder between attempts of the same task, and is dropped when the task's fingerprint
-changes (new code, version or parameters: an old state would not fit). Each save is atomic
-(temp file, fsync, rename, fsync of the folder): a reader never sees half a checkpoint.
+the folder between attempts of the same task, is dropped when the task's fingerprint
+changes (new code, version or parameters: an old state would not fit), and is removed when
+the task succeeds (a rerun — e.g. after an upstream task changed — starts from scratch).
+Each save is atomic (temp file, fsync, rename, fsync of the folder): a reader never sees
+half a checkpoint.
 Only the last ``keep`` (2) are kept::
 
     state = ctx.checkpoint.load() or {"epoch": 0, "w": init()}
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shoal.resultfile import CHECKPOINTS
+from shoal.resultfile import CHECKPOINTS, write_json_atomic
 
 META = "meta.json"
 _PREFIX = "ckpt-"
@@ -61,14 +63,14 @@ class Checkpoints:
                 self.claim()
             return
         except (ValueError, OSError, AttributeError):
-            fp = None
-        if fp != self.fingerprint:
+            return  # unreadable: never delete on a doubt (a transient error, a torn file)
+        if isinstance(fp, str) and fp != self.fingerprint:
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def claim(self) -> None:
         """Mark the folder (if any) as this fingerprint's checkpoints."""
-        with contextlib.suppress(FileNotFoundError):
-            (self.folder / META).write_text(json.dumps({"fingerprint": self.fingerprint}))
+        if self.folder.is_dir():
+            write_json_atomic(self.folder / META, {"fingerprint": self.fingerprint})
 
     def _files(self) -> list[Path]:
         self._check()
@@ -131,7 +133,8 @@ class Checkpoints:
             raise
         _fsync_dir(self.folder)
         files = self._files()
-        for old in files[: max(0, len(files) - (keep if keep is not None else self.keep))]:
+        keep = max(1, keep if keep is not None else self.keep)  # never the one just saved
+        for old in files[: max(0, len(files) - keep)]:
             with contextlib.suppress(FileNotFoundError):
                 old.unlink()
         return final

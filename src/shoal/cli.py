@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-time", metavar="TIME", help="longest job (default: the partition's "
                    "MaxTime); a longer task runs as chained segments (it must checkpoint)")
     g.add_argument("--signal-grace", metavar="TIME", help="USR2 this long before a job's "
-                   "time limit, to checkpoint (default 90s)")
+                   "time limit, to checkpoint (seconds, or 5m...; default 90)")
     g.add_argument("--mem-retry-factor", type=float, metavar="F", help="after OUT_OF_MEMORY, "
                    "retry (within retries=) with the step's mem times F")
     g.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
@@ -301,7 +301,10 @@ def _slurm_options(exp: Any, args: argparse.Namespace) -> Any:
         throttle=args.throttle, tasks_per_job=args.tasks_per_job, extra=list(args.sbatch),
         mem_retry_factor=args.mem_retry_factor,
         max_time=parse_duration("(run)", "--max-time", args.max_time),
-        signal_grace=parse_duration("(run)", "--signal-grace", args.signal_grace),
+        signal_grace=parse_duration(  # a bare number: seconds (as sbatch --signal's @N)
+            "(run)", "--signal-grace",
+            float(args.signal_grace) if (args.signal_grace or "").isdigit()
+            else args.signal_grace),
     )
     unknown = sorted(set(opts.steps) - set(exp.steps))
     if unknown:
@@ -330,8 +333,9 @@ def _follow_detached(exp: Any) -> dict[str, Any] | None:
     try:
         with RootLock(exp.root).acquire("shoal status"), \
                 Store.open(exp.root, create=True) as store:
+            states = detach.snapshot(exp.root)
             detach.ingest(exp.plan(), store)
-            tasks, alive = detach.live(exp.root, prune=True)
+            tasks, alive = detach.live(exp.root, states, prune=True)
     except LockedError:
         return None  # a controller attached to it reports progress
     except (SlurmError, OSError) as exc:

@@ -86,7 +86,7 @@ class Outcomes:
         rec.error = o.get("error") or rec.error
         rec.log_tail = o.get("log_tail") or rec.log_tail
         self.records.append(rec)
-        if status == "interrupted" and not self.stopping:
+        if status == "interrupted" and not self.stopping and not o.get("no_requeue"):
             # preempted, requeued or at the end of a segment: it saved a checkpoint and
             # goes on in a new job, without using an attempt (up to max_requeues)
             n = self.requeues[run.tid] = self.requeues.get(run.tid, 0) + 1

@@ -73,9 +73,11 @@ def run_experiment(
                 slots = Slots.cluster()
                 be = SlurmBackend(root=root, experiment=exp.name,
                                   options=slurm or SlurmOptions())
+                states = detached.snapshot(root)  # before ingesting: see detach.snapshot
                 if detached.ingest(plan, store):  # what an earlier --detach left
                     plan = build_plan(exp, root=root, only=only)
-                be.adopt, alive = detached.live(root, prune=True)
+                be.adopt, alive = detached.live(root, states, prune=True)
+                _cancel_stale(plan, be.adopt)
                 if detach:
                     if alive:
                         raise ShoalError(
@@ -117,6 +119,24 @@ def run_experiment(
                     display.close()
     finally:
         lock.release()
+
+
+def _cancel_stale(plan: Any, adopt: dict[tuple[str, str], Any]) -> None:
+    """Cancel detached elements that run an out-of-date version of a task (the code or
+    config changed since --detach): their tasks are submitted afresh instead."""
+    from shoal.backends.slurm import commands
+
+    fps = {(name, key): sp.fps[i] for name, sp in plan.steps.items()
+           for i, key in enumerate(sp.keys)}
+    stale = {f"{job}_{index}" for task, (job, index, _t, fp) in adopt.items()
+             if fps.get(task) not in (None, fp)}
+    if stale:
+        print(f"shoal: cancelling {len(stale)} detached array element(s) running an older "
+              "version of their tasks", file=sys.stderr)
+        commands.scancel(sorted(stale))
+        for task in [t for t, (job, index, _tk, _fp) in adopt.items()
+                     if f"{job}_{index}" in stale]:
+            del adopt[task]
 
 
 def print_report(report: RunReport, stream: Any = None) -> None:

@@ -90,6 +90,9 @@ class Controller(Outcomes):
         self._defers_start = bool(getattr(backend, "defers_start", False))
         self._unflushed_starts = False
         self._setup()
+        for sp in self.sps:  # a missing stage= archive: one error before anything runs
+            if any(s != DONE for s in sp.state):
+                self.builder.archives(sp)
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:

@@ -74,7 +74,10 @@ def resolve(archives: Iterable[str], folder: Path | None, step: str) -> list[str
 def unpack(archive: str | Path, base: str | Path) -> Path:
     """Unpack ``archive`` under ``base`` once (lock + marker); return the folder."""
     archive, base = str(archive), Path(base)
-    st = os.stat(archive)
+    try:
+        st = os.stat(archive)
+    except OSError as exc:
+        raise ShoalError(f"stage= archive {archive} cannot be read: {exc}") from None
     key = blake2b(f"{archive}\0{st.st_size}\0{st.st_mtime_ns}".encode(),
                   digest_size=6).hexdigest()
     target = base / f"{archive_name(archive)}-{key}"

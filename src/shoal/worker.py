@@ -257,6 +257,9 @@ def write_success(spec: TaskSpec, metrics: dict[str, Any], started: float) -> di
     with contextlib.suppress(FileNotFoundError):
         os.unlink(f"{spec.out}/{resultfile.ERROR}")
     resultfile.write_json_atomic(f"{spec.out}/{resultfile.RESULT}", doc)
+    ckpt = f"{spec.out}/{resultfile.CHECKPOINTS}"
+    if os.path.isdir(ckpt):  # done: a later rerun (new inputs) must not resume from them
+        shutil.rmtree(ckpt, ignore_errors=True)
     return outcome(spec, "done", doc=doc)
 
 

@@ -134,7 +134,8 @@ class SlurmBackend:
     oom: dict[tuple[str, str], int] = field(default_factory=dict)  # task -> OOM endings
     # tasks of an earlier --detach still queued or running: (step, key) -> (job, index,
     # token); started again, they are followed there instead of submitted twice
-    adopt: dict[tuple[str, str], tuple[str, int, str]] = field(default_factory=dict)
+    adopt: dict[tuple[str, str], tuple[str, int, str, str | None]] = field(
+        default_factory=dict)
     adopted: set[tuple[str, str]] = field(default_factory=set)
 
     # ---------------------------------------------------------------- submitting
@@ -171,10 +172,10 @@ class SlurmBackend:
         fresh = []
         for spec in specs:
             where = self.adopt.pop((spec.step, spec.key), None)
-            if where is None:
+            if where is None or where[3] != spec.fingerprint:  # (stale ones: cancelled)
                 fresh.append(spec)
                 continue
-            job, index, token = where
+            job, index, token, _fp = where
             spec.token = token  # its result file will carry the detached submission's token
             self.adopted.add((spec.step, spec.key))
             el = self.elements.get((job, index))
@@ -318,9 +319,11 @@ class SlurmBackend:
                     self.adopted.discard((spec.step, spec.key))
                     out.append(W.outcome(spec, "unstarted"))
                 else:
-                    out.append(W.outcome(spec, err.get("status", "failed"),
-                                         error=err.get("error"), log_tail=err.get("log_tail"),
-                                         doc=err))
+                    o = W.outcome(spec, err.get("status", "failed"), error=err.get("error"),
+                                  log_tail=err.get("log_tail"), doc=err)
+                    if state == "CANCELLED":  # scancel / shoal cancel: stop, not requeue
+                        o["no_requeue"] = True
+                    out.append(o)
                 continue
             if peek:
                 return [W.outcome(spec, "unknown")]

@@ -24,12 +24,14 @@ from shoal import resultfile
 from shoal.backends.slurm import commands
 from shoal.backends.slurm.backend import SlurmBackend
 from shoal.dispatch import SpecBuilder
-from shoal.plan import DONE, Plan
+from shoal.errors import ShoalError
+from shoal.plan import DONE, Plan, StepPlan
 from shoal.state import Store, TaskRecord
 from shoal.taskspec import TaskSpec
 from shoal.worker import HOST
 
-Live = dict[tuple[str, str], tuple[str, int, str]]  # (step, key) -> (job, index, token)
+# (step, key) -> (job, index, token, fingerprint)
+Live = dict[tuple[str, str], tuple[str, int, str, "str | None"]]
 
 
 def manifest_path(root: Path) -> Path:
@@ -47,26 +49,38 @@ class DetachReport:
 
 
 def submit(plan: Plan, store: Store, backend: SlurmBackend, retries: int | None) -> DetachReport:
-    """Submit every task the plan says to run, step after step, with dependencies."""
+    """Submit every task the plan says to run, step after step, with dependencies.
+
+    Every spec is built (and every check made) before the first ``sbatch``; the manifest is
+    written after each step's arrays, so that a failure part-way leaves no job unlisted."""
     t0 = time.time()
     exp = plan.experiment
     report = DetachReport()
     builder = SpecBuilder(plan, store, False, lambda: None, node_stage=True)
-    base = {(s, k): (fp, n) for s, k, fp, n in store._query(
+    attempts = {(s, k): (fp, n) for s, k, fp, n in store._query(
         "SELECT step, key, fp, attempts FROM tasks")}
-    elements: dict[str, list[list[str]]] = {}
-    records: list[TaskRecord] = []
     now = time.time()
+    work: list[tuple[StepPlan, list[list[TaskSpec]], list[TaskRecord]]] = []
     for sp in plan.steps.values():
         todo = [i for i in range(len(sp.keys)) if sp.is_included(i) and sp.state[i] != DONE]
         if not todo:
             continue
         step = sp.step
+        builder.archives(sp)  # a missing stage= archive: an error before any sbatch
+        n_seg = backend.segments(sp.name, step.resources.time_s)
+        if n_seg > 1:
+            raise ShoalError(
+                f"step '{sp.name}': time={step.resources.time_s / 3600:g}h needs {n_seg} "
+                f"chained jobs (longest job: {backend.max_time(sp.name) or 0:g} s), and "
+                "--detach has no controller to chain them; run attached (without --detach) "
+                "or raise --max-time"
+            )
         r = step.retries if step.retries is not None else (
             retries if retries is not None else exp.retries)
         specs: list[TaskSpec] = []
+        records: list[TaskRecord] = []
         for i in todo:
-            fp, n = base.get((sp.name, sp.keys[i]), (None, 0))
+            fp, n = attempts.get((sp.name, sp.keys[i]), (None, 0))
             attempt = (int(n or 0) if fp == sp.fps[i] else 0) + 1
             waits = any(up.state[j] != DONE for up, j in sp.upstream(i))
             if waits:
@@ -84,33 +98,44 @@ def submit(plan: Plan, store: Store, backend: SlurmBackend, retries: int | None)
             groups: dict[tuple[Any, ...], list[TaskSpec]] = {}
             for spec in specs:
                 spec.packed = True
-                base = tuple(v for d, v in spec.params.items() if d not in step.pack)
-                groups.setdefault(base, []).append(spec)
+                group = tuple(v for d, v in spec.params.items() if d not in step.pack)
+                groups.setdefault(group, []).append(spec)
             size = step.pack_size or len(specs)
-            backend.pending = [g[o:o + size] for g in groups.values()
-                               for o in range(0, len(g), size)]
+            bundles = [g[o:o + size] for g in groups.values() for o in range(0, len(g), size)]
         else:
             size = backend.bundle_size(sp.name, step.resources.time_s, len(specs))
-            backend.pending = [specs[o:o + size] for o in range(0, len(specs), size)]
+            bundles = [specs[o:o + size] for o in range(0, len(specs), size)]
+        work.append((sp, bundles, records))
+
+    elements: dict[str, list[list[str]]] = {}
+    for sp, bundles, records in work:
+        backend.pending = bundles
         ups = {d.up.name for d in sp.deps}
         after = [job for name in ups for job in report.arrays.get(name, [])]
         before = set(backend.elements)
-        report.arrays[sp.name] = backend._submit(
-            dependency="afterany:" + ":".join(after) if after else None)
-        report.tasks[sp.name] = len(specs)
-        for key in set(backend.elements) - before:
-            el = backend.elements[key]
-            elements[f"{el.job}_{el.index}"] = [[s.step, s.key, s.token] for s in el.specs]
-    store.put(records)
-    path = manifest_path(plan.root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"submitted": now, "elements": elements}))
-    os.replace(tmp, path)
+        try:
+            report.arrays[sp.name] = backend._submit(
+                dependency="afterany:" + ":".join(after) if after else None)
+        finally:
+            for key in set(backend.elements) - before:
+                el = backend.elements[key]
+                elements[f"{el.job}_{el.index}"] = [
+                    [s.step, s.key, s.token, s.fingerprint] for s in el.specs]
+            _write_manifest(plan.root, {"submitted": now, "elements": elements})
+        report.tasks[sp.name] = sum(len(b) for b in bundles)
+        store.put(records)
     backend.elements.clear()  # nothing follows them from here
     report.sbatch_calls = backend.sbatch_calls
     report.elapsed = time.time() - t0
     return report
+
+
+def _write_manifest(root: Path, doc: dict[str, Any]) -> None:
+    path = manifest_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
 
 
 def _load(root: Path) -> dict[str, Any] | None:
@@ -120,15 +145,25 @@ def _load(root: Path) -> dict[str, Any] | None:
         return None
 
 
-def live(root: Path, prune: bool = False) -> tuple[Live, dict[str, str]]:
-    """The detached tasks whose array element Slurm still holds, and each such element's
-    state (``"queued"`` / ``"running"``). ``prune``: forget the elements that ended."""
+def snapshot(root: Path) -> dict[tuple[str, int], str] | None:
+    """One ``squeue`` for the detached submission's arrays (None when there is none).
+    Take it *before* ingesting, so that pruning never drops an element that ended after
+    its files were read."""
     doc = _load(root)
     if not doc:
+        return None
+    return commands.squeue({name.rsplit("_", 1)[0] for name in doc["elements"]})
+
+
+def live(root: Path, states: dict[tuple[str, int], str] | None,
+         prune: bool = False) -> tuple[Live, dict[str, str]]:
+    """The detached tasks whose array element Slurm held at the ``states`` snapshot
+    (``(job, index, token, fingerprint)``), and each such element's state (``"queued"`` /
+    ``"running"``). ``prune``: forget the elements that had ended."""
+    doc = _load(root)
+    if not doc or states is None:
         return {}, {}
     elements: dict[str, list[list[str]]] = doc["elements"]
-    jobs = {name.rsplit("_", 1)[0] for name in elements}
-    states = commands.squeue(jobs)
     tasks: Live = {}
     alive: dict[str, str] = {}
     for name, members in elements.items():
@@ -137,12 +172,12 @@ def live(root: Path, prune: bool = False) -> tuple[Live, dict[str, str]]:
         if state == "ended":
             continue
         alive[name] = state
-        for step, key, token in members:
-            tasks[(step, key)] = (job, int(index), token)
+        for step, key, token, *fp in members:
+            tasks[(step, key)] = (job, int(index), token, fp[0] if fp else None)
     if prune:
         if alive:
             doc["elements"] = {n: elements[n] for n in alive}
-            manifest_path(root).write_text(json.dumps(doc))
+            _write_manifest(root, doc)
         else:
             manifest_path(root).unlink(missing_ok=True)
     return tasks, alive
@@ -158,7 +193,7 @@ def ingest(plan: Plan, store: Store) -> int:
         index = {name: {k: i for i, k in enumerate(sp.keys)}
                  for name, sp in plan.steps.items()}
         for members in doc["elements"].values():
-            for step, key, token in members:
+            for step, key, token, *_fp in members:
                 sp = plan.steps.get(step)
                 i = index.get(step, {}).get(key)
                 if sp is None or i is None or sp.state[i] == DONE:
@@ -177,7 +212,7 @@ def ingest(plan: Plan, store: Store) -> int:
 def summary(alive: dict[str, str], tasks: Live) -> dict[str, dict[str, int]]:
     """``step -> {"queued": tasks, "running": tasks}`` held by live detached elements."""
     out: dict[str, dict[str, int]] = {}
-    for (step, _key), (job, index, _token) in tasks.items():
+    for (step, _key), (job, index, _token, _fp) in tasks.items():
         state = alive.get(f"{job}_{index}", "queued")
         row = out.setdefault(step, {"queued": 0, "running": 0})
         row[state] = row.get(state, 0) + 1

@@ -43,9 +43,24 @@ def main(argv: list[str]) -> int:
                 deferred.write_skipped(s, why)
             else:
                 todo.append(s)
-        if todo and not worker.stop_requested():
+        for left in range(todo[0].retries if todo else 0, -1, -1):
+            if not todo or worker.stop_requested():
+                break
             print(f"shoal: pack of {len(todo)}: {todo[0].label} ...", flush=True)
-            run_pack(todo, load_experiment(first.target, first.config, strict_config=False))
+            try:
+                if exp is None:
+                    exp = load_experiment(first.target, first.config, strict_config=False)
+                outcomes = run_pack(todo, exp)
+            except Exception as exc:  # shoal's own failure: every member fails, visibly
+                traceback.print_exc()
+                outcomes = [worker.write_failure(s, "failed", f"{type(exc).__name__}: {exc}",
+                                                 time.time()) for s in todo]
+            failed = {o["key"] for o in outcomes if o["status"] == "failed"}
+            todo = [s for s in todo if s.key in failed]  # retried (--detach) as a pack
+            for s in todo:
+                s.attempt += 1
+            if left == 0:
+                break
         return 0
     for spec in specs:
         if _finished(spec):  # Slurm requeued this element: keep what the first run did
