@@ -95,6 +95,8 @@ def test_run_attaches_to_a_detached_submission_without_submitting_again(
     assert shoal("run", str(path), "--backend", "slurm", "--detach").returncode == 0
     again = shoal("run", str(path), "--backend", "slurm", "--detach")
     assert again.returncode == 2 and "still queued or running" in again.stderr
+    local = shoal("run", str(path), "--progress", "none")  # would race it for the folders
+    assert local.returncode == 2 and "before a local run" in local.stderr
     res = slurm_run(path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert len(arrays(tmp_path)) == 4  # followed the detached arrays, submitted none

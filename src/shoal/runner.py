@@ -91,6 +91,7 @@ def run_experiment(
             else:
                 from shoal.backends.local import LocalBackend
 
+                _refuse_live_detached(root)
                 cpus = jobs or detect_cpus()
                 slots = Slots.local(
                     cpus, list(gpus) if gpus is not None else detect_gpus(),
@@ -119,6 +120,25 @@ def run_experiment(
                     display.close()
     finally:
         lock.release()
+
+
+def _refuse_live_detached(root: Path) -> None:
+    """A local run must not race a detached Slurm submission for the same task folders."""
+    from shoal.backends.slurm import commands
+    from shoal.backends.slurm import detach as detached
+
+    if not detached.manifest_path(root).exists() or not commands.available():
+        return
+    try:
+        _, alive = detached.live(root, detached.snapshot(root))
+    except commands.SlurmError:
+        return
+    if alive:
+        raise ShoalError(
+            f"a detached Slurm submission on {root} is still queued or running "
+            f"({len(alive)} array elements): follow it with `shoal status`, attach with "
+            "`shoal run --backend slurm`, or drop it with `shoal cancel` before a local run"
+        )
 
 
 def _cancel_stale(plan: Any, adopt: dict[tuple[str, str], Any]) -> None:
