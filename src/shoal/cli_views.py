@@ -1,13 +1,15 @@
-"""The other commands of ``shoal``: results, report, logs, cancel, pack-data."""
+"""The other commands of ``shoal``: status, results, report, logs, cancel, pack-data."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from shoal.cli import _load
+from shoal.cli import _load, _table
 from shoal.errors import ShoalError
 
 
@@ -102,4 +104,105 @@ def cmd_pack_data(args: argparse.Namespace) -> int:
     print(f"shoal: {n:,} files from {args.folder} in {args.output} ({size / 2**20:.1f} MiB); "
           f"stage=[\"{args.output}\"] and ctx.staged(\"{archive_name(args.output)}\") use it",
           file=sys.stderr)
+    return 0
+
+
+def _follow_detached(exp: Any) -> dict[str, Any] | None:
+    """Ingest what a detached submission left (when no controller holds the root) and
+    count what Slurm still holds; None when the root has no detached submission."""
+    from shoal.backends.slurm import detach
+    from shoal.lock import RootLock
+    from shoal.plan import DONE
+    from shoal.state import Store
+
+    if not detach.manifest_path(exp.root).exists():
+        return None
+    from shoal.backends.slurm.commands import SlurmError
+    from shoal.errors import LockedError
+
+    try:
+        with RootLock(exp.root).acquire("shoal status"), \
+                Store.open(exp.root, create=True) as store:
+            states = detach.snapshot(exp.root)
+            detach.ingest(exp.plan(), store)
+            tasks, alive = detach.live(exp.root, states, prune=True)
+    except LockedError:
+        return None  # a controller attached to it reports progress
+    except (SlurmError, OSError) as exc:
+        print(f"shoal: warning: cannot ask Slurm about the detached jobs: {exc}",
+              file=sys.stderr)
+        return None
+    plan = exp.plan()
+    done = {(name, sp.keys[i]) for name, sp in plan.steps.items()
+            for i, s in enumerate(sp.state) if s == DONE}
+    tasks = {t: v for t, v in tasks.items() if t not in done}
+    return {"elements": len(alive), "steps": detach.summary(alive, tasks)}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from shoal.plan import CHANGED, DONE, FAILED
+    from shoal.state import Store, rescan
+
+    exp = _load(args, reuse_config=True)
+    if args.rescan:
+        from shoal.lock import RootLock
+
+        with RootLock(exp.root).acquire("shoal status --rescan"):
+            counts = rescan(exp.root)
+        total = sum(counts.values())
+        detail = ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "nothing"
+        print(f"rescanned {exp.root}: {total:,} task records ({detail})", file=sys.stderr)
+    from shoal.lock import RootLock
+
+    slurm = _follow_detached(exp)
+    plan = exp.plan()
+    live = RootLock(exp.root).held_by_other()
+    with Store.open(exp.root) as store:
+        stored = store.counts()
+        failures = [r for r in store.records(status="failed")][: max(0, args.failures)]
+    out: dict[str, Any] = {"experiment": exp.name, "root": str(exp.root), "steps": {}}
+    for name, sp in plan.steps.items():
+        st = sp.state
+        running = stored.get(name, {}).get("running", 0) if live else 0
+        done = st.count(DONE)
+        failed = st.count(FAILED)
+        changed = st.count(CHANGED)
+        out["steps"][name] = {
+            "total": len(st), "done": done, "failed": failed, "running": running,
+            "changed": changed, "pending": len(st) - done - failed - changed - running,
+        }
+    out["total"] = sum(s["total"] for s in out["steps"].values())
+    out["done"] = sum(s["done"] for s in out["steps"].values())
+    out["controller"] = "running" if live else "none"
+    if slurm is not None:
+        out["slurm"] = slurm
+    out["failures"] = [
+        {"step": r.step, "key": r.key, "error": r.error, "log_tail": r.log_tail}
+        for r in failures
+    ]
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{exp.name}: {out['done']:,} of {out['total']:,} tasks done  (root: {exp.root})")
+    cols = ["total", "done", "failed", "running", "changed", "pending"]
+    rows = [[name] + [s[c] for c in cols] for name, s in out["steps"].items()]
+    print(_table(rows, ["step", *cols]))
+    if slurm is not None:
+        held = ", ".join(f"{s}: {c['queued']:,} queued, {c['running']:,} running"
+                         for s, c in slurm["steps"].items())
+        print(f"\ndetached Slurm jobs: {slurm['elements']:,} array elements still held "
+              f"({held})" if slurm["elements"] else
+              "\ndetached Slurm jobs: all ended; `shoal run` reruns what failed or is missing")
+    if live:
+        with Store.open(exp.root) as store:
+            chained = [r for r in store.records(status="running")
+                       if (r.error or "").startswith("segment")]
+        for r in chained[:10]:
+            label = f"{r.step}[{r.key.replace('/', ',')}]" if r.key else r.step
+            print(f"running: {label}: {r.error}")
+    for r in failures:
+        label = f"{r.step}[{r.key.replace('/', ',')}]" if r.key else r.step
+        print(f"\nfailed: {label}: {r.error}")
+        for line in (r.log_tail or "").splitlines()[-8:]:
+            print(f"  | {line}")
     return 0
