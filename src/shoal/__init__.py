@@ -18,14 +18,14 @@ then ``shoal plan``, ``shoal run``, ``shoal status`` from the command line.
 
 from __future__ import annotations
 
-from shoal.checkpoint import Checkpoints
+from typing import Any
+
 from shoal.codehash import hash_code
 from shoal.configuration import config
 from shoal.context import Interrupted, Requeue, TaskContext
 from shoal.errors import ConfigError, ShoalError, SpecError
 from shoal.grid import Grid, Zip, zip
 from shoal.loader import load
-from shoal.packs import PackContext
 from shoal.spec import Experiment, Step
 
 __version__ = "0.1.0"
@@ -49,3 +49,17 @@ __all__ = [
     "load",
     "zip",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``shoal.Checkpoints`` and ``shoal.PackContext`` load on first use (start-up stays
+    light for every process that imports an experiment)."""
+    if name == "Checkpoints":
+        from shoal.checkpoint import Checkpoints
+
+        return Checkpoints
+    if name == "PackContext":
+        from shoal.packs import PackContext
+
+        return PackContext
+    raise AttributeError(f"module 'shoal' has no attribute {name!r}")

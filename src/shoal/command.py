@@ -157,8 +157,8 @@ def _install_forwarding() -> None:
 
 def finish_command(spec: TaskSpec, returncode: int, started: float, note: str = "") -> dict:
     """Record the end of a command task run by a backend."""
-    if os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):  # the command saved some
-        Checkpoints(spec.out, spec.fingerprint).claim()
+    if returncode != 0 and os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):
+        Checkpoints(spec.out, spec.fingerprint).claim()  # kept for the next attempt
     if returncode == 0:
         try:
             metrics = resultfile.read_json(f"{spec.out}/metrics.json") or {}

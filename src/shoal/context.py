@@ -12,10 +12,12 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shoal.checkpoint import Checkpoints
 from shoal.errors import ShoalError
+
+if TYPE_CHECKING:
+    from shoal.checkpoint import Checkpoints
 
 
 class Interrupted(Exception):
@@ -72,6 +74,8 @@ class TaskContext:
 
     def __post_init__(self) -> None:
         if self.checkpoint is None:
+            from shoal.checkpoint import Checkpoints
+
             self.checkpoint = Checkpoints(self.out, "")
 
     def input(self, step: Any) -> Upstream:

@@ -10,7 +10,7 @@ count as done too, when they hold the current fingerprint and inputs.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,12 @@ from typing import Any
 from shoal.resultfile import RESULT, read_json
 from shoal.state import Store
 from shoal.tasks import CHANGED, DONE, FAILED, MISSING, REASONS, StepPlan
+
+
+def many_inputs(run_ids: Iterable[Any]) -> str:
+    """The identity of the results a gather consumes from one upstream step (their run ids,
+    ``None`` for a missing one)."""
+    return blake2b(",".join([str(r) for r in run_ids]).encode(), digest_size=8).hexdigest()
 
 
 def inputs_of(sp: StepPlan, run_ids: Mapping[str, Sequence[Any]]) -> list[str] | None:
@@ -32,10 +38,7 @@ def inputs_of(sp: StepPlan, run_ids: Mapping[str, Sequence[Any]]) -> list[str] |
     for d in sp.deps:
         ids = run_ids[d.up.name]
         if d.many:
-            cols.append([
-                blake2b(",".join([str(ids[j]) for j in js]).encode(), digest_size=8).hexdigest()
-                for js in d.idx
-            ])
+            cols.append([many_inputs([ids[j] for j in js]) for js in d.idx])
         else:
             cols.append([str(ids[j]) for j in d.idx])
     if len(cols) == 1:
@@ -51,8 +54,7 @@ def task_inputs(sp: StepPlan, i: int, run_ids: Mapping[str, Sequence[Any]]) -> s
     for d in sp.deps:
         ids = run_ids[d.up.name]
         if d.many:
-            text = ",".join([str(ids[j]) for j in d.idx[i]])
-            parts.append(blake2b(text.encode(), digest_size=8).hexdigest())
+            parts.append(many_inputs([ids[j] for j in d.idx[i]]))
         else:
             parts.append(str(ids[d.idx[i]]))
     return "|".join(parts)

@@ -11,11 +11,11 @@ does not run: it is recorded *skipped*, and the next ``shoal run`` runs both.
 from __future__ import annotations
 
 import time
-from hashlib import blake2b
 from typing import Any
 
 from shoal import resultfile
-from shoal.taskspec import TaskSpec
+from shoal.decide import many_inputs
+from shoal.taskspec import TaskSpec, gather_row
 
 
 def describe(deps: list[Any], i: int, param_dict: Any, folder: Any) -> list[dict[str, Any]]:
@@ -54,19 +54,13 @@ def resolve(spec: TaskSpec) -> str | None:
             ids.append(str(doc.get("run_id")))
             metrics = doc.get("metrics") or {}
             if u["many"]:
-                row = dict(params)
-                for mk, mv in metrics.items():
-                    row[f"metric_{mk}" if mk in row or mk == "out" else mk] = mv
-                row["out"] = out
-                if multi:
-                    row["step"] = u["step"]
-                rows.append(row)
+                rows.append(gather_row(params, metrics, out, u["step"] if multi else None))
             else:
                 needs[u["step"]] = {"params": params, "out": out, "result": metrics}
         if u["many"]:
             gather = gather if gather is not None else {}
             gather[u["step"]] = rows
-            parts.append(blake2b(",".join(ids).encode(), digest_size=8).hexdigest())
+            parts.append(many_inputs(ids))  # the planner's own digest: see decide
         else:
             parts.append(ids[0])
     spec.needs, spec.gather = needs, gather

@@ -13,7 +13,7 @@ from shoal import deferred, staging
 from shoal.errors import ShoalError
 from shoal.plan import DONE, Plan, StepPlan, task_inputs
 from shoal.state import Store
-from shoal.taskspec import RawField, TaskSpec, render_command
+from shoal.taskspec import RawField, TaskSpec, gather_row, render_command
 
 
 class SpecBuilder:
@@ -88,13 +88,8 @@ class SpecBuilder:
                 for j in d.idx[i]:
                     if up.state[j] != DONE:  # allow_missing: only what succeeded
                         continue
-                    row = up.param_dict(j)
-                    for mk, mv in self.upstream_metrics(up, j).items():
-                        row[f"metric_{mk}" if mk in row or mk == "out" else mk] = mv
-                    row["out"] = self.folder(up, j)
-                    if multi:
-                        row["step"] = up.name
-                    lst.append(row)
+                    lst.append(gather_row(up.param_dict(j), self.upstream_metrics(up, j),
+                                          self.folder(up, j), up.name if multi else None))
                 gather = rows
             else:
                 j = d.idx[i]

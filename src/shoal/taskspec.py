@@ -112,6 +112,19 @@ _needs_shell: dict[str, bool] = {}
 _argv_cache: dict[str, list[str] | None] = {}
 
 
+def gather_row(params: dict[str, Any], metrics: dict[str, Any], out: str,
+               step: str | None) -> dict[str, Any]:
+    """One row of a gather's ``runs``: the upstream task's params, its metrics (prefixed
+    ``metric_`` where a name clashes), ``out``, and ``step`` when several steps are gathered."""
+    row = dict(params)
+    for mk, mv in metrics.items():
+        row[f"metric_{mk}" if mk in row or mk == "out" else mk] = mv
+    row["out"] = out
+    if step is not None:
+        row["step"] = step
+    return row
+
+
 def render_command(template: str, values: dict[str, Any]) -> tuple[str, list[str] | None]:
     """The command with every value shell-quoted, and its argv when no shell is needed."""
     cmd = _QuotingFormatter().vformat(template, (), values)
