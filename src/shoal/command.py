@@ -15,6 +15,7 @@ from shoal import resultfile, staging
 from shoal import worker as W
 from shoal.checkpoint import Checkpoints
 from shoal.errors import ShoalError
+from shoal.spawn import spawn
 from shoal.taskspec import TaskSpec
 from shoal.worker import (
     HOST,
@@ -26,6 +27,7 @@ from shoal.worker import (
     write_success,
 )
 
+METRICS = "metrics.json"  # what a command writes to report its metrics
 _child: int | None = None
 _which_cache: dict[tuple[str, str], str] = {}
 
@@ -77,31 +79,23 @@ def spawn_command(
     could not start, log fd, fresh log, start time). The caller waits and calls
     :func:`end_command`."""
     started = time.time()
-    prepare_folder(spec.out)
-    if os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):  # of another fingerprint?
+    new = prepare_folder(spec.out)
+    if not new and os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):  # another fp's?
         Checkpoints(spec.out, spec.fingerprint)._check()
     header = (f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime(started)} ===\n"
               f"$ {spec.command}\n")
-    fd, fresh = log.open(spec.out, header)
+    fd, fresh = log.open(spec.out, header, new)
     argv = spec.argv or ["/bin/sh", "-c", spec.command or ""]
-    full_env = {**env, **spec.env()}
+    extra = spec.env()
     if spec.stage:
         try:
-            full_env.update(staging.stage_env(spec.stage, spec.stage_dir))
+            extra.update(staging.stage_env(spec.stage, spec.stage_dir))
         except ShoalError as exc:
             os.write(fd, f"shoal: {exc}\n".encode())
             return None, fd, fresh, started
     try:
-        group = {"setpgroup": 0} if new_group else {}  # (None is not accepted)
-        pid = os.posix_spawn(
-            _which(argv[0], full_env), argv, full_env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, fd, 1),
-                (os.POSIX_SPAWN_DUP2, fd, 2),
-            ],
-            **group,
-        )
+        program = _which(argv[0], extra if "PATH" in extra else env)
+        pid = spawn(program, argv, env, extra, fd, new_group)
     except OSError as exc:
         os.write(fd, f"shoal: cannot start {argv[0]!r}: {exc}\n".encode())
         return None, fd, fresh, started
@@ -157,12 +151,20 @@ def _install_forwarding() -> None:
 
 def finish_command(spec: TaskSpec, returncode: int, started: float, note: str = "") -> dict:
     """Record the end of a command task run by a backend."""
-    if returncode != 0 and os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):
+    try:  # one look at the folder answers: metrics? checkpoints? an old error file?
+        names: set[str] | None = set(os.listdir(spec.out))
+    except OSError:
+        names = None
+    has = (lambda name: True) if names is None else names.__contains__
+    if returncode != 0 and has(resultfile.CHECKPOINTS) and os.path.isdir(
+        f"{spec.out}/{resultfile.CHECKPOINTS}"
+    ):
         Checkpoints(spec.out, spec.fingerprint).claim()  # kept for the next attempt
     if returncode == 0:
         try:
-            metrics = resultfile.read_json(f"{spec.out}/metrics.json") or {}
-            return write_success(spec, metrics, started)
+            metrics = (resultfile.read_json(f"{spec.out}/{METRICS}") if has(METRICS)
+                       else None) or {}
+            return write_success(spec, metrics, started, names)
         except Exception as exc:
             return write_failure(spec, "failed", f"cannot write result: {exc}", started)
     if returncode < 0:

@@ -3,13 +3,12 @@ and a gather's ``runs``), the rendered command, resources, a dispatch token."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shoal import deferred, staging
+from shoal import deferred, resultfile, staging
 from shoal.errors import ShoalError
 from shoal.plan import DONE, Plan, StepPlan, task_inputs
 from shoal.state import Store
@@ -106,7 +105,7 @@ class SpecBuilder:
             devices=devices if self.assigns_devices else None,
             mem_mb=step.resources.mem_mb, time_s=step.resources.time_s,
             timeout_s=step.timeout_s, needs=needs, gather=gather,
-            token=os.urandom(6).hex(), stage=self.archives(sp), stage_dir=self.stage_dir,
+            token=resultfile.unique_id(), stage=self.archives(sp), stage_dir=self.stage_dir,
         )
         if step.command is not None:
             values: dict[str, Any] = dict(params)

@@ -14,6 +14,7 @@ Hive-partitioned data set.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -31,12 +32,16 @@ def write_json_atomic(path: Path | str, data: Any, fsync: bool | None = None) ->
     """Write JSON to ``path`` atomically: a temp file in the same folder, then rename."""
     path = str(path)
     text = json.dumps(data, separators=(",", ":"), default=_json_default).encode()
-    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    tmp = f"{path}.{unique_id()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, flags, 0o644)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, flags, 0o644)
+    except FileExistsError:  # left by a process of the same pid on another host
+        tmp = f"{path}.{os.urandom(8).hex()}.tmp"
+        fd = os.open(tmp, flags, 0o644)
     try:
         try:
             os.write(fd, text)
@@ -86,9 +91,33 @@ def read_error(task_dir: Path) -> dict[str, Any] | None:
     return read_json(task_dir / ERROR)
 
 
+class _Ids:
+    """Unique strings without a system call each: a random prefix per process (drawn again
+    in a forked child) and a counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(5).hex()
+        self.count = itertools.count()
+
+    def __call__(self) -> str:
+        n = next(self.count)
+        if n > 0xFFFFFF:  # used up: a new prefix
+            self.reset()
+            n = next(self.count)
+        return f"{self.prefix}{n:06x}"
+
+
+unique_id = _Ids()  # () -> 16 hex digits, unique across processes and hosts
+
+
 def new_run_id() -> str:
     """A unique id for one successful attempt (downstream tasks record which they consumed)."""
-    return os.urandom(8).hex()
+    return unique_id()
 
 
 def make_result(

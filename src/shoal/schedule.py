@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from shoal.dispatch import SpecBuilder
 from shoal.errors import ShoalError
 from shoal.outcomes import Outcomes, TaskId
-from shoal.plan import DONE, Plan, StepPlan
+from shoal.plan import CHANGED, DONE, Plan, StepPlan
 from shoal.resources import Resources
 from shoal.runreport import RunOptions, RunReport, StepCounts
 from shoal.slots import Slots
@@ -83,6 +83,8 @@ class Controller(Outcomes):
         self.started = time.time()
         self.on_progress = on_progress
         self._last_flush = 0.0
+        self._timeouts = any(sp.step.timeout_s is not None for sp in self.sps)
+        self._last_check = 0.0
         self.builder = SpecBuilder(plan, store, getattr(backend, "assigns_devices", True),
                                    lambda: self._flush(force=True),
                                    node_stage=getattr(backend, "stages_on_node", False))
@@ -286,6 +288,7 @@ class Controller(Outcomes):
     ) -> None:
         specs = []
         now = time.time()
+        guard = False
         for n, tid in enumerate(tids):
             k, i = tid
             sp = self.sps[k]
@@ -297,27 +300,33 @@ class Controller(Outcomes):
             holds = n == len(tids) - 1  # the last of a bundle gives the slot back
             self.running[(sp.name, sp.keys[i])] = _Running(tid, spec, res, cpus, devices, holds)
             self.counts[k].running += 1
-            seg = self.segment(tid)
-            self.records.append(TaskRecord(
-                sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code,
-                inputs=spec.inputs, params=spec.params, attempts=attempt, started=now,
-                host=HOST, error=f"segment {seg[0]} of {seg[1]}" if seg else None,
-            ))
+            # the store must never keep a "done" record beside a folder a worker emptied for
+            # a rerun (a killed controller): such a task's "running" record goes in first.
+            # Otherwise only the task starting now is shown running (the rest of a bundle
+            # waits), and with no hurry; a cluster backend records every one (its job ids)
+            was_done = sp.state[i] == CHANGED or sp.detail.get(i) == "folder deleted"
+            if n == 0 or was_done or self._defers_start:
+                guard = guard or was_done
+                seg = self.segment(tid)
+                self.records.append(TaskRecord(
+                    sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code,
+                    inputs=spec.inputs, params=spec.params, attempts=attempt, started=now,
+                    host=HOST, error=f"segment {seg[0]} of {seg[1]}" if seg else None,
+                ))
         self.slots.take(res, cpus, devices)
-        # in the store before a worker empties a task folder: a killed controller must never
-        # leave a stale "done" record beside a folder without its result file (a backend
-        # that only starts tasks in poll(), like Slurm's, gets them flushed once before it)
-        if self._defers_start:
+        if self._defers_start:  # (a backend that starts tasks in poll(): flushed before it)
             self._unflushed_starts = True
-        else:
+        elif guard:
             self._flush(force=True)
         self.backend.start(specs)
 
     def _check_time(self, now: float) -> None:
-        for spec, started in self.backend.running_specs():
-            if spec.timeout_s is not None and now - started > spec.timeout_s:
-                for o in self.backend.kill(spec, f"timeout after {spec.timeout_s:g} s"):
-                    self._ingest(o)
+        if self._timeouts and now - self._last_check >= 0.05:  # (not on every outcome)
+            self._last_check = now
+            for spec, started in self.backend.running_specs():
+                if spec.timeout_s is not None and now - started > spec.timeout_s:
+                    for o in self.backend.kill(spec, f"timeout after {spec.timeout_s:g} s"):
+                        self._ingest(o)
         if self.stopping and self.running and (self.killing or now > self.stop_deadline):
             # (a user's stop: after the grace period; --fail-fast: never)
             for spec, _ in self.backend.running_specs():

@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +48,16 @@ def install_stop_handlers() -> None:
         signal.signal(sig, request_stop)
 
 
-def prepare_folder(out: Path | str) -> None:
+def prepare_folder(out: Path | str) -> bool:
     """A clean task folder: everything from an earlier attempt goes, except kept state
-    (checkpoints and the log, which each attempt appends to)."""
+    (checkpoints and the log, which each attempt appends to). True when it was made now
+    (so it is empty)."""
     try:
         os.mkdir(out)
-        return
+        return True
     except FileNotFoundError:
         os.makedirs(out, exist_ok=True)
-        return
+        return True
     except FileExistsError:
         pass
     for entry in os.scandir(out):
@@ -65,6 +66,7 @@ def prepare_folder(out: Path | str) -> None:
         if "=" in entry.name and entry.is_dir():  # a nested task folder of the same step
             continue
         _remove(entry)
+    return False
 
 
 def _remove(entry: os.DirEntry[str]) -> None:
@@ -102,14 +104,15 @@ class TaskLog:
         self.scratch = f"{scratch_dir}/log-{os.getpid()}{slot}"
         self.scratch_dir = scratch_dir
 
-    def open(self, out: str, header: str) -> tuple[int, bool]:
-        """Open the log of the task in ``out``; returns (fd, whether it is a fresh file).
+    def open(self, out: str, header: str, new_folder: bool = False) -> tuple[int, bool]:
+        """Open the log of the task in ``out`` (``new_folder``: made just now, so it has
+        none); returns (fd, whether it is a fresh file).
 
         A fresh log (first attempt) holds the task's output alone; later attempts append
         after a ``=== attempt N ... ===`` line.
         """
         path = f"{out}/{resultfile.LOG}"
-        if os.path.exists(path):
+        if not new_folder and os.path.exists(path):
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
             os.write(fd, header.encode())
             return fd, False
@@ -246,20 +249,24 @@ def write_failure(spec: TaskSpec, status: str, error: str, started: float) -> di
     return outcome(spec, status, error=error, log_tail=doc["log_tail"], doc=doc)
 
 
-def write_success(spec: TaskSpec, metrics: dict[str, Any], started: float) -> dict[str, Any]:
-    """Write ``.shoal-result.json`` (the task is done from here on); return the outcome."""
+def write_success(
+    spec: TaskSpec, metrics: dict[str, Any], started: float, names: Collection[str] | None = None
+) -> dict[str, Any]:
+    """Write ``.shoal-result.json`` (the task is done from here on); return the outcome.
+    ``names``: what the task folder holds, where the caller listed it already."""
     doc = resultfile.make_result(
         experiment=spec.experiment, step=spec.step, key=spec.key, params=spec.params,
         fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,
         attempt=spec.attempt, started=started, ended=time.time(), host=HOST, metrics=metrics,
     )
     doc["token"] = spec.token
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(f"{spec.out}/{resultfile.ERROR}")
+    if names is None or resultfile.ERROR in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{spec.out}/{resultfile.ERROR}")
     resultfile.write_json_atomic(f"{spec.out}/{resultfile.RESULT}", doc)
     ckpt = f"{spec.out}/{resultfile.CHECKPOINTS}"
-    if os.path.isdir(ckpt):  # done: a later rerun (new inputs) must not resume from them
-        shutil.rmtree(ckpt, ignore_errors=True)
+    if (names is None or resultfile.CHECKPOINTS in names) and os.path.isdir(ckpt):
+        shutil.rmtree(ckpt, ignore_errors=True)  # done: a rerun must not resume from them
     return outcome(spec, "done", doc=doc)
 
 

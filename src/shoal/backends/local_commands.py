@@ -1,9 +1,11 @@
 """Command steps on the local backend: bundles run by threads of the controller process.
 
 A command needs no Python worker, and a round trip through one costs more than a short
-command. Each slot's bundle of commands runs in a thread that spawns them one after the
-other (``posix_spawn``, each in its own process group) and posts their outcomes; the spawn,
-wait and file writes release the GIL, so slots overlap. The controller wakes up on a pipe.
+command. Each slot's bundle of commands runs in a thread that starts them one after the
+other (:mod:`shoal.spawn`: ``posix_spawn`` without the GIL, each command in its own process
+group) and posts their outcomes. A thread starts the next command as soon as one exits and
+writes the finished one's log and result file while the next runs. The controller wakes up
+on a pipe, written once until it drains the outcomes; it never waits on a runner's lock.
 """
 
 from __future__ import annotations
@@ -23,14 +25,31 @@ from shoal.taskspec import TaskSpec
 
 @dataclass(eq=False)
 class _Bundle:
-    queue: list[TaskSpec]
-    log: W.TaskLog
+    todo: list[TaskSpec]  # in order; todo[:next] have started
+    logs: tuple[W.TaskLog, W.TaskLog]  # alternate: one task's log closes as the next opens
+    next: int = 0
+    pending: int = 0  # tasks whose outcome is not posted yet
+    current: TaskSpec | None = None  # the task whose command runs now
     pid: int | None = None
     started: float = 0.0
     kill_reason: str | None = None
     kill_status: str = "failed"
     thread: threading.Thread | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)  # head, pid, kill_reason
+    lock: threading.Lock = field(default_factory=threading.Lock)  # current, pid, kill_reason
+
+
+@dataclass
+class _Ended:
+    """A command that exited (or was killed), before its files are written."""
+
+    spec: TaskSpec
+    log: W.TaskLog
+    fd: int
+    fresh: bool
+    code: int
+    started: float
+    kill_reason: str | None
+    kill_status: str
 
 
 def unstarted(spec: TaskSpec) -> dict[str, Any]:
@@ -50,6 +69,7 @@ class CommandRunner:
     _spare_logs: list[W.TaskLog] = field(default_factory=list)
     _nlogs: int = 0
     _rfd: int = -1
+    _woken: bool = False
     _wfd: int = -1
 
     def __post_init__(self) -> None:
@@ -62,85 +82,124 @@ class CommandRunner:
 
     @property
     def running(self) -> int:
-        return sum(len(b.queue) for b in self.bundles)
+        return sum(b.pending for b in self.bundles)
 
     def start(self, specs: list[TaskSpec]) -> None:
         if os.getcwd() != self.cwd:  # posix_spawn has no cwd: commands run in the exp folder
             os.chdir(self.cwd)
-        if self._spare_logs:
-            log = self._spare_logs.pop()
-        else:
-            self._nlogs += 1
-            log = W.TaskLog(f"{specs[0].root}/.shoal/scratch", f"-cmd{self._nlogs}")
-        b = _Bundle(list(specs), log)
+        logs = [self._spare_logs.pop() if self._spare_logs else self._new_log(specs[0])
+                for _ in range(2)]
+        b = _Bundle(list(specs), (logs[0], logs[1]), pending=len(specs))
         b.thread = threading.Thread(target=self._run, args=(b,), daemon=True,
                                     name=f"shoal-cmd-{self._nlogs}")
         self.bundles.append(b)
         b.thread.start()
 
+    def _new_log(self, spec: TaskSpec) -> W.TaskLog:
+        self._nlogs += 1
+        return W.TaskLog(f"{spec.root}/.shoal/scratch", f"-cmd{self._nlogs}")
+
     def _run(self, b: _Bundle) -> None:
+        """Start each command as soon as the one before it exited, and write the finished
+        task's files while the next command runs (the slot's core stays busy)."""
+        ended: _Ended | None = None  # exited, waits to be recorded
+        spec: TaskSpec | None = None  # running
         try:
             while True:
-                with b.lock:  # a kill or stop cannot slip between this check and the spawn
-                    if not b.queue or self.stopping or b.kill_reason:
-                        break
-                    spec = b.queue[0]
-                    pid, fd, fresh, started = C.spawn_command(spec, b.log, self.env, True)
-                    b.pid, b.started = pid, started
+                spec, failed = None, None
+                if b.next < len(b.todo) and not (self.stopping or b.kill_reason):
+                    spec, log = b.todo[b.next], b.logs[b.next % 2]
+                    b.next += 1
+                    try:
+                        pid, fd, fresh, started = C.spawn_command(spec, log, self.env, True)
+                    except OSError as exc:
+                        failed = W.outcome(spec, "failed", error=(
+                            f"cannot prepare task folder {spec.out}: {exc}"))
+                        spec = None
+                    else:
+                        with b.lock:  # a kill or stop that came during the spawn: now
+                            b.current, b.pid, b.started = spec, pid, started
+                            late = self.stopping or b.kill_reason
+                        if late and pid is not None:
+                            with contextlib.suppress(ProcessLookupError, PermissionError):
+                                os.killpg(pid, signal.SIGKILL if b.kill_reason
+                                          else signal.SIGTERM)
+                if ended is not None:
+                    done, ended = ended, None
+                    self._post(b, self._record(done))
+                if failed is not None:
+                    self._post(b, failed)
+                    continue
+                if spec is None:
+                    break
                 code = 127
                 if pid is not None:
                     _, status = os.waitpid(pid, 0)
                     code = os.waitstatus_to_exitcode(status)
                 with b.lock:
-                    b.pid = None
-                    reason, kstatus = b.kill_reason, b.kill_status
-                if reason:
-                    b.log.close(fd, spec.out, fresh)
-                    out = W.write_failure(spec, kstatus, reason, started)
-                else:
-                    out = C.end_command(spec, b.log, fd, fresh, code, started)
-                with b.lock:
-                    b.queue.pop(0)
-                self._post(out)
-                if reason:
-                    break
-        except BaseException as exc:  # never lose a task: the one at hand failed, the rest wait
+                    b.pid = b.current = None
+                    ended = _Ended(spec, log, fd, fresh, code, started, b.kill_reason,
+                                   b.kill_status)
+                spec = None
+        except BaseException as exc:  # never lose a task: those at hand failed, the rest wait
             with b.lock:
-                if b.queue:
-                    self._post(W.outcome(b.queue.pop(0), "failed",
-                                         error=f"shoal: command runner: {exc}"))
+                pid, b.pid, b.current = b.pid, None, None
+            if pid is not None:  # (a command still running: end it)
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+            for lost in (ended.spec if ended else None, spec):
+                if lost is not None:
+                    self._post(b, W.outcome(lost, "failed",
+                                            error=f"shoal: command runner: {exc}"))
         finally:
             with b.lock:
-                rest, b.queue = b.queue, []
-            for spec in rest:
-                self._post(unstarted(spec))
-            self._spare_logs.append(b.log)
+                rest, b.next = b.todo[b.next:], len(b.todo)
+            for left in rest:
+                self._post(b, unstarted(left))
+            self._spare_logs.extend(b.logs)
 
-    def _post(self, outcome: dict[str, Any]) -> None:
+    @staticmethod
+    def _record(e: _Ended) -> dict[str, Any]:
+        """Close the ended task's log and write its result or error file."""
+        try:
+            if e.kill_reason:
+                e.log.close(e.fd, e.spec.out, e.fresh)
+                return W.write_failure(e.spec, e.kill_status, e.kill_reason, e.started)
+            return C.end_command(e.spec, e.log, e.fd, e.fresh, e.code, e.started)
+        except OSError as exc:  # (its folder went away…): this task fails, the bundle goes on
+            return W.outcome(e.spec, "failed", error=f"cannot record the end of the command: "
+                                                     f"{exc}")
+
+    def _post(self, b: _Bundle, outcome: dict[str, Any]) -> None:
+        b.pending -= 1
         self._outcomes.put(outcome)
-        with contextlib.suppress(OSError):
-            os.write(self._wfd, b"x")
+        if not self._woken:  # one wake-up until the controller drains
+            self._woken = True
+            with contextlib.suppress(OSError):
+                os.write(self._wfd, b"x")
 
     def drain(self) -> list[dict[str, Any]]:
         """Outcomes posted since the last call."""
         with contextlib.suppress(BlockingIOError, OSError):
             while os.read(self._rfd, 4096):
                 pass
+        self._woken = False  # (after reading, before taking: a later post wakes again)
         out = []
         while True:
             try:
                 out.append(self._outcomes.get_nowait())
             except queue.Empty:
                 break
-        self.bundles = [b for b in self.bundles if b.queue]
+        self.bundles = [b for b in self.bundles if b.pending]
         return out
 
     def running_specs(self) -> list[tuple[TaskSpec, float]]:
         out = []
         for b in list(self.bundles):
-            with b.lock:
-                if b.queue and b.pid is not None:
-                    out.append((b.queue[0], b.started))
+            spec, pid, started = b.current, b.pid, b.started  # (a glimpse is enough here)
+            if spec is not None and pid is not None:
+                out.append((spec, started))
         return out
 
     def kill(self, spec: TaskSpec, reason: str, status: str = "failed") -> bool:
@@ -148,7 +207,7 @@ class CommandRunner:
         started) arrive through :meth:`drain`. False when ``spec`` is not running here."""
         for b in list(self.bundles):
             with b.lock:
-                if not (b.queue and b.queue[0] is spec):
+                if b.current is not spec:
                     continue
                 if b.kill_reason is None and b.pid is not None:
                     b.kill_reason, b.kill_status = reason, status
@@ -170,7 +229,7 @@ class CommandRunner:
         self.stopping = True
         for b in list(self.bundles):
             with b.lock:
-                head = b.queue[0] if b.queue else None
+                head = b.current
             if head is not None:
                 self.kill(head, "shut down", "interrupted")
         alive = False

@@ -1,0 +1,147 @@
+"""Command steps on the local backend: the GIL-free spawn, the pipelined runner threads, their
+wake-ups, and what a command task leaves in its folder."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import select
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from shoal import resultfile, spawn
+from shoal.backends.local_commands import CommandRunner, _Bundle
+from shoal.worker import TaskLog
+from test_run import run
+
+
+@pytest.fixture(params=["ctypes", "os.posix_spawn"])
+def spawner(request, monkeypatch):
+    """Both ways of starting a process: libc's posix_spawn through ctypes (the GIL is
+    released meanwhile) and the fallback, os.posix_spawn."""
+    if request.param == "os.posix_spawn":
+        monkeypatch.setattr(spawn, "_libc", None)
+    elif spawn._libc is None:
+        pytest.skip("libc cannot be loaded with ctypes here")
+    return spawn.spawn
+
+
+def _wait(pid: int) -> int:
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_spawn_environment_output_and_process_group(spawner, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    base = {"PATH": os.environ["PATH"], "KEEP": "base", "OVER": "base"}
+    script = 'echo "$KEEP $OVER $EXTRA"; echo err >&2; cat; ps -o pgid= -p $$'
+    for extra in ({"OVER": "task", "EXTRA": "one"}, {"OVER": "again", "EXTRA": "two"}):
+        pid = spawner("/bin/sh", ["sh", "-c", script], base, extra, fd, True)
+        assert _wait(pid) == 0
+    pid = spawner("/bin/sh", ["sh", "-c", "exit 3"], base, {}, fd, False)
+    assert _wait(pid) == 3
+    os.close(fd)
+    lines = log.read_text().split()
+    # the task's variables override the base ones, stderr joins stdout, stdin is empty,
+    # and the command leads a process group of its own (so a kill reaches its children)
+    assert lines[:4] == ["base", "task", "one", "err"]
+    assert lines[5:9] == ["base", "again", "two", "err"]
+    assert int(lines[4]) != os.getpgrp() and int(lines[9]) != os.getpgrp()
+
+
+def test_spawn_of_a_missing_program_raises(spawner, tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT, 0o644)
+    with pytest.raises(OSError) as err:
+        spawner(str(tmp_path / "no-such-program"), ["x"], {}, {}, fd, True)
+    os.close(fd)
+    assert "No such file" in str(err.value)
+
+
+def test_an_outcome_posted_after_a_drain_wakes_the_controller(tmp_path: Path) -> None:
+    """Wake-ups are coalesced (one byte until the controller drains); an outcome posted after
+    a drain must make the runner readable again, or the controller sleeps on it."""
+    runner = CommandRunner(str(tmp_path), {})
+    b = _Bundle([], (TaskLog(str(tmp_path)), TaskLog(str(tmp_path))), pending=3)
+
+    def readable() -> bool:
+        return bool(select.select([runner.fileno()], [], [], 0)[0])
+
+    assert not readable()
+    runner._post(b, {"n": 1})
+    runner._post(b, {"n": 2})
+    assert readable()
+    assert [o["n"] for o in runner.drain()] == [1, 2]
+    assert not readable()
+    runner._post(b, {"n": 3})
+    assert readable()
+    assert [o["n"] for o in runner.drain()] == [3]
+    assert b.pending == 0
+    runner.shutdown()
+
+
+def test_unique_ids_differ_across_processes_and_do_not_repeat() -> None:
+    ids = {resultfile.unique_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 16 for i in ids)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked child draws a prefix of its own
+        os.write(w, resultfile.unique_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(r, 64).decode()
+    os.close(r)
+    os.close(w)
+    assert child[:10] != resultfile.unique_id()[:10]
+    gen = resultfile._Ids()
+    first = gen.prefix
+    gen.count = itertools.count(0x1000000)  # the counter ran out: a new prefix, from 0
+    assert gen() == f"{gen.prefix}000000" and gen.prefix != first
+
+def test_each_command_task_keeps_its_own_log(write_exp, tmp_path: Path) -> None:
+    """Bundled commands start before the one before them is recorded (two scratch logs
+    alternate): every task's log holds its own output, and silent tasks get none."""
+    (tmp_path / "task.sh").write_text(
+        'if [ $(($1 % 3)) = 0 ]; then echo "out $1"; echo "err $1" >&2; fi\n')
+    path = write_exp("""
+        exp = shoal.Experiment("logs", grid=shoal.Grid(i=range(120)))
+        exp.command("c", "sh task.sh {i}", per=["i"])
+    """)
+    res = run(path, "-j", "2")
+    assert res.returncode == 0, res.stderr
+    for i in range(120):
+        folder = tmp_path / f"runs/c/i={i}"
+        assert (folder / ".shoal-result.json").exists()
+        log = folder / ".shoal.log"
+        if i % 3 == 0:
+            assert log.read_text() == f"out {i}\nerr {i}\n"
+        else:
+            assert not log.exists()
+
+
+def test_a_timeout_inside_a_bundle_of_commands(write_exp, tmp_path: Path) -> None:
+    """A command killed inside a bundle fails alone; the commands queued behind it run
+    afterwards with their first attempt; the store has no task left running."""
+    (tmp_path / "task.sh").write_text(
+        '[ "$1" != 150 ] || sleep 30\nprintf \'{"i": %s}\' "$1" > "$2/metrics.json"\n')
+    path = write_exp("""
+        exp = shoal.Experiment("cbundle", grid=shoal.Grid(i=range(300)))
+        exp.command("c", "sh task.sh {i} {out}", per=["i"], timeout="1s")
+    """)
+    t0 = time.time()
+    res = run(path, "-j", "2")
+    assert res.returncode == 1
+    assert time.time() - t0 < 25
+    assert res.stderr.count("timeout after 1 s") == 1
+    docs = {p.parent.name: json.loads(p.read_text())
+            for p in (tmp_path / "runs/c").glob("*/.shoal-result.json")}
+    assert len(docs) == 299 and "i=150" not in docs
+    assert {d["attempt"] for d in docs.values()} == {1}
+    assert all(d["metrics"] == {"i": int(k[2:])} for k, d in docs.items())
+    assert len({d["run_id"] for d in docs.values()}) == 299
+    with sqlite3.connect(tmp_path / "runs/.shoal/state.db") as db:
+        statuses = dict(db.execute("SELECT status, count(*) FROM tasks GROUP BY status"))
+    assert statuses == {"done": 299, "failed": 1}
