@@ -65,7 +65,7 @@ def test_an_outcome_posted_after_a_drain_wakes_the_controller(tmp_path: Path) ->
     """Wake-ups are coalesced (one byte until the controller drains); an outcome posted after
     a drain must make the runner readable again, or the controller sleeps on it."""
     runner = CommandRunner(str(tmp_path), {})
-    b = _Bundle([], (TaskLog(str(tmp_path)), TaskLog(str(tmp_path))), pending=3)
+    b = _Bundle([], [TaskLog(str(tmp_path))], pending=3)
 
     def readable() -> bool:
         return bool(select.select([runner.fileno()], [], [], 0)[0])

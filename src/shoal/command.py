@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from shoal import resultfile, staging
@@ -72,34 +73,66 @@ def _forward_stop(signum: int, frame: Any) -> None:
             os.killpg(os.getpgrp(), signal.SIGTERM)
 
 
+@dataclass(eq=False)
+class Prepared:
+    """A command task whose folder and log are ready: what :func:`start_command` needs."""
+
+    spec: TaskSpec
+    log: TaskLog
+    fd: int  # the log, open for appending
+    fresh: bool  # a new log file (given back to the scratch slot if the task writes nothing)
+    argv: list[str]
+    extra: dict[str, str]  # the task's variables over the base environment
+    error: str | None = None  # why it cannot start (written to its log)
+
+
+def prepare_command(spec: TaskSpec, log: TaskLog) -> Prepared:
+    """A clean task folder and its open log (raises OSError when the folder cannot be
+    made)."""
+    new = prepare_folder(spec.out)
+    if not new and os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):  # another fp's?
+        Checkpoints(spec.out, spec.fingerprint)._check()
+    header = (f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime()} ===\n"
+              f"$ {spec.command}\n")
+    fd, fresh = log.open(spec.out, header, new)
+    p = Prepared(spec, log, fd, fresh, spec.argv or ["/bin/sh", "-c", spec.command or ""],
+                 spec.env())
+    if spec.stage:
+        try:
+            p.extra.update(staging.stage_env(spec.stage, spec.stage_dir))
+        except ShoalError as exc:
+            p.error = str(exc)
+    return p
+
+
+def start_command(p: Prepared, env: dict[str, str], new_group: bool = False) -> int | None:
+    """Start a prepared command; its pid, or None when it could not start (said in its
+    log: the task then ends as a command that exited with status 127)."""
+    if p.error is None:
+        try:
+            program = _which(p.argv[0], p.extra if "PATH" in p.extra else env)
+            return spawn(program, p.argv, env, p.extra, p.fd, new_group)
+        except OSError as exc:
+            p.error = f"cannot start {p.argv[0]!r}: {exc}"
+    os.write(p.fd, f"shoal: {p.error}\n".encode())
+    return None
+
+
+def give_back(p: Prepared) -> None:
+    """A prepared command that will not start now: close its log (the task stays as not
+    run: its folder holds no result)."""
+    p.log.close(p.fd, p.spec.out, p.fresh)
+
+
 def spawn_command(
     spec: TaskSpec, log: TaskLog, env: dict[str, str], new_group: bool = False
 ) -> tuple[int | None, int, bool, float]:
     """Prepare the task folder and log and start the command; returns (pid or None when it
     could not start, log fd, fresh log, start time). The caller waits and calls
     :func:`end_command`."""
+    p = prepare_command(spec, log)
     started = time.time()
-    new = prepare_folder(spec.out)
-    if not new and os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):  # another fp's?
-        Checkpoints(spec.out, spec.fingerprint)._check()
-    header = (f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime(started)} ===\n"
-              f"$ {spec.command}\n")
-    fd, fresh = log.open(spec.out, header, new)
-    argv = spec.argv or ["/bin/sh", "-c", spec.command or ""]
-    extra = spec.env()
-    if spec.stage:
-        try:
-            extra.update(staging.stage_env(spec.stage, spec.stage_dir))
-        except ShoalError as exc:
-            os.write(fd, f"shoal: {exc}\n".encode())
-            return None, fd, fresh, started
-    try:
-        program = _which(argv[0], extra if "PATH" in extra else env)
-        pid = spawn(program, argv, env, extra, fd, new_group)
-    except OSError as exc:
-        os.write(fd, f"shoal: cannot start {argv[0]!r}: {exc}\n".encode())
-        return None, fd, fresh, started
-    return pid, fd, fresh, started
+    return start_command(p, env, new_group), p.fd, p.fresh, started
 
 
 def end_command(

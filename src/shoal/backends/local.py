@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 from shoal import worker as W
@@ -55,6 +56,8 @@ class LocalBackend:
     workers: list[_Worker] = field(default_factory=list)
     _env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     _commands: CommandRunner | None = None
+    _poller: Any = None
+    _polled: tuple[int, ...] = ()
 
     @property
     def commands(self) -> CommandRunner:
@@ -134,23 +137,32 @@ class LocalBackend:
     def poll(self, timeout: float) -> list[dict[str, Any]]:
         """Wait up to ``timeout`` s; return the outcomes of tasks that ended."""
         busy = [w for w in self.workers if w.queue]
-        handles: list[Any] = [w.outbox for w in busy]
+        fds = [w.outbox.fileno() for w in busy]
         if self._commands is not None:
-            handles.append(self._commands)
-        if handles:
-            ready = wait(handles, timeout)
+            fds.append(self._commands.fileno())
+        if fds:
+            ready = self._wait(fds, timeout)
         else:
             if timeout > 0:
                 time.sleep(min(timeout, 0.05))
-            ready = []
+            ready = set()
         outcomes: list[dict[str, Any]] = []
-        ready_set = set(map(id, ready))
         for w in busy:
-            if id(w.outbox) in ready_set:
+            if w.outbox.fileno() in ready:
                 outcomes.extend(self._receive(w))
         if self._commands is not None:
             outcomes.extend(self._commands.drain())
         return outcomes
+
+    def _wait(self, fds: list[int], timeout: float) -> set[int]:
+        """The fds readable within ``timeout`` s (one poll object while the set stays)."""
+        key = tuple(fds)
+        if self._poller is None or self._polled != key:
+            self._poller = select.poll()
+            for fd in fds:
+                self._poller.register(fd, select.POLLIN)
+            self._polled = key
+        return {fd for fd, _ in self._poller.poll(timeout * 1000)}  # (hang-ups too)
 
     def _receive(self, w: _Worker) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -11,10 +11,13 @@ on a pipe, written once until it drains the outcomes; it never waits on a runner
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import queue
 import signal
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +28,8 @@ from shoal.taskspec import TaskSpec
 
 @dataclass(eq=False)
 class _Bundle:
-    todo: list[TaskSpec]  # in order; todo[:next] have started
-    logs: tuple[W.TaskLog, W.TaskLog]  # alternate: one task's log closes as the next opens
+    todo: list[TaskSpec]  # in order; todo[:next] were taken
+    logs: list[W.TaskLog]  # scratch logs not in use (a running and a ready task hold one each)
     next: int = 0
     pending: int = 0  # tasks whose outcome is not posted yet
     current: TaskSpec | None = None  # the task whose command runs now
@@ -67,7 +70,7 @@ class CommandRunner:
     stopping: bool = False
     _outcomes: queue.SimpleQueue[dict[str, Any]] = field(default_factory=queue.SimpleQueue)
     _spare_logs: list[W.TaskLog] = field(default_factory=list)
-    _nlogs: int = 0
+    _nlogs: Iterator[int] = field(default_factory=itertools.count)  # (next() is atomic)
     _rfd: int = -1
     _woken: bool = False
     _wfd: int = -1
@@ -89,56 +92,51 @@ class CommandRunner:
             os.chdir(self.cwd)
         logs = [self._spare_logs.pop() if self._spare_logs else self._new_log(specs[0])
                 for _ in range(2)]
-        b = _Bundle(list(specs), (logs[0], logs[1]), pending=len(specs))
+        b = _Bundle(list(specs), logs, pending=len(specs))
         b.thread = threading.Thread(target=self._run, args=(b,), daemon=True,
-                                    name=f"shoal-cmd-{self._nlogs}")
+                                    name="shoal-commands")
         self.bundles.append(b)
         b.thread.start()
 
     def _new_log(self, spec: TaskSpec) -> W.TaskLog:
-        self._nlogs += 1
-        return W.TaskLog(f"{spec.root}/.shoal/scratch", f"-cmd{self._nlogs}")
+        return W.TaskLog(f"{spec.root}/.shoal/scratch", f"-cmd{next(self._nlogs)}")
 
     def _run(self, b: _Bundle) -> None:
-        """Start each command as soon as the one before it exited, and write the finished
-        task's files while the next command runs (the slot's core stays busy)."""
+        """Run the bundle's commands one after the other, keeping the gap between two of them
+        short: the next task's folder and log are made ready while a command runs, and the
+        one that ended is recorded (log closed, result file written) after the next began."""
         ended: _Ended | None = None  # exited, waits to be recorded
+        nxt: C.Prepared | None = None  # ready to start
         spec: TaskSpec | None = None  # running
         try:
+            nxt = self._prepare(b)
             while True:
-                spec, failed = None, None
-                if b.next < len(b.todo) and not (self.stopping or b.kill_reason):
-                    spec, log = b.todo[b.next], b.logs[b.next % 2]
-                    b.next += 1
-                    try:
-                        pid, fd, fresh, started = C.spawn_command(spec, log, self.env, True)
-                    except OSError as exc:
-                        failed = W.outcome(spec, "failed", error=(
-                            f"cannot prepare task folder {spec.out}: {exc}"))
-                        spec = None
-                    else:
-                        with b.lock:  # a kill or stop that came during the spawn: now
-                            b.current, b.pid, b.started = spec, pid, started
-                            late = self.stopping or b.kill_reason
-                        if late and pid is not None:
-                            with contextlib.suppress(ProcessLookupError, PermissionError):
-                                os.killpg(pid, signal.SIGKILL if b.kill_reason
-                                          else signal.SIGTERM)
+                spec = None
+                if nxt is not None and not (self.stopping or b.kill_reason):
+                    p, nxt = nxt, None
+                    started = time.time()
+                    pid = C.start_command(p, self.env, True)
+                    spec = p.spec
+                    with b.lock:  # a kill or stop that came during the spawn: now
+                        b.current, b.pid, b.started = spec, pid, started
+                        late = self.stopping or b.kill_reason
+                    if late and pid is not None:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(pid, signal.SIGKILL if b.kill_reason else signal.SIGTERM)
                 if ended is not None:
                     done, ended = ended, None
                     self._post(b, self._record(done))
-                if failed is not None:
-                    self._post(b, failed)
-                    continue
+                    b.logs.append(done.log)
                 if spec is None:
                     break
+                nxt = self._prepare(b)
                 code = 127
                 if pid is not None:
                     _, status = os.waitpid(pid, 0)
                     code = os.waitstatus_to_exitcode(status)
                 with b.lock:
                     b.pid = b.current = None
-                    ended = _Ended(spec, log, fd, fresh, code, started, b.kill_reason,
+                    ended = _Ended(spec, p.log, p.fd, p.fresh, code, started, b.kill_reason,
                                    b.kill_status)
                 spec = None
         except BaseException as exc:  # never lose a task: those at hand failed, the rest wait
@@ -153,11 +151,32 @@ class CommandRunner:
                     self._post(b, W.outcome(lost, "failed",
                                             error=f"shoal: command runner: {exc}"))
         finally:
+            rest = []
+            if nxt is not None:  # made ready, never started
+                with contextlib.suppress(OSError):
+                    C.give_back(nxt)
+                b.logs.append(nxt.log)
+                rest.append(nxt.spec)
             with b.lock:
-                rest, b.next = b.todo[b.next:], len(b.todo)
+                rest, b.next = rest + b.todo[b.next:], len(b.todo)
             for left in rest:
                 self._post(b, unstarted(left))
             self._spare_logs.extend(b.logs)
+
+    def _prepare(self, b: _Bundle) -> C.Prepared | None:
+        """The bundle's next task with its folder and log made ready (a task whose folder
+        cannot be made fails here, and the next one is taken)."""
+        while b.next < len(b.todo) and not (self.stopping or b.kill_reason):
+            spec = b.todo[b.next]
+            b.next += 1
+            log = b.logs.pop() if b.logs else self._new_log(spec)
+            try:
+                return C.prepare_command(spec, log)
+            except OSError as exc:
+                b.logs.append(log)
+                self._post(b, W.outcome(spec, "failed",
+                                        error=f"cannot prepare task folder {spec.out}: {exc}"))
+        return None
 
     @staticmethod
     def _record(e: _Ended) -> dict[str, Any]:
