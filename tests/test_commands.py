@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from shoal import resultfile, spawn
-from shoal.backends.local_commands import CommandRunner, _Bundle
+from shoal.backends.local_commands import WAKE_EVERY, CommandRunner, _Bundle
 from shoal.worker import TaskLog
 from test_run import run
 
@@ -61,25 +61,39 @@ def test_spawn_of_a_missing_program_raises(spawner, tmp_path: Path) -> None:
     assert "No such file" in str(err.value)
 
 
-def test_an_outcome_posted_after_a_drain_wakes_the_controller(tmp_path: Path) -> None:
-    """Wake-ups are coalesced (one byte until the controller drains); an outcome posted after
-    a drain must make the runner readable again, or the controller sleeps on it."""
+def test_wake_ups_for_freed_slots_and_failures_and_after_a_drain(tmp_path: Path) -> None:
+    """A bundle's successes wait for the next wake-up; its last outcome (a slot frees) and
+    any failure wake the controller; a wake-up is written once until the controller drains
+    (an outcome posted after a drain must wake it again, or it sleeps on it)."""
     runner = CommandRunner(str(tmp_path), {})
-    b = _Bundle([], [TaskLog(str(tmp_path))], pending=3)
+    b = _Bundle([], [TaskLog(str(tmp_path))], pending=5)
 
     def readable() -> bool:
         return bool(select.select([runner.fileno()], [], [], 0)[0])
 
-    assert not readable()
-    runner._post(b, {"n": 1})
-    runner._post(b, {"n": 2})
+    def post(n: int, status: str = "done") -> None:
+        runner._post(b, {"n": n, "status": status})
+
+    post(1)
+    post(2)
+    assert not readable()  # (successes inside a bundle: no hurry)
+    post(3, "failed")
     assert readable()
-    assert [o["n"] for o in runner.drain()] == [1, 2]
+    assert [o["n"] for o in runner.drain()] == [1, 2, 3]
     assert not readable()
-    runner._post(b, {"n": 3})
+    post(4)
+    assert not readable()
+    post(5)  # the bundle's last: its slot is free
     assert readable()
-    assert [o["n"] for o in runner.drain()] == [3]
+    assert [o["n"] for o in runner.drain()] == [4, 5]
     assert b.pending == 0
+    b.pending = WAKE_EVERY + 1
+    for n in range(WAKE_EVERY - 1):
+        post(n)
+    assert not readable()
+    post(99)  # every WAKE_EVERY outcomes, the controller ingests them
+    assert readable()
+    assert len(runner.drain()) == WAKE_EVERY
     runner.shutdown()
 
 

@@ -92,8 +92,9 @@ def prepare_command(spec: TaskSpec, log: TaskLog) -> Prepared:
     new = prepare_folder(spec.out)
     if not new and os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):  # another fp's?
         Checkpoints(spec.out, spec.fingerprint)._check()
-    header = (f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime()} ===\n"
-              f"$ {spec.command}\n")
+    header = "" if new else (  # (a new folder has no log to append to)
+        f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime()} ===\n"
+        f"$ {spec.command}\n")
     fd, fresh = log.open(spec.out, header, new)
     p = Prepared(spec, log, fd, fresh, spec.argv or ["/bin/sh", "-c", spec.command or ""],
                  spec.env())

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from shoal.errors import ShoalError
 
 if TYPE_CHECKING:
+    import logging
+
     from shoal.checkpoint import Checkpoints
 
 
@@ -112,6 +113,8 @@ class TaskContext:
     def log(self) -> logging.Logger:
         """A logger writing to the task's log file (``shoal logs``)."""
         if self._log is None:
+            import logging  # (on first use: most tasks never log this way)
+
             logger = logging.getLogger(f"shoal.task.{self.step}")
             logger.setLevel(logging.INFO)
             logger.propagate = False

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ class RootLock:
                 f"`shoal results` keep working meanwhile"
             ) from None
         os.ftruncate(fd, 0)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+        info = {"pid": os.getpid(), "host": os.uname().nodename, "since": time.time(),
                 "what": what}
         os.write(fd, json.dumps(info).encode())
         self.fd = fd

@@ -124,6 +124,8 @@ def run_experiment(
 
 def _refuse_live_detached(root: Path) -> None:
     """A local run must not race a detached Slurm submission for the same task folders."""
+    if not (root / ".shoal" / "slurm" / "detached.json").exists():  # (detach.manifest_path)
+        return  # (nothing detached: no need to load the Slurm backend)
     from shoal.backends.slurm import commands
     from shoal.backends.slurm import detach as detached
 

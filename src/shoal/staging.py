@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import tarfile
 import time
 from collections.abc import Iterable, Sequence
 from hashlib import blake2b
@@ -96,6 +95,8 @@ def _extract(archive: str, base: Path, target: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)  # a half-made one (no marker)
     started = time.time()
+    import tarfile  # (here: most runs stage nothing)
+
     try:
         with tarfile.open(archive) as tar:
             if hasattr(tarfile, "data_filter"):
@@ -139,6 +140,8 @@ def pack_data(folder: str | Path, output: str | Path, compress: bool = False) ->
     skip = out.resolve()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     n = 0
+    import tarfile
+
     with tarfile.open(tmp, "w:gz" if compress else "w") as tar:
         for dirpath, dirnames, filenames in os.walk(src):
             dirnames.sort()

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -27,7 +26,7 @@ from shoal.taskspec import TaskSpec
 
 KEEP = (resultfile.CHECKPOINTS, resultfile.LOG)  # kept across attempts of a task
 LOG_TAIL_LINES = 30
-HOST = socket.gethostname()
+HOST = os.uname().nodename  # (= socket.gethostname(), without importing socket)
 
 _stop_requested = False
 

@@ -18,13 +18,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal import worker as W
 from shoal.backends.local_commands import CommandRunner, unstarted
 from shoal.errors import ShoalError
 from shoal.taskspec import TaskSpec
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 Shape = tuple[int, tuple[int, ...]]
 
@@ -93,6 +95,8 @@ class LocalBackend:
             w.inbox.send(("run", specs))
 
     def _spawn(self, shape: Shape, spec: TaskSpec) -> _Worker:
+        from multiprocessing.connection import Connection  # (not needed for commands)
+
         r_in, w_in = os.pipe()
         r_out, w_out = os.pipe()
         env = {**self._env, **spec.env(), "SHOAL_PARENT_PID": str(os.getpid())}

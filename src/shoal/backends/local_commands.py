@@ -25,6 +25,8 @@ from shoal import command as C
 from shoal import worker as W
 from shoal.taskspec import TaskSpec
 
+WAKE_EVERY = 32  # successes that wake the controller up (see CommandRunner._post)
+
 
 @dataclass(eq=False)
 class _Bundle:
@@ -73,6 +75,7 @@ class CommandRunner:
     _nlogs: Iterator[int] = field(default_factory=itertools.count)  # (next() is atomic)
     _rfd: int = -1
     _woken: bool = False
+    _unseen: int = 0  # outcomes posted since the last drain
     _wfd: int = -1
 
     def __post_init__(self) -> None:
@@ -191,19 +194,25 @@ class CommandRunner:
                                                      f"{exc}")
 
     def _post(self, b: _Bundle, outcome: dict[str, Any]) -> None:
+        """Hand an outcome to the controller. It is woken up when this frees a slot (the
+        bundle's last), for anything but a success, and every ``WAKE_EVERY`` outcomes; other
+        successes wait for the next wake-up (or its 0.2 s poll), so that a bundle of short
+        tasks costs it few rounds of its loop."""
         b.pending -= 1
         self._outcomes.put(outcome)
-        if not self._woken:  # one wake-up until the controller drains
-            self._woken = True
+        self._unseen += 1
+        if not self._woken and (b.pending == 0 or outcome["status"] != "done"
+                                or self._unseen >= WAKE_EVERY):
+            self._woken = True  # one wake-up until the controller drains
             with contextlib.suppress(OSError):
                 os.write(self._wfd, b"x")
 
     def drain(self) -> list[dict[str, Any]]:
         """Outcomes posted since the last call."""
         with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self._rfd, 4096):
-                pass
+            os.read(self._rfd, 4096)  # (a byte per wake-up: one read empties it)
         self._woken = False  # (after reading, before taking: a later post wakes again)
+        self._unseen = 0
         out = []
         while True:
             try:
