@@ -8,6 +8,10 @@ Everything is measured in one run, each case as a whole process timed from spawn
   and on tmpfs (``/dev/shm``, where it exists), a fresh root for each measurement; on a
   disk where creating a file costs ~0.3 ms, the root's file system weighs a lot;
 * ``seq N | xargs -P 2 -I{} true``: the same commands with nothing recorded;
+* these task-rate cases ``--rounds`` times (3), one after the other in each round; the
+  summary gives the median round (a shared VM's timings vary by 10-20 % from run to run),
+  and the shoal/xargs ratio of each round with its median; shoal's modules are
+  byte-compiled first, as an installed package's are;
 * where Snakemake is installed (``--snakemake PATH``, next to this Python, or on PATH): a
   Snakefile with one rule ``out/{i}.txt`` (``shell: "true && touch {output}"``) for the
   same ``--n`` targets, ``snakemake --cores 2 --quiet all``, run in a folder on disk;
@@ -25,6 +29,7 @@ This is run by hand; it prints its figures and never asserts. Examples::
 
     python benchmarks/local_throughput.py                  # everything, N = 2,000
     python benchmarks/local_throughput.py --skip-lstm      # the task rates only (~1 minute)
+    python benchmarks/local_throughput.py --skip-lstm --rounds 7
     python benchmarks/local_throughput.py --quick          # N = 200, 4 trainings
     python benchmarks/local_throughput.py --snakemake /tmp/snakevenv/bin/snakemake
 """
@@ -195,6 +200,21 @@ def fresh_dir(parent: Path, prefix: str) -> Path:
 # --------------------------------------------------------------------------- finding tools
 
 
+def byte_compile() -> str:
+    """Byte-compile shoal's modules, as ``pip install`` does for an installed package: an
+    editable install under ``PYTHONDONTWRITEBYTECODE=1`` (set on some machines) would
+    otherwise compile them from source in every ``shoal`` process (~50 ms each)."""
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("shoal")
+    if spec is None or not spec.submodule_search_locations:
+        return "(shoal is not importable here: its modules were not byte-compiled first)"
+    folder = next(iter(spec.submodule_search_locations))
+    ok = compileall.compile_dir(folder, quiet=1)
+    return f"byte-compiled shoal's modules in {folder}" + ("" if ok else " (with errors)")
+
+
 def find_shoal(explicit: str | None) -> list[str] | None:
     if explicit:
         return [explicit]
@@ -306,28 +326,52 @@ def div(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b <= 0 else a / b
 
 
-def report(args: argparse.Namespace, fn: dict[str, Timed], cmd: dict[str, Timed],
-           xargs: Timed | None, snake: Timed | None, snake_note: str | None,
-           array: Timed | None, lstm: Timed | None, lstm_note: str | None) -> None:
+def middle(ts: list[Timed]) -> Timed | None:
+    """The round with the median rate (a failed round counts as the slowest)."""
+    if not ts:
+        return None
+    ranked = sorted(ts, key=lambda t: t.rate if t.rate is not None else -1.0)
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def spread(values: list[float | None]) -> str:
+    """``median (min-max over R rounds)`` of per-round figures."""
+    ok = [v for v in values if v is not None]
+    if not ok:
+        return "n/a"
+    if len(ok) == 1:
+        return f"{ok[0]:.2f}"
+    return f"{statistics.median(ok):.2f} ({min(ok):.2f}-{max(ok):.2f} over {len(ok)} rounds)"
+
+
+def report(args: argparse.Namespace, fn: dict[str, list[Timed]],
+           cmd: dict[str, list[Timed]], xargs: list[Timed], snake: Timed | None,
+           snake_note: str | None, array: Timed | None, lstm: Timed | None,
+           lstm_note: str | None) -> None:
     print()
     print(f"Summary (N = {args.n:,} tasks per case, -j {args.jobs}; rates are N / wall of the "
-          "whole process, spawn to exit)")
-    for where, t in fn.items():
+          f"whole process, spawn to exit; the median round of {args.rounds})")
+    for where, ts in fn.items():
+        t = middle(ts)
         line(f"shoal function tasks ({where})", fmt_rate(t), f">= {FN_TARGET:,.0f}/s",
-             at_least(t.rate, FN_TARGET))
-    for where, t in cmd.items():
-        line(f"shoal command tasks ({where})", fmt_rate(t))
-    line(f"xargs -P {args.jobs} true", fmt_rate(xargs))
-    for where, t in cmd.items():
-        r = div(t.rate, xargs.rate if xargs else None)
-        line(f"shoal commands / xargs ({where})", "n/a" if r is None else f"{r:.2f}",
-             f">= {XARGS_RATIO_TARGET}", at_least(r, XARGS_RATIO_TARGET))
+             at_least(t.rate if t else None, FN_TARGET))
+    for where, ts in cmd.items():
+        line(f"shoal command tasks ({where})", fmt_rate(middle(ts)))
+    x = middle(xargs)
+    line(f"xargs -P {args.jobs} true", fmt_rate(x))
+    for where, ts in cmd.items():  # per round: shoal and xargs ran minutes apart at most
+        ratios = [div(t.rate, xr.rate) for t, xr in zip(ts, xargs)]
+        ok = [r for r in ratios if r is not None]
+        med = statistics.median(ok) if ok else None
+        line(f"shoal commands / xargs ({where})", spread(ratios),
+             f">= {XARGS_RATIO_TARGET}", at_least(med, XARGS_RATIO_TARGET))
     if snake_note is not None:
         line("snakemake", snake_note)
     elif snake is not None:
         line(f"snakemake --cores {args.jobs} (disk)", fmt_rate(snake))
-        for where, t in cmd.items():
-            r = div(t.rate, snake.rate)
+        for where, ts in cmd.items():
+            t = middle(ts)
+            r = div(t.rate if t else None, snake.rate)
             line(f"shoal commands / snakemake ({where})", "n/a" if r is None else f"{r:.1f}x")
     if lstm_note is not None:
         line("streamflow LSTM", lstm_note)
@@ -368,14 +412,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="where the on-disk folders go (the temp dir)")
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="seconds before one command is killed (1800)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the task-rate cases; "
+                   "each round runs every case once, and the summary gives medians (3)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folders")
     args = p.parse_args(argv)
     if args.n is None:
         args.n = 200 if args.quick else 2000
     if args.trainings is None:
         args.trainings = 4 if args.quick else 30
-    if args.n < 1 or args.jobs < 1 or args.trainings < 1:
-        p.error("--n, --jobs and --trainings must be at least 1")
+    if args.n < 1 or args.jobs < 1 or args.trainings < 1 or args.rounds < 1:
+        p.error("--n, --jobs, --trainings and --rounds must be at least 1")
     return args
 
 
@@ -397,9 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         roots["tmpfs"] = tmpfs
     print(f"disk folder: {work}; tmpfs folder: {tmpfs or 'none (no /dev/shm)'}")
 
-    fn: dict[str, Timed] = {}
-    cmd: dict[str, Timed] = {}
-    xargs = snake = array = lstm = None
+    fn: dict[str, list[Timed]] = {}  # per round
+    cmd: dict[str, list[Timed]] = {}
+    xargs: list[Timed] = []
+    snake = array = lstm = None
     snake_note = lstm_note = None
     try:
         shoal = find_shoal(args.shoal)
@@ -416,14 +463,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 path.write_text(text.format(n=args.n))
             print(f"  $ {shlex.join(shoal)} run EXP -j {args.jobs} --progress none --root ROOT"
                   "   (a fresh ROOT each time)")
-            for where, base in roots.items():
-                fn[where] = run_shoal_tasks(f"function tasks, root on {where}", shoal, fn_file,
-                                            fresh_dir(base, "root-fn-"), args.n, args.jobs,
-                                            args.timeout)
-                cmd[where] = run_shoal_tasks(f"command tasks, root on {where}", shoal,
-                                             cmd_file, fresh_dir(base, "root-cmd-"), args.n,
-                                             args.jobs, args.timeout)
-        xargs = run_xargs(args.n, args.jobs, work, args.timeout)
+            print(f"  {byte_compile()}")
+        for r in range(args.rounds):
+            print(f"  round {r + 1} of {args.rounds}:")
+            for where, base in roots.items() if shoal is not None else ():
+                fn.setdefault(where, []).append(run_shoal_tasks(
+                    f"function tasks, root on {where}", shoal, fn_file,
+                    fresh_dir(base, "root-fn-"), args.n, args.jobs, args.timeout))
+                cmd.setdefault(where, []).append(run_shoal_tasks(
+                    f"command tasks, root on {where}", shoal, cmd_file,
+                    fresh_dir(base, "root-cmd-"), args.n, args.jobs, args.timeout))
+            xargs.append(run_xargs(args.n, args.jobs, work, args.timeout))
 
         print()
         snakemake = None if args.skip_snakemake else find_snakemake(args.snakemake)
