@@ -73,7 +73,7 @@ def _forward_stop(signum: int, frame: Any) -> None:
             os.killpg(os.getpgrp(), signal.SIGTERM)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Prepared:
     """A command task whose folder and log are ready: what :func:`start_command` needs."""
 

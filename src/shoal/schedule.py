@@ -37,7 +37,7 @@ class Backend(Protocol):
     def shutdown(self) -> None: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Running:
     tid: TaskId
     spec: TaskSpec

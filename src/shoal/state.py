@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 STATUSES = ("done", "failed", "running", "interrupted", "skipped", "lost")
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskRecord:
     """One task's latest outcome, as stored and as read back from its result file."""
 

@@ -13,6 +13,10 @@ from typing import Any
 
 from shoal.paths import value_text
 
+#: Thread-pool sizes a task gets (= its cpus), so that tasks side by side never oversubscribe.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
 
 @dataclass
 class TaskSpec:
@@ -62,19 +66,14 @@ class TaskSpec:
 
     def env(self) -> dict[str, str]:
         """Environment variables the task runs with (threads and GPU visibility)."""
-        n = str(self.cpus)
-        env = {
-            "OMP_NUM_THREADS": n,
-            "MKL_NUM_THREADS": n,
-            "OPENBLAS_NUM_THREADS": n,
-            "NUMEXPR_NUM_THREADS": n,
-            "VECLIB_MAXIMUM_THREADS": n,
+        env = dict.fromkeys(THREAD_VARS, str(self.cpus))
+        env.update({
             "SHOAL_STEP": self.step,
             "SHOAL_TASK": self.key,
             "SHOAL_OUT": self.out,
             "SHOAL_ATTEMPT": str(self.attempt),
             "SHOAL_CHECKPOINTS": f"{self.out}/.shoal-checkpoints",
-        }
+        })
         if self.devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in self.devices)
         return env

@@ -43,7 +43,7 @@ class _Bundle:
     lock: threading.Lock = field(default_factory=threading.Lock)  # current, pid, kill_reason
 
 
-@dataclass
+@dataclass(slots=True)
 class _Ended:
     """A command that exited (or was killed), before its files are written."""
 
