@@ -159,3 +159,27 @@ def test_a_timeout_inside_a_bundle_of_commands(write_exp, tmp_path: Path) -> Non
     with sqlite3.connect(tmp_path / "runs/.shoal/state.db") as db:
         statuses = dict(db.execute("SELECT status, count(*) FROM tasks GROUP BY status"))
     assert statuses == {"done": 299, "failed": 1}
+
+
+def test_a_rerun_task_is_stored_running_before_its_folder_is_emptied(write_exp, tmp_path):
+    """A task done before and run again (its version changed) must never leave the store
+    saying "done" beside a folder emptied for the new attempt (a controller killed then
+    would find it done): its "running" record is in the store before its command starts."""
+    (tmp_path / "peek.py").write_text(
+        "import sqlite3, sys\n"
+        "db = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True)\n"
+        "row = db.execute('SELECT status FROM tasks WHERE step=? AND key=?',\n"
+        "                 ('c', sys.argv[2])).fetchone()\n"
+        "open(sys.argv[3], 'w').write(row[0] if row else 'none')\n")
+    body = """
+        exp = shoal.Experiment("guard", grid=shoal.Grid(i=range(6)))
+        exp.command("c", "{{python}} peek.py runs/.shoal/state.db i={{i}} {{out}}/seen",
+                    per=["i"], version="VERSION")
+    """
+    path = write_exp(body.replace("VERSION", "1").replace("{{", "{").replace("}}", "}"))
+    assert run(path, "-j", "2").returncode == 0
+    path = write_exp(body.replace("VERSION", "2").replace("{{", "{").replace("}}", "}"))
+    res = run(path, "-j", "2")
+    assert res.returncode == 0, res.stderr
+    seen = {p.parent.name: p.read_text() for p in (tmp_path / "runs/c").glob("*/seen")}
+    assert seen == {f"i={i}": "running" for i in range(6)}

@@ -301,18 +301,15 @@ class Controller(Outcomes):
             self.running[(sp.name, sp.keys[i])] = _Running(tid, spec, res, cpus, devices, holds)
             self.counts[k].running += 1
             # the store must never keep a "done" record beside a folder a worker emptied for
-            # a rerun (a killed controller): such a task's "running" record goes in first.
-            # Otherwise only the task starting now is shown running (the rest of a bundle
-            # waits), and with no hurry; a cluster backend records every one (its job ids)
-            was_done = sp.state[i] == CHANGED or sp.detail.get(i) == "folder deleted"
-            if n == 0 or was_done or self._defers_start:
-                guard = guard or was_done
-                seg = self.segment(tid)
-                self.records.append(TaskRecord(
-                    sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code,
-                    inputs=spec.inputs, params=spec.params, attempts=attempt, started=now,
-                    host=HOST, error=f"segment {seg[0]} of {seg[1]}" if seg else None,
-                ))
+            # a rerun (a killed controller): such a task's "running" record is stored before
+            # it starts; the others' with the next flush
+            guard = guard or sp.state[i] == CHANGED or sp.detail.get(i) == "folder deleted"
+            seg = self.segment(tid)
+            self.records.append(TaskRecord(
+                sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code,
+                inputs=spec.inputs, params=spec.params, attempts=attempt, started=now,
+                host=HOST, error=f"segment {seg[0]} of {seg[1]}" if seg else None,
+            ))
         self.slots.take(res, cpus, devices)
         if self._defers_start:  # (a backend that starts tasks in poll(): flushed before it)
             self._unflushed_starts = True
