@@ -83,7 +83,7 @@ class CommandRunner:
         os.set_blocking(self._rfd, False)
 
     def fileno(self) -> int:
-        """Readable when outcomes are waiting (for ``multiprocessing.connection.wait``)."""
+        """Readable when the controller should take the outcomes (see :meth:`_post`)."""
         return self._rfd
 
     @property
