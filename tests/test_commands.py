@@ -3,6 +3,7 @@ wake-ups, and what a command task leaves in its folder."""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -183,3 +184,35 @@ def test_a_rerun_task_is_stored_running_before_its_folder_is_emptied(write_exp, 
     assert res.returncode == 0, res.stderr
     seen = {p.parent.name: p.read_text() for p in (tmp_path / "runs/c").glob("*/seen")}
     assert seen == {f"i={i}": "running" for i in range(6)}
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_task_log_is_live_in_place_and_absent_when_silent(tmp_path: Path, monkeypatch, links):
+    """The scratch log is hard-linked (or, where links are refused, renamed) into the task
+    folder while the attempt runs; a silent attempt leaves no log and gives the scratch file
+    back; one that wrote keeps its log, and the next task gets a new scratch file."""
+    if not links:
+        def refuse(*args, **kwargs):
+            raise PermissionError(errno.EPERM, "no hard links here")
+        monkeypatch.setattr(os, "link", refuse)
+    log = TaskLog(str(tmp_path / "scratch"), "-t")
+    folders = [tmp_path / f"t{i}" for i in range(3)]
+    for f in folders:
+        f.mkdir()
+    fd, fresh = log.open(str(folders[0]), "", new_folder=True)
+    assert fresh and (folders[0] / ".shoal.log").exists()  # live in place
+    log.close(fd, str(folders[0]), fresh)
+    assert not (folders[0] / ".shoal.log").exists()
+    fd, fresh = log.open(str(folders[1]), "", new_folder=True)
+    os.write(fd, b"hello\n")
+    log.close(fd, str(folders[1]), fresh)
+    assert (folders[1] / ".shoal.log").read_text() == "hello\n"
+    fd, fresh = log.open(str(folders[2]), "", new_folder=True)
+    log.close(fd, str(folders[2]), fresh)
+    assert not (folders[2] / ".shoal.log").exists()
+    assert (folders[1] / ".shoal.log").read_text() == "hello\n"  # (not the next one's)
+    fd, fresh = log.open(str(folders[1]), "=== attempt 2 ===\n")  # a later attempt appends
+    assert not fresh
+    os.write(fd, b"again\n")
+    log.close(fd, str(folders[1]), fresh)
+    assert (folders[1] / ".shoal.log").read_text() == "hello\n=== attempt 2 ===\nagain\n"

@@ -7,6 +7,7 @@ been written atomically after the function returned; a failure writes ``.shoal-e
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -94,14 +95,18 @@ class TaskLog:
     """A task's log file, ``<task folder>/.shoal.log``, appended to by each attempt.
 
     Creating a file is the costliest thing a trivial task does on many filesystems, so a
-    worker keeps one empty scratch file and *renames* it into the task folder (cheap) when an
-    attempt starts: the log is live in place while the task runs. If the attempt wrote
-    nothing, the file is renamed back for the next task, and the folder gets no log.
+    worker keeps one empty scratch file, open, and *hard-links* it into the task folder when
+    an attempt starts: the log is live in place while the task runs. If the attempt wrote
+    nothing, the link is removed and the scratch file serves the next task; if it wrote, the
+    folder keeps the file and a new scratch file is made. Where hard links are refused, the
+    scratch file is renamed into the folder and back instead.
     """
 
     def __init__(self, scratch_dir: str, slot: str = "") -> None:
         self.scratch = f"{scratch_dir}/log-{os.getpid()}{slot}"
         self.scratch_dir = scratch_dir
+        self._fd = -1  # open on the scratch file (linking)
+        self._links = True  # hard links work here
 
     def open(self, out: str, header: str, new_folder: bool = False) -> tuple[int, bool]:
         """Open the log of the task in ``out`` (``new_folder``: made just now, so it has
@@ -115,17 +120,43 @@ class TaskLog:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
             os.write(fd, header.encode())
             return fd, False
+        if self._links:
+            if self._fd < 0:
+                self._fd = self._new_scratch()
+            try:
+                os.link(self.scratch, path)
+                return self._fd, True
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP,
+                                     errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                self._links = False  # (renames from here on; the scratch file stays)
+                os.close(self._fd)
+                self._fd = -1
         try:
             os.rename(self.scratch, path)
         except FileNotFoundError:  # the first task of this worker: make the scratch file
-            os.makedirs(self.scratch_dir, exist_ok=True)
-            os.close(os.open(self.scratch, os.O_WRONLY | os.O_CREAT, 0o644))
+            os.close(self._new_scratch())
             os.rename(self.scratch, path)
         return os.open(path, os.O_WRONLY | os.O_APPEND), True
 
+    def _new_scratch(self) -> int:
+        os.makedirs(self.scratch_dir, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # (a dead process's, same pid)
+            os.unlink(self.scratch)
+        return os.open(self.scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+
     def close(self, fd: int, out: str, fresh: bool) -> None:
-        """Close; give the file back to the scratch slot when the attempt wrote nothing."""
+        """Close; the folder gets no log when the attempt wrote nothing."""
         empty = fresh and os.fstat(fd).st_size == 0
+        if fresh and fd == self._fd:  # the scratch file, linked into the folder
+            if empty:
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{out}/{resultfile.LOG}")
+                return
+            self._fd = -1  # the folder keeps it
+            with contextlib.suppress(OSError):
+                os.unlink(self.scratch)
         os.close(fd)
         if empty:
             with contextlib.suppress(OSError):
