@@ -216,3 +216,48 @@ def test_task_log_is_live_in_place_and_absent_when_silent(tmp_path: Path, monkey
     os.write(fd, b"again\n")
     log.close(fd, str(folders[1]), fresh)
     assert (folders[1] / ".shoal.log").read_text() == "hello\n=== attempt 2 ===\nagain\n"
+
+
+def test_task_log_survives_its_scratch_file_being_removed(tmp_path: Path) -> None:
+    """A new `shoal run` clears the scratch folder; a task log whose scratch file went makes
+    a new one instead of failing every later task."""
+    scratch = tmp_path / "scratch"
+    log = TaskLog(str(scratch), "-t")
+    for i in range(2):
+        (tmp_path / f"t{i}").mkdir()
+    fd, fresh = log.open(str(tmp_path / "t0"), "", new_folder=True)
+    log.close(fd, str(tmp_path / "t0"), fresh)
+    for f in scratch.iterdir():
+        f.unlink()
+    fd, fresh = log.open(str(tmp_path / "t1"), "", new_folder=True)
+    os.write(fd, b"still logged\n")
+    log.close(fd, str(tmp_path / "t1"), fresh)
+    assert (tmp_path / "t1/.shoal.log").read_text() == "still logged\n"
+
+
+def test_output_of_a_command_left_running_stays_in_its_own_log(write_exp, tmp_path) -> None:
+    """A silent command that leaves a process behind (which writes later) keeps its log:
+    the next task's log never gets that output."""
+    (tmp_path / "task.sh").write_text(
+        'if [ "$1" = 0 ]; then (sleep 0.3; echo late from 0) & fi\n')
+    path = write_exp("""
+        exp = shoal.Experiment("linger", grid=shoal.Grid(i=range(40)))
+        exp.command("c", "sh task.sh {i}", per=["i"])
+    """)
+    res = run(path, "-j", "1")
+    assert res.returncode == 0, res.stderr
+    time.sleep(0.6)
+    logs = {p.parent.name: p.read_text() for p in (tmp_path / "runs/c").glob("*/.shoal.log")}
+    assert set(logs) == {"i=0"} and logs["i=0"] == "late from 0\n"
+
+
+def test_commands_get_sigpipe_back(spawner, tmp_path: Path) -> None:
+    """Python ignores SIGPIPE; a command gets it back at its default (as with subprocess),
+    so `yes | head -n 1` ends quietly instead of `yes` writing to a closed pipe forever."""
+    log = tmp_path / "log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    pid = spawner("/bin/sh", ["sh", "-c", "yes | head -n 1"], {"PATH": os.environ["PATH"]},
+                  {}, fd, True)
+    assert _wait(pid) == 0
+    os.close(fd)
+    assert log.read_text() == "y\n"

@@ -113,7 +113,7 @@ def start_command(p: Prepared, env: dict[str, str], new_group: bool = False) -> 
         try:
             program = _which(p.argv[0], p.extra if "PATH" in p.extra else env)
             return spawn(program, p.argv, env, p.extra, p.fd, new_group)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # (ValueError: a NUL byte, bad encoding)
             p.error = f"cannot start {p.argv[0]!r}: {exc}"
     os.write(p.fd, f"shoal: {p.error}\n".encode())
     return None

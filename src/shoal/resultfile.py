@@ -39,7 +39,7 @@ def write_json_atomic(path: Path | str, data: Any, fsync: bool | None = None) ->
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(tmp, flags, 0o644)
-    except FileExistsError:  # left by a process of the same pid on another host
+    except FileExistsError:  # (a leftover with the same id: practically never)
         tmp = f"{path}.{os.urandom(8).hex()}.tmp"
         fd = os.open(tmp, flags, 0o644)
     try:

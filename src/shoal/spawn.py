@@ -5,8 +5,10 @@ call lasts until the child has *exec'ed* its program (~0.3-0.5 ms for a small bi
 controller that runs command tasks from threads would then stop every other thread, and
 itself, for that long per task. Here ``posix_spawn`` is called through ``ctypes``, which
 releases the GIL around the foreign call; the file actions and attributes are set up with
-the GIL held (``PyDLL``: quick libc calls that would only churn the lock). Where libc
-cannot be loaded this way (not Linux/glibc or macOS), ``os.posix_spawn`` is used.
+the GIL held (``PyDLL``: quick libc calls that would only churn the lock), once per thread
+and log fd. As ``subprocess`` does, the child gets SIGPIPE and SIGXFSZ back at their
+defaults (Python ignores them). Where libc cannot be loaded this way (not Linux or macOS),
+``os.posix_spawn`` is used.
 """
 
 from __future__ import annotations
@@ -14,17 +16,32 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import signal
 import sys
 import threading
 from typing import Any
 
 _SETPGROUP = 0x02  # POSIX_SPAWN_SETPGROUP (glibc, musl and macOS)
-_BUF = 1024  # bytes for posix_spawn_file_actions_t / posix_spawnattr_t (glibc: 80 / 336)
+_SETSIGDEF = 0x04  # POSIX_SPAWN_SETSIGDEF
+_BUF = 1024  # bytes for posix_spawn_file_actions_t / posix_spawnattr_t / sigset_t (glibc:
+#              80 / 336 / 128)
+_DEFAULTS = (signal.SIGPIPE, signal.SIGXFSZ)  # reset in the child, as subprocess does
 
 
 class _Libc:
     def __init__(self) -> None:
-        name = ctypes.util.find_library("c") or "libc.so.6"
+        names = ["libc.so.6"] if sys.platform.startswith("linux") else []
+        name = None
+        for candidate in names:
+            try:
+                ctypes.CDLL(candidate)
+                name = candidate
+                break
+            except OSError:
+                continue
+        name = name or ctypes.util.find_library("c")  # (musl, macOS: runs a tool once)
+        if name is None:
+            raise OSError("no C library found")
         released = ctypes.CDLL(name, use_errno=True)  # calls release the GIL
         held = ctypes.PyDLL(name, use_errno=True)  # calls keep it (short ones)
         self.spawn = released.posix_spawn
@@ -39,7 +56,10 @@ class _Libc:
         self.at_flags = held.posix_spawnattr_setflags
         self.at_flags.argtypes = [ctypes.c_void_p, ctypes.c_short]
         self.at_pgroup = held.posix_spawnattr_setpgroup
+        self.at_sigdefault = held.posix_spawnattr_setsigdefault
         self.at_destroy = held.posix_spawnattr_destroy
+        self.sigemptyset = held.sigemptyset
+        self.sigaddset = held.sigaddset
 
 
 def _load() -> _Libc | None:
@@ -61,10 +81,11 @@ class _Prepared(threading.local):
 
     def __init__(self) -> None:
         self.actions: dict[int, Any] = {}
-        self.attr: Any = None
+        self.attrs: dict[bool, Any] = {}
         self.env_key: tuple[int, tuple[str, ...]] | None = None
         self.env_keep: list[bytes] = []
         self.envp: Any = None
+        self.base: Any = None
         self.first = 0
 
 
@@ -88,14 +109,42 @@ def _actions(lib: _Libc, log_fd: int) -> Any:
     return fa
 
 
-def _attr(lib: _Libc) -> Any:
+def _attr(lib: _Libc, new_group: bool) -> Any:
     p = _prepared
-    if p.attr is None:
-        p.attr = ctypes.create_string_buffer(_BUF)
-        lib.at_init(p.attr)
-        lib.at_flags(p.attr, _SETPGROUP)
-        lib.at_pgroup(p.attr, 0)
-    return p.attr
+    at = p.attrs.get(new_group)
+    if at is None:
+        at = ctypes.create_string_buffer(_BUF)
+        lib.at_init(at)
+        sigs = ctypes.create_string_buffer(_BUF)
+        lib.sigemptyset(sigs)
+        for sig in _DEFAULTS:
+            lib.sigaddset(sigs, int(sig))
+        lib.at_sigdefault(at, sigs)
+        lib.at_flags(at, _SETSIGDEF | (_SETPGROUP if new_group else 0))
+        if new_group:
+            lib.at_pgroup(at, 0)
+        p.attrs[new_group] = at
+    return at
+
+
+def release() -> None:
+    """Free this thread's file actions and attributes (when the thread is done spawning)."""
+    lib, p = _libc, _prepared
+    if lib is None:
+        return
+    for fa in p.actions.values():
+        lib.fa_destroy(fa)
+    for at in p.attrs.values():
+        lib.at_destroy(at)
+    p.actions.clear()
+    p.attrs.clear()
+
+
+def _entry(k: str, v: str) -> bytes:
+    entry = os.fsencode(f"{k}={v}")  # (surrogate escapes back to their bytes)
+    if b"\0" in entry:
+        raise ValueError(f"environment variable {k!r} holds a NUL byte")
+    return entry
 
 
 def _envp(base: dict[str, str], extra: dict[str, str]) -> Any:
@@ -105,13 +154,13 @@ def _envp(base: dict[str, str], extra: dict[str, str]) -> Any:
     names = tuple(extra)
     key = (id(base), names)
     if p.env_key != key:
-        keep = [f"{k}={v}".encode() for k, v in base.items() if k not in extra]
+        keep = [_entry(k, v) for k, v in base.items() if k not in extra]
         p.envp = (ctypes.c_char_p * (len(keep) + len(names) + 1))(*keep)
         p.env_keep, p.env_key, p.first = keep, key, len(keep)
         p.base = base  # (held: its id stays its own)
     envp, i = p.envp, p.first
     for k, v in extra.items():
-        envp[i] = f"{k}={v}".encode()
+        envp[i] = _entry(k, v)
         i += 1
     return envp
 
@@ -120,19 +169,23 @@ def spawn(path: str, argv: list[str], base_env: dict[str, str], extra_env: dict[
           log_fd: int, new_group: bool = False) -> int:
     """Start ``path`` with ``argv`` and ``base_env`` updated by ``extra_env``; stdin from
     /dev/null, stdout and stderr to ``log_fd``; in a process group of its own when
-    ``new_group``. Returns the pid; raises OSError when it cannot start."""
+    ``new_group``. Returns the pid; raises OSError when it cannot start (ValueError for a
+    NUL byte in an argument or variable)."""
     lib = _libc
     if lib is None:
         return os.posix_spawn(
             path, argv, {**base_env, **extra_env},
             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                           (os.POSIX_SPAWN_DUP2, log_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)],
-            **({"setpgroup": 0} if new_group else {}),
+            setsigdef=_DEFAULTS, **({"setpgroup": 0} if new_group else {}),
         )
-    c_argv = (ctypes.c_char_p * (len(argv) + 1))(*[os.fsencode(a) for a in argv])
+    args = [os.fsencode(a) for a in argv]
+    if any(b"\0" in a for a in args):
+        raise ValueError("a command argument holds a NUL byte")
+    c_argv = (ctypes.c_char_p * (len(args) + 1))(*args)
     pid = ctypes.c_int(0)
     err = lib.spawn(ctypes.byref(pid), os.fsencode(path), _actions(lib, log_fd),
-                    _attr(lib) if new_group else None, c_argv, _envp(base_env, extra_env))
+                    _attr(lib, new_group), c_argv, _envp(base_env, extra_env))
     if err:
         raise OSError(err, os.strerror(err), path)
     return pid.value

@@ -124,7 +124,12 @@ class TaskLog:
             if self._fd < 0:
                 self._fd = self._new_scratch()
             try:
-                os.link(self.scratch, path)
+                try:
+                    os.link(self.scratch, path)
+                except FileNotFoundError:  # the scratch file went (a new run cleared it)
+                    os.close(self._fd)
+                    self._fd = self._new_scratch()
+                    os.link(self.scratch, path)
                 return self._fd, True
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP,
@@ -146,9 +151,10 @@ class TaskLog:
             os.unlink(self.scratch)
         return os.open(self.scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
 
-    def close(self, fd: int, out: str, fresh: bool) -> None:
-        """Close; the folder gets no log when the attempt wrote nothing."""
-        empty = fresh and os.fstat(fd).st_size == 0
+    def close(self, fd: int, out: str, fresh: bool, lingering: bool = False) -> None:
+        """Close; the folder gets no log when the attempt wrote nothing (and left nothing
+        running that could still write: ``lingering``)."""
+        empty = fresh and not lingering and os.fstat(fd).st_size == 0
         if fresh and fd == self._fd:  # the scratch file, linked into the folder
             if empty:
                 with contextlib.suppress(OSError):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shoal import command as C
+from shoal import spawn
 from shoal import worker as W
 from shoal.taskspec import TaskSpec
 
@@ -55,6 +56,17 @@ class _Ended:
     started: float
     kill_reason: str | None
     kill_status: str
+    lingering: bool = False  # its process group outlived it (may still write to its log)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def unstarted(spec: TaskSpec) -> dict[str, Any]:
@@ -117,11 +129,11 @@ class CommandRunner:
                 spec = None
                 if nxt is not None and not (self.stopping or b.kill_reason):
                     p, nxt = nxt, None
+                    spec = p.spec
                     started = time.time()
                     pid = C.start_command(p, self.env, True)
-                    spec = p.spec
                     with b.lock:  # a kill or stop that came during the spawn: now
-                        b.current, b.pid, b.started = spec, pid, started
+                        b.started, b.pid, b.current = started, pid, spec  # (glimpsed lock-free)
                         late = self.stopping or b.kill_reason
                     if late and pid is not None:
                         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -133,14 +145,15 @@ class CommandRunner:
                 if spec is None:
                     break
                 nxt = self._prepare(b)
-                code = 127
+                code, lingering = 127, False
                 if pid is not None:
                     _, status = os.waitpid(pid, 0)
                     code = os.waitstatus_to_exitcode(status)
+                    lingering = _group_alive(pid)  # (something it started still runs)
                 with b.lock:
                     b.pid = b.current = None
                     ended = _Ended(spec, p.log, p.fd, p.fresh, code, started, b.kill_reason,
-                                   b.kill_status)
+                                   b.kill_status, lingering)
                 spec = None
         except BaseException as exc:  # never lose a task: those at hand failed, the rest wait
             with b.lock:
@@ -165,6 +178,7 @@ class CommandRunner:
             for left in rest:
                 self._post(b, unstarted(left))
             self._spare_logs.extend(b.logs)
+            spawn.release()
 
     def _prepare(self, b: _Bundle) -> C.Prepared | None:
         """The bundle's next task with its folder and log made ready (a task whose folder
@@ -175,7 +189,7 @@ class CommandRunner:
             log = b.logs.pop() if b.logs else self._new_log(spec)
             try:
                 return C.prepare_command(spec, log)
-            except OSError as exc:
+            except Exception as exc:  # (OSError: the folder cannot be made)
                 b.logs.append(log)
                 self._post(b, W.outcome(spec, "failed",
                                         error=f"cannot prepare task folder {spec.out}: {exc}"))
@@ -186,10 +200,11 @@ class CommandRunner:
         """Close the ended task's log and write its result or error file."""
         try:
             if e.kill_reason:
-                e.log.close(e.fd, e.spec.out, e.fresh)
+                e.log.close(e.fd, e.spec.out, e.fresh, e.lingering)
                 return W.write_failure(e.spec, e.kill_status, e.kill_reason, e.started)
-            return C.end_command(e.spec, e.log, e.fd, e.fresh, e.code, e.started)
-        except OSError as exc:  # (its folder went away…): this task fails, the bundle goes on
+            e.log.close(e.fd, e.spec.out, e.fresh, e.lingering)
+            return C.finish_command(e.spec, e.code, e.started)
+        except Exception as exc:  # (its folder went away…): this task fails, the bundle goes on
             return W.outcome(e.spec, "failed", error=f"cannot record the end of the command: "
                                                      f"{exc}")
 
@@ -254,12 +269,16 @@ class CommandRunner:
                         os.killpg(b.pid, signal.SIGTERM)
 
     def shutdown(self) -> None:
+        """Kill what runs (recorded interrupted, "shut down"), start nothing more — also a
+        command being spawned right now (its thread kills it once it has its pid)."""
         self.stopping = True
         for b in list(self.bundles):
             with b.lock:
-                head = b.current
-            if head is not None:
-                self.kill(head, "shut down", "interrupted")
+                if b.kill_reason is None:
+                    b.kill_reason, b.kill_status = "shut down", "interrupted"
+                if b.pid is not None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(b.pid, signal.SIGKILL)
         alive = False
         for b in list(self.bundles):
             if b.thread is not None:
