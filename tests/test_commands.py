@@ -116,16 +116,21 @@ def test_unique_ids_differ_across_processes_and_do_not_repeat() -> None:
     gen.count = itertools.count(0x1000000)  # the counter ran out: a new prefix, from 0
     assert gen() == f"{gen.prefix}000000" and gen.prefix != first
 
+def _script_tasks(write_exp, tmp_path: Path, n: int, jobs: int, script: str):
+    """`shoal run -j JOBS` of N command tasks `sh task.sh {i}` running ``script``."""
+    (tmp_path / "task.sh").write_text(script)
+    path = write_exp(f"""
+        exp = shoal.Experiment("script", grid=shoal.Grid(i=range({n})))
+        exp.command("c", "sh task.sh {{i}}", per=["i"])
+    """)
+    return run(path, "-j", str(jobs))
+
+
 def test_each_command_task_keeps_its_own_log(write_exp, tmp_path: Path) -> None:
     """Bundled commands start before the one before them is recorded (two scratch logs
     alternate): every task's log holds its own output, and silent tasks get none."""
-    (tmp_path / "task.sh").write_text(
-        'if [ $(($1 % 3)) = 0 ]; then echo "out $1"; echo "err $1" >&2; fi\n')
-    path = write_exp("""
-        exp = shoal.Experiment("logs", grid=shoal.Grid(i=range(120)))
-        exp.command("c", "sh task.sh {i}", per=["i"])
-    """)
-    res = run(path, "-j", "2")
+    res = _script_tasks(write_exp, tmp_path, 120, 2,
+                        'if [ $(($1 % 3)) = 0 ]; then echo "out $1"; echo "err $1" >&2; fi\n')
     assert res.returncode == 0, res.stderr
     for i in range(120):
         folder = tmp_path / f"runs/c/i={i}"
@@ -238,13 +243,8 @@ def test_task_log_survives_its_scratch_file_being_removed(tmp_path: Path) -> Non
 def test_output_of_a_command_left_running_stays_in_its_own_log(write_exp, tmp_path) -> None:
     """A silent command that leaves a process behind (which writes later) keeps its log:
     the next task's log never gets that output."""
-    (tmp_path / "task.sh").write_text(
-        'if [ "$1" = 0 ]; then (sleep 0.3; echo late from 0) & fi\n')
-    path = write_exp("""
-        exp = shoal.Experiment("linger", grid=shoal.Grid(i=range(40)))
-        exp.command("c", "sh task.sh {i}", per=["i"])
-    """)
-    res = run(path, "-j", "1")
+    res = _script_tasks(write_exp, tmp_path, 40, 1,
+                        'if [ "$1" = 0 ]; then (sleep 0.3; echo late from 0) & fi\n')
     assert res.returncode == 0, res.stderr
     time.sleep(0.6)
     logs = {p.parent.name: p.read_text() for p in (tmp_path / "runs/c").glob("*/.shoal.log")}
