@@ -115,6 +115,7 @@ class Timed:
     tasks: int | None = None  # tasks it did, where that could be read or counted
     expected: int | None = None
     cpu_s: float | None = None  # user + system CPU of the process tree (reaped children)
+    steal: float | None = None  # share of the machine's CPU time its hypervisor took
 
     @property
     def ok(self) -> bool:
@@ -141,6 +142,7 @@ def timed(label: str, cmd: Sequence[str] | str, cwd: Path, timeout_s: float,
     """Run ``cmd`` once; wall clock with ``time.perf_counter`` around ``subprocess.run``."""
     argv: Sequence[str] | str = cmd if shell else list(cmd)
     cpu0 = children_cpu()
+    stat0 = cpu_times()
     start = time.perf_counter()
     try:
         done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, shell=shell,
@@ -152,7 +154,27 @@ def timed(label: str, cmd: Sequence[str] | str, cwd: Path, timeout_s: float,
         return Timed(label, 0.0, 127, "", str(exc))
     wall = time.perf_counter() - start
     return Timed(label, wall, done.returncode, done.stdout, done.stderr,
-                 cpu_s=children_cpu() - cpu0)
+                 cpu_s=children_cpu() - cpu0, steal=steal_share(stat0, cpu_times()))
+
+
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (``/proc/stat``: user nice system idle iowait irq
+    softirq steal …), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """How much of the CPU time between two readings the hypervisor gave to other machines
+    (on a shared VM, a high share makes every figure of that measurement slower)."""
+    if not before or not after or len(before) < 8 or len(after) < 8:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta[:8])
+    return delta[7] / total if total > 0 else None
 
 
 def children_cpu() -> float:
@@ -181,7 +203,8 @@ def show(t: Timed, extra: str = "", rate: bool = True) -> None:
     """One progress line for a finished measurement (and its output if it went wrong)."""
     per_s = f", {t.rate:,.0f} tasks/s" if rate and t.rate is not None else ""
     cpu = f", cpu {t.cpu_s:.2f} s" if t.cpu_s is not None else ""
-    print(f"  {t.label}: {t.wall_s:.2f} s{per_s}{cpu}{extra}")
+    steal = f", steal {t.steal:.0%}" if t.steal is not None and t.steal >= 0.05 else ""
+    print(f"  {t.label}: {t.wall_s:.2f} s{per_s}{cpu}{steal}{extra}")
     why = t.problem()
     if why:
         print(f"    PROBLEM: {why}\n{tail(t.stderr or t.stdout)}")
@@ -514,6 +537,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report(args, fn, cmd, xargs, snake, snake_note, array, lstm, lstm_note)
     print(f"  (load average {load} at start, {loadavg()} at the end; cpu is user + system of "
           "the reaped process tree: wall well above cpu / jobs means waiting, or other load)")
+    stolen = [t.steal for ts in (*fn.values(), *cmd.values(), xargs) for t in ts
+              if t.steal is not None]
+    if stolen and max(stolen) >= 0.05:
+        print(f"  (CPU steal up to {max(stolen):.0%} during these measurements: the host gave "
+              "that share of this VM's CPU time to others; figures of such rounds are slow)")
     return 0
 
 
