@@ -140,11 +140,14 @@ def release() -> None:
     p.attrs.clear()
 
 
+_FS = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())  # (as os.fsencode)
+
+
 def _entry(k: str, v: str) -> bytes:
-    entry = os.fsencode(f"{k}={v}")  # (surrogate escapes back to their bytes)
-    if b"\0" in entry:
+    entry = f"{k}={v}"
+    if "\0" in entry:
         raise ValueError(f"environment variable {k!r} holds a NUL byte")
-    return entry
+    return entry.encode(*_FS)  # (surrogate escapes back to their bytes)
 
 
 def _envp(base: dict[str, str], extra: dict[str, str]) -> Any:
@@ -179,12 +182,12 @@ def spawn(path: str, argv: list[str], base_env: dict[str, str], extra_env: dict[
                           (os.POSIX_SPAWN_DUP2, log_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)],
             setsigdef=_DEFAULTS, **({"setpgroup": 0} if new_group else {}),
         )
-    args = [os.fsencode(a) for a in argv]
+    args = [a.encode(*_FS) for a in argv]
     if any(b"\0" in a for a in args):
         raise ValueError("a command argument holds a NUL byte")
     c_argv = (ctypes.c_char_p * (len(args) + 1))(*args)
     pid = ctypes.c_int(0)
-    err = lib.spawn(ctypes.byref(pid), os.fsencode(path), _actions(lib, log_fd),
+    err = lib.spawn(ctypes.byref(pid), path.encode(*_FS), _actions(lib, log_fd),
                     _attr(lib, new_group), c_argv, _envp(base_env, extra_env))
     if err:
         raise OSError(err, os.strerror(err), path)
