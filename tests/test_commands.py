@@ -9,6 +9,8 @@ import json
 import os
 import select
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -261,3 +263,32 @@ def test_commands_get_sigpipe_back(spawner, tmp_path: Path) -> None:
     assert _wait(pid) == 0
     os.close(fd)
     assert log.read_text() == "y\n"
+
+
+RUN_STOPPED = '''
+import json, os, signal, sys, threading
+from shoal.command import run_command
+from shoal.taskspec import TaskSpec
+root = sys.argv[1]
+spec = TaskSpec(experiment="e", target="x.py", config={}, step="c", key="i=0", params={"i": 0},
+                fingerprint="f", code="c", inputs=None, attempt=1, out=f"{root}/c/i=0",
+                root=root, cwd=root, cpus=1, gpus=0, devices=[], mem_mb=None, time_s=None,
+                timeout_s=None, needs={}, gather=None, token="t", stage=[], stage_dir=None,
+                command="sleep 30", argv=["sleep", "30"])
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGUSR2)).start()
+print(json.dumps(run_command(spec)["status"]))
+'''
+
+
+def test_a_command_stopped_on_request_in_an_element_is_interrupted(tmp_path: Path) -> None:
+    """In a Slurm element (run_command), a command ended by a stop request (SIGUSR2 before
+    the time limit, preemption) is recorded interrupted — it goes out again, using no
+    retry — not failed."""
+    script = tmp_path / "stopped.py"
+    script.write_text(RUN_STOPPED)
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                         text=True, timeout=60, start_new_session=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.splitlines()[-1]) == "interrupted"
+    err = json.loads((tmp_path / "c/i=0/.shoal-error.json").read_text())
+    assert err["status"] == "interrupted" and "SIGTERM" in err["error"]

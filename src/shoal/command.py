@@ -167,6 +167,12 @@ def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, 
             code = os.waitstatus_to_exitcode(status)
         finally:
             _child = None
+    if code != 0 and W.stop_requested():  # stopped on request (preemption, a segment's
+        log.close(fd, spec.out, fresh)     # end): interrupted, not failed; it goes out again
+        if os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):
+            Checkpoints(spec.out, spec.fingerprint).claim()
+        return W.write_failure(spec, "interrupted", f"stopped on request: {_ended(code)}",
+                               started)
     return end_command(spec, log, fd, fresh, code, started)
 
 
@@ -201,12 +207,15 @@ def finish_command(spec: TaskSpec, returncode: int, started: float, note: str = 
             return write_success(spec, metrics, started, names)
         except Exception as exc:
             return write_failure(spec, "failed", f"cannot write result: {exc}", started)
+    return write_failure(spec, "failed", note or _ended(returncode), started)
+
+
+def _ended(returncode: int) -> str:
+    """How a command ended, in words (a negative code: the signal that killed it)."""
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = f"signal {-returncode}"
-        error = f"command killed by {name}"
-    else:
-        error = f"command exited with status {returncode}"
-    return write_failure(spec, "failed", note or error, started)
+        return f"command killed by {name}"
+    return f"command exited with status {returncode}"
