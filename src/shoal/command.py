@@ -137,11 +137,13 @@ def spawn_command(
 
 
 def end_command(
-    spec: TaskSpec, log: TaskLog, fd: int, fresh: bool, code: int, started: float
+    spec: TaskSpec, log: TaskLog, fd: int, fresh: bool, code: int, started: float,
+    lingering: bool = False, stopped: bool = False,
 ) -> dict[str, Any]:
-    """Close the command's log and write its result or error file."""
-    log.close(fd, spec.out, fresh)
-    return finish_command(spec, code, started)
+    """Close the command's log (``lingering``: something it started may still write to it)
+    and write its result or error file."""
+    log.close(fd, spec.out, fresh, lingering)
+    return finish_command(spec, code, started, stopped)
 
 
 def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -167,13 +169,7 @@ def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, 
             code = os.waitstatus_to_exitcode(status)
         finally:
             _child = None
-    if code != 0 and W.stop_requested():  # stopped on request (preemption, a segment's
-        log.close(fd, spec.out, fresh)     # end): interrupted, not failed; it goes out again
-        if os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):
-            Checkpoints(spec.out, spec.fingerprint).claim()
-        return W.write_failure(spec, "interrupted", f"stopped on request: {_ended(code)}",
-                               started)
-    return end_command(spec, log, fd, fresh, code, started)
+    return end_command(spec, log, fd, fresh, code, started, stopped=W.stop_requested())
 
 
 _forwarding = False
@@ -189,8 +185,12 @@ def _install_forwarding() -> None:
         _forwarding = True
 
 
-def finish_command(spec: TaskSpec, returncode: int, started: float, note: str = "") -> dict:
-    """Record the end of a command task run by a backend."""
+def finish_command(
+    spec: TaskSpec, returncode: int, started: float, stopped: bool = False
+) -> dict[str, Any]:
+    """Record the end of a command task run by a backend. A command that failed after a stop
+    request (preemption, a segment's end) is *interrupted*: it goes out again, using no
+    retry."""
     try:  # one look at the folder answers: metrics? checkpoints? an old error file?
         names: set[str] | None = set(os.listdir(spec.out))
     except OSError:
@@ -207,7 +207,10 @@ def finish_command(spec: TaskSpec, returncode: int, started: float, note: str = 
             return write_success(spec, metrics, started, names)
         except Exception as exc:
             return write_failure(spec, "failed", f"cannot write result: {exc}", started)
-    return write_failure(spec, "failed", note or _ended(returncode), started)
+    if stopped:
+        return write_failure(spec, "interrupted", f"stopped on request: {_ended(returncode)}",
+                             started)
+    return write_failure(spec, "failed", _ended(returncode), started)
 
 
 def _ended(returncode: int) -> str:

@@ -30,20 +30,13 @@ _DEFAULTS = (signal.SIGPIPE, signal.SIGXFSZ)  # reset in the child, as subproces
 
 class _Libc:
     def __init__(self) -> None:
-        names = ["libc.so.6"] if sys.platform.startswith("linux") else []
-        name = None
-        for candidate in names:
-            try:
-                ctypes.CDLL(candidate)
-                name = candidate
-                break
-            except OSError:
-                continue
-        name = name or ctypes.util.find_library("c")  # (musl, macOS: runs a tool once)
-        if name is None:
-            raise OSError("no C library found")
-        released = ctypes.CDLL(name, use_errno=True)  # calls release the GIL
-        held = ctypes.PyDLL(name, use_errno=True)  # calls keep it (short ones)
+        try:  # glibc by name; else (musl, macOS) look it up, which runs a tool once
+            released = ctypes.CDLL("libc.so.6", use_errno=True)  # calls release the GIL
+            name = "libc.so.6"
+        except OSError:
+            name = ctypes.util.find_library("c") or ""
+            released = ctypes.CDLL(name or None, use_errno=True)
+        held = ctypes.PyDLL(name or None, use_errno=True)  # calls keep it (short ones)
         self.spawn = released.posix_spawn
         self.spawn.restype = ctypes.c_int
         self.fa_init = held.posix_spawn_file_actions_init
@@ -83,8 +76,7 @@ class _Prepared(threading.local):
         self.actions: dict[int, Any] = {}
         self.attrs: dict[bool, Any] = {}
         self.env_key: tuple[int, tuple[str, ...]] | None = None
-        self.env_keep: list[bytes] = []
-        self.envp: Any = None
+        self.envp: Any = None  # (a ctypes array keeps the bytes put into it alive)
         self.base: Any = None
         self.first = 0
 
@@ -159,7 +151,7 @@ def _envp(base: dict[str, str], extra: dict[str, str]) -> Any:
     if p.env_key != key:
         keep = [_entry(k, v) for k, v in base.items() if k not in extra]
         p.envp = (ctypes.c_char_p * (len(keep) + len(names) + 1))(*keep)
-        p.env_keep, p.env_key, p.first = keep, key, len(keep)
+        p.env_key, p.first = key, len(keep)
         p.base = base  # (held: its id stays its own)
     envp, i = p.envp, p.first
     for k, v in extra.items():

@@ -202,8 +202,7 @@ class CommandRunner:
             if e.kill_reason:
                 e.log.close(e.fd, e.spec.out, e.fresh, e.lingering)
                 return W.write_failure(e.spec, e.kill_status, e.kill_reason, e.started)
-            e.log.close(e.fd, e.spec.out, e.fresh, e.lingering)
-            return C.finish_command(e.spec, e.code, e.started)
+            return C.end_command(e.spec, e.log, e.fd, e.fresh, e.code, e.started, e.lingering)
         except Exception as exc:  # (its folder went away…): this task fails, the bundle goes on
             return W.outcome(e.spec, "failed", error=f"cannot record the end of the command: "
                                                      f"{exc}")
