@@ -56,6 +56,24 @@ def test_spawn_environment_output_and_process_group(spawner, tmp_path: Path) -> 
     assert int(lines[4]) != os.getpgrp() and int(lines[9]) != os.getpgrp()
 
 
+def test_environment_entries_follow_each_tasks_values() -> None:
+    """The environment array is kept per thread and an entry re-encoded only when its
+    value changed: every call still gives exactly the base updated by that task's values."""
+    if spawn._libc is None:
+        pytest.skip("libc cannot be loaded with ctypes here")
+    base = {"PATH": "/bin", "OVER": "base"}
+    tasks = [{"OVER": "a", "T": "1"}, {"OVER": "a", "T": "2"}, {"OVER": "b", "T": "2"},
+             {"OVER": "a", "T": "1"}, {"T": "3"}, {"OVER": "c", "T": "1"}]
+    for extra in tasks:
+        envp = spawn._envp(base, extra)
+        got = []
+        for i in itertools.count():
+            if envp[i] is None:
+                break
+            got.append(envp[i].decode())
+        assert sorted(got) == sorted(f"{k}={v}" for k, v in {**base, **extra}.items())
+
+
 def test_spawn_of_a_missing_program_raises(spawner, tmp_path: Path) -> None:
     fd = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT, 0o644)
     with pytest.raises(OSError) as err:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pickle
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +99,8 @@ class Checkpoints:
             return None
         if reader is not None:
             return reader(last)
+        import pickle
+
         with open(last, "rb") as fh:
             return pickle.load(fh)
 
@@ -119,6 +120,8 @@ class Checkpoints:
             if writer is not None:
                 writer(tmp)
             else:
+                import pickle
+
                 with open(tmp, "wb") as fh:
                     pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
             fd = os.open(tmp, os.O_RDONLY)

@@ -9,12 +9,16 @@ and constants are hashed instead.
 from __future__ import annotations
 
 import ast
-import hashlib
 import inspect
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+try:  # (hashlib's blake2b is this one; importing hashlib also loads OpenSSL, ~4 ms)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover (not CPython)
+    from hashlib import blake2b
 
 
 def _strip_docstrings(tree: ast.AST) -> None:
@@ -72,12 +76,12 @@ def code_hash(fn: Callable[..., Any]) -> str:
     text = normalised_source(fn)
     if text is None:
         text = "bytecode:" + _bytecode_text(fn)
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    return blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def text_hash(text: str) -> str:
     """A short stable hash of a text (command templates)."""
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    return blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def hash_code(*parts: Any, base: str | None = None) -> str:
@@ -98,7 +102,7 @@ def hash_code(*parts: Any, base: str | None = None) -> str:
     if base is None:
         caller = sys._getframe(1).f_globals.get("__file__")
         base = str(Path(caller).resolve().parent) if caller else "."
-    h = hashlib.blake2b(digest_size=6)
+    h = blake2b(digest_size=6)
     for part in parts:
         if isinstance(part, (str, Path)):
             path = Path(base) / part

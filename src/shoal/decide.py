@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
+from shoal.codehash import blake2b
 from shoal.resultfile import RESULT, read_json
 from shoal.state import Store
 from shoal.tasks import CHANGED, DONE, FAILED, MISSING, REASONS, StepPlan

@@ -10,10 +10,9 @@ because it is *missing*, *failed* or *changed* (with the cause).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from hashlib import blake2b
 from pathlib import Path
 
-from shoal.codehash import code_hash, text_hash
+from shoal.codehash import blake2b, code_hash, text_hash
 from shoal.decide import decide, existing_keys, inputs_of, task_inputs
 from shoal.errors import SpecError
 from shoal.grid import Point, Value

@@ -31,7 +31,7 @@ FSYNC = os.environ.get("SHOAL_FSYNC", "0") not in ("", "0", "false", "no")
 def write_json_atomic(path: Path | str, data: Any, fsync: bool | None = None) -> None:
     """Write JSON to ``path`` atomically: a temp file in the same folder, then rename."""
     path = str(path)
-    text = json.dumps(data, separators=(",", ":"), default=_json_default).encode()
+    text = _ENCODER.encode(data).encode()
     tmp = f"{path}.{unique_id()}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
@@ -69,6 +69,10 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_json_default)  # (one, not one
+# per call as json.dumps makes for non-default options)
 
 
 def read_json(path: Path | str) -> dict[str, Any] | None:

@@ -339,4 +339,6 @@ class Controller(Outcomes):
         self._last_flush = now
         recs, self.records = self.records, []
         rows, self.attempt_rows = self.attempt_rows, []
+        if len(recs) > 1:  # a task that started and ended since the last flush: its last
+            recs = list({(r.step, r.key): r for r in recs}.values())  # record only
         self.store.put(recs, attempts=rows)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 
 from shoal.resources import Resources
@@ -27,6 +26,8 @@ def detect_gpus() -> list[int]:
     exe = shutil.which("nvidia-smi")
     if not exe:
         return []
+    import subprocess
+
     try:
         out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):

@@ -14,7 +14,6 @@ defaults (Python ignores them). Where libc cannot be loaded this way (not Linux 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -34,7 +33,9 @@ class _Libc:
             released = ctypes.CDLL("libc.so.6", use_errno=True)  # calls release the GIL
             name = "libc.so.6"
         except OSError:
-            name = ctypes.util.find_library("c") or ""
+            from ctypes.util import find_library
+
+            name = find_library("c") or ""
             released = ctypes.CDLL(name or None, use_errno=True)
         held = ctypes.PyDLL(name or None, use_errno=True)  # calls keep it (short ones)
         self.spawn = released.posix_spawn
@@ -79,6 +80,7 @@ class _Prepared(threading.local):
         self.envp: Any = None  # (a ctypes array keeps the bytes put into it alive)
         self.base: Any = None
         self.first = 0
+        self.last: dict[str, tuple[str, bytes]] = {}  # extra name -> (value, its entry)
 
 
 _prepared = _Prepared()
@@ -144,7 +146,8 @@ def _entry(k: str, v: str) -> bytes:
 
 def _envp(base: dict[str, str], extra: dict[str, str]) -> Any:
     """The NULL-terminated ``char *envp[]`` for ``base`` updated by ``extra``: the base part
-    is encoded once per thread (and per set of extra names), ``extra`` on each call."""
+    is encoded once per thread (and per set of extra names), an ``extra`` entry when its
+    value differs from the last call's (most are the same from task to task)."""
     p = _prepared
     names = tuple(extra)
     key = (id(base), names)
@@ -153,9 +156,13 @@ def _envp(base: dict[str, str], extra: dict[str, str]) -> Any:
         p.envp = (ctypes.c_char_p * (len(keep) + len(names) + 1))(*keep)
         p.env_key, p.first = key, len(keep)
         p.base = base  # (held: its id stays its own)
-    envp, i = p.envp, p.first
+        p.last = {}
+    envp, i, last = p.envp, p.first, p.last
     for k, v in extra.items():
-        envp[i] = _entry(k, v)
+        seen = last.get(k)
+        if seen is None or seen[0] != v:
+            seen = last[k] = (v, _entry(k, v))
+            envp[i] = seen[1]
         i += 1
     return envp
 

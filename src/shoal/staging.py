@@ -18,9 +18,9 @@ import os
 import shutil
 import time
 from collections.abc import Iterable, Sequence
-from hashlib import blake2b
 from pathlib import Path
 
+from shoal.codehash import blake2b
 from shoal.errors import ShoalError
 
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")

@@ -14,7 +14,6 @@ import contextlib
 import os
 import select
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from shoal.errors import ShoalError
 from shoal.taskspec import TaskSpec
 
 if TYPE_CHECKING:
+    import subprocess
     from multiprocessing.connection import Connection
 
 Shape = tuple[int, tuple[int, ...]]
@@ -95,7 +95,8 @@ class LocalBackend:
             w.inbox.send(("run", specs))
 
     def _spawn(self, shape: Shape, spec: TaskSpec) -> _Worker:
-        from multiprocessing.connection import Connection  # (not needed for commands)
+        import subprocess  # (not needed for commands)
+        from multiprocessing.connection import Connection
 
         r_in, w_in = os.pipe()
         r_out, w_out = os.pipe()
@@ -127,6 +128,8 @@ class LocalBackend:
         for c in (w.inbox, w.outbox):
             with contextlib.suppress(OSError):
                 c.close()
+        import subprocess
+
         with contextlib.suppress(subprocess.TimeoutExpired):
             w.proc.wait(timeout=5 if not kill else 10)
         if w in self.workers:
