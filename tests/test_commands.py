@@ -162,6 +162,25 @@ def test_each_command_task_keeps_its_own_log(write_exp, tmp_path: Path) -> None:
             assert not log.exists()
 
 
+def test_command_checkpoints_go_on_success_and_stay_after_a_failure(write_exp, tmp_path):
+    """A command's $SHOAL_CHECKPOINTS folder is removed once it succeeds (a rerun must not
+    resume from it) and kept, claimed for the task's version, when it fails."""
+    res = _script_tasks(write_exp, tmp_path, 8, 2,
+                        'mkdir -p "$SHOAL_CHECKPOINTS" && echo 1 > "$SHOAL_CHECKPOINTS/c1"\n'
+                        '[ $(($1 % 2)) = 0 ] || exit 1\n'
+                        'echo \'{"ok": 1}\' > "$SHOAL_OUT/metrics.json"\n')
+    assert res.returncode == 1
+    for i in range(8):
+        folder = tmp_path / f"runs/c/i={i}"
+        ckpt = folder / resultfile.CHECKPOINTS
+        if i % 2 == 0:
+            doc = json.loads((folder / resultfile.RESULT).read_text())
+            assert doc["metrics"] == {"ok": 1} and not ckpt.exists()
+        else:
+            assert not (folder / resultfile.RESULT).exists()
+            assert (ckpt / "c1").exists() and len(list(ckpt.iterdir())) > 1  # (+ its claim)
+
+
 def test_a_timeout_inside_a_bundle_of_commands(write_exp, tmp_path: Path) -> None:
     """A command killed inside a bundle fails alone; the commands queued behind it run
     afterwards with their first attempt; the store has no task left running."""
@@ -241,6 +260,64 @@ def test_task_log_is_live_in_place_and_absent_when_silent(tmp_path: Path, monkey
     os.write(fd, b"again\n")
     log.close(fd, str(folders[1]), fresh)
     assert (folders[1] / ".shoal.log").read_text() == "hello\n=== attempt 2 ===\nagain\n"
+
+
+def test_a_deferred_task_log_is_placed_late_or_at_the_end_and_only_if_written(tmp_path):
+    """A deferred log (short commands) stays out of the task folder until place() (a command
+    that runs a while) or close(); a silent task never gets one, and the scratch file serves
+    the next task; one that wrote keeps its log, also where its scratch file went away."""
+    scratch = tmp_path / "scratch"
+    log = TaskLog(str(scratch), "-t")
+    folders = [tmp_path / f"t{i}" for i in range(5)]
+    for f in folders:
+        f.mkdir()
+    logs = [f / ".shoal.log" for f in folders]
+    fd, fresh = log.open(str(folders[0]), "", new_folder=True, defer=True)
+    assert fresh and not logs[0].exists()
+    log.close(fd, str(folders[0]), fresh)  # silent: nothing, and the scratch file stays
+    assert not logs[0].exists() and fd == log._fd
+    fd, fresh = log.open(str(folders[1]), "", new_folder=True, defer=True)
+    os.write(fd, b"short\n")
+    log.close(fd, str(folders[1]), fresh)  # wrote: moved into its folder at the end
+    assert logs[1].read_text() == "short\n" and not logs[0].exists()
+    fd, fresh = log.open(str(folders[2]), "", new_folder=True, defer=True)
+    log.place()  # it runs a while: live in its folder
+    assert logs[2].exists()
+    os.write(fd, b"long\n")
+    assert logs[2].read_text() == "long\n"
+    log.close(fd, str(folders[2]), fresh)
+    assert logs[2].read_text() == "long\n"
+    fd, fresh = log.open(str(folders[3]), "", new_folder=True, defer=True)
+    log.place()
+    log.close(fd, str(folders[3]), fresh)  # placed, then silent: removed again
+    assert not logs[3].exists()
+    fd, fresh = log.open(str(folders[4]), "", new_folder=True, defer=True)
+    for f in scratch.iterdir():  # (its name went: the content is copied)
+        f.unlink()
+    os.write(fd, b"kept\n")
+    log.close(fd, str(folders[4]), fresh)
+    assert logs[4].read_text() == "kept\n"
+    assert [p.read_text() for p in logs if p.exists()] == ["short\n", "long\n", "kept\n"]
+
+
+def test_a_long_command_s_log_is_in_its_folder_while_it_runs(write_exp, tmp_path) -> None:
+    """Short commands' logs are put in place at their end; one that runs a while has its log
+    in its folder while it still runs (`shoal logs` can follow it)."""
+    (tmp_path / "task.sh").write_text(
+        'echo "started $1"\n'
+        'if [ "$1" = 0 ]; then\n'
+        '  for k in $(seq 100); do [ -e "$SHOAL_OUT/.shoal.log" ] && break; sleep 0.1; done\n'
+        '  [ -e "$SHOAL_OUT/.shoal.log" ] && echo placed || echo "not placed"\n'
+        'fi\n')
+    path = write_exp("""
+        exp = shoal.Experiment("longlog", grid=shoal.Grid(i=range(3)))
+        exp.command("c", "sh task.sh {i}", per=["i"])
+    """)
+    res = run(path, "-j", "1")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "runs/c/i=0/.shoal.log").read_text() == "started 0\nplaced\n"
+    for i in (1, 2):
+        assert (tmp_path / f"runs/c/i={i}/.shoal.log").read_text() == f"started {i}\n"
 
 
 def test_task_log_survives_its_scratch_file_being_removed(tmp_path: Path) -> None:

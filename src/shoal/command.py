@@ -86,16 +86,16 @@ class Prepared:
     error: str | None = None  # why it cannot start (written to its log)
 
 
-def prepare_command(spec: TaskSpec, log: TaskLog) -> Prepared:
+def prepare_command(spec: TaskSpec, log: TaskLog, defer_log: bool = False) -> Prepared:
     """A clean task folder and its open log (raises OSError when the folder cannot be
-    made)."""
+    made); ``defer_log``: see :class:`~shoal.worker.TaskLog`."""
     new = prepare_folder(spec.out)
     if not new and os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):  # another fp's?
         Checkpoints(spec.out, spec.fingerprint)._check()
     header = "" if new else (  # (a new folder has no log to append to)
         f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime()} ===\n"
         f"$ {spec.command}\n")
-    fd, fresh = log.open(spec.out, header, new)
+    fd, fresh = log.open(spec.out, header, new, defer_log)
     p = Prepared(spec, log, fd, fresh, spec.argv or ["/bin/sh", "-c", spec.command or ""],
                  spec.env())
     if spec.stage:
@@ -138,12 +138,12 @@ def spawn_command(
 
 def end_command(
     spec: TaskSpec, log: TaskLog, fd: int, fresh: bool, code: int, started: float,
-    lingering: bool = False, stopped: bool = False,
+    lingering: bool = False, stopped: bool = False, ended: float | None = None,
 ) -> dict[str, Any]:
     """Close the command's log (``lingering``: something it started may still write to it)
-    and write its result or error file."""
+    and write its result or error file (``ended``: when it exited; default now)."""
     log.close(fd, spec.out, fresh, lingering)
-    return finish_command(spec, code, started, stopped)
+    return finish_command(spec, code, started, stopped, ended)
 
 
 def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -186,31 +186,33 @@ def _install_forwarding() -> None:
 
 
 def finish_command(
-    spec: TaskSpec, returncode: int, started: float, stopped: bool = False
+    spec: TaskSpec, returncode: int, started: float, stopped: bool = False,
+    ended: float | None = None,
 ) -> dict[str, Any]:
-    """Record the end of a command task run by a backend. A command that failed after a stop
-    request (preemption, a segment's end) is *interrupted*: it goes out again, using no
-    retry."""
-    try:  # one look at the folder answers: metrics? checkpoints? an old error file?
-        names: set[str] | None = set(os.listdir(spec.out))
-    except OSError:
-        names = None
-    has = (lambda name: True) if names is None else names.__contains__
-    if returncode != 0 and has(resultfile.CHECKPOINTS) and os.path.isdir(
-        f"{spec.out}/{resultfile.CHECKPOINTS}"
-    ):
-        Checkpoints(spec.out, spec.fingerprint).claim()  # kept for the next attempt
+    """Record the end of a command task run by a backend (``ended``: when the command
+    exited, default now). A command that failed after a stop request (preemption, a
+    segment's end) is *interrupted*: it goes out again, using no retry."""
+    if ended is None:
+        ended = time.time()
+    # what the command may have left: checkpoints, metrics (the folder was emptied before
+    # it ran, so no old error file is left; two lookups cost less than listing the folder)
+    out = spec.out
+    ckpt = os.access(f"{out}/{resultfile.CHECKPOINTS}", os.F_OK)
+    if returncode != 0 and ckpt and os.path.isdir(f"{out}/{resultfile.CHECKPOINTS}"):
+        Checkpoints(out, spec.fingerprint).claim()  # kept for the next attempt
     if returncode == 0:
         try:
-            metrics = (resultfile.read_json(f"{spec.out}/{METRICS}") if has(METRICS)
-                       else None) or {}
-            return write_success(spec, metrics, started, names)
+            metrics = (resultfile.read_json(f"{out}/{METRICS}")
+                       if os.access(f"{out}/{METRICS}", os.F_OK) else None) or {}
+            names = (resultfile.CHECKPOINTS,) if ckpt else ()
+            return write_success(spec, metrics, started, names, ended)
         except Exception as exc:
-            return write_failure(spec, "failed", f"cannot write result: {exc}", started)
+            return write_failure(spec, "failed", f"cannot write result: {exc}", started,
+                                 ended)
     if stopped:
         return write_failure(spec, "interrupted", f"stopped on request: {_ended(returncode)}",
-                             started)
-    return write_failure(spec, "failed", _ended(returncode), started)
+                             started, ended)
+    return write_failure(spec, "failed", _ended(returncode), started, ended)
 
 
 def _ended(returncode: int) -> str:

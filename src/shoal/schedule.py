@@ -48,7 +48,7 @@ class _Running:
 
 
 BUNDLE_S = 0.2  # target length of a bundle of short tasks sent to one worker at once
-MAX_BUNDLE = 64
+MAX_BUNDLE = 256
 
 
 class Controller(Outcomes):
@@ -215,14 +215,15 @@ class Controller(Outcomes):
             if self._unflushed_starts:  # a deferring backend starts them in poll()
                 self._flush(force=True)
                 self._unflushed_starts = False
-            for outcome in self.backend.poll(0.2):
-                self._ingest(outcome)
+            else:  # (after the dispatch: a slot that came free is busy again meanwhile)
+                self._flush()
             now = time.time()
-            self._check_time(now)
-            self._flush()
             if self.on_progress and now - last_progress >= 0.25:
                 last_progress = now
                 self.on_progress(self)
+            for outcome in self.backend.poll(0.2):
+                self._ingest(outcome)
+            self._check_time(time.time())
 
     def _dispatch(self) -> None:
         for k in range(len(self.sps) - 1, -1, -1):  # downstream first: results flow early

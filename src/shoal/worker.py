@@ -100,6 +100,10 @@ class TaskLog:
     nothing, the link is removed and the scratch file serves the next task; if it wrote, the
     folder keeps the file and a new scratch file is made. Where hard links are refused, the
     scratch file is renamed into the folder and back instead.
+
+    A *deferred* log (``open(defer=True)``, short commands) is not put in place at the
+    start: :meth:`place` links it once the task has run a while, and :meth:`close` moves it
+    into the folder if the task wrote anything, so that a silent short task costs no link.
     """
 
     def __init__(self, scratch_dir: str, slot: str = "") -> None:
@@ -107,10 +111,14 @@ class TaskLog:
         self.scratch_dir = scratch_dir
         self._fd = -1  # open on the scratch file (linking)
         self._links = True  # hard links work here
+        self._pending: str | None = None  # the task folder of a deferred log not placed yet
 
-    def open(self, out: str, header: str, new_folder: bool = False) -> tuple[int, bool]:
+    def open(
+        self, out: str, header: str, new_folder: bool = False, defer: bool = False
+    ) -> tuple[int, bool]:
         """Open the log of the task in ``out`` (``new_folder``: made just now, so it has
-        none); returns (fd, whether it is a fresh file).
+        none); returns (fd, whether it is a fresh file). ``defer``: a fresh log is put in
+        the folder later (see the class), not now.
 
         A fresh log (first attempt) holds the task's output alone; later attempts append
         after a ``=== attempt N ... ===`` line.
@@ -123,6 +131,9 @@ class TaskLog:
         if self._links:
             if self._fd < 0:
                 self._fd = self._new_scratch()
+            if defer:
+                self._pending = out
+                return self._fd, True
             try:
                 try:
                     os.link(self.scratch, path)
@@ -149,24 +160,53 @@ class TaskLog:
         os.makedirs(self.scratch_dir, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):  # (a dead process's, same pid)
             os.unlink(self.scratch)
-        return os.open(self.scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND  # (read: see _move_into)
+        return os.open(self.scratch, flags, 0o644)
+
+    def place(self) -> None:
+        """Put a deferred log in its task folder now (best effort: else at :meth:`close`)."""
+        out = self._pending
+        if out is not None:
+            with contextlib.suppress(OSError):
+                os.link(self.scratch, f"{out}/{resultfile.LOG}")
+                self._pending = None
 
     def close(self, fd: int, out: str, fresh: bool, lingering: bool = False) -> None:
         """Close; the folder gets no log when the attempt wrote nothing (and left nothing
         running that could still write: ``lingering``)."""
         empty = fresh and not lingering and os.fstat(fd).st_size == 0
-        if fresh and fd == self._fd:  # the scratch file, linked into the folder
+        if fresh and fd == self._fd:  # the scratch file, linked into the folder (or not yet)
+            pending, self._pending = self._pending is not None, None
             if empty:
-                with contextlib.suppress(OSError):
-                    os.unlink(f"{out}/{resultfile.LOG}")
+                if not pending:
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{out}/{resultfile.LOG}")
                 return
             self._fd = -1  # the folder keeps it
-            with contextlib.suppress(OSError):
-                os.unlink(self.scratch)
+            if pending:
+                _move_into(self.scratch, fd, f"{out}/{resultfile.LOG}")
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.scratch)
         os.close(fd)
         if empty:
             with contextlib.suppress(OSError):
                 os.rename(f"{out}/{resultfile.LOG}", self.scratch)
+
+
+def _move_into(scratch: str, fd: int, path: str) -> None:
+    """Move the scratch file open on ``fd`` to ``path`` (a copy of its content where the
+    scratch file's name went or cannot be renamed there)."""
+    try:
+        os.rename(scratch, path)
+        return
+    except OSError:
+        pass
+    with contextlib.suppress(OSError), open(path, "ab") as dst:
+        offset = 0
+        while chunk := os.pread(fd, 1 << 20, offset):
+            dst.write(chunk)
+            offset += len(chunk)
 
 
 _logs: dict[str, TaskLog] = {}
@@ -268,13 +308,17 @@ def outcome(spec: TaskSpec, status: str, **extra: Any) -> dict[str, Any]:
             **extra}
 
 
-def write_failure(spec: TaskSpec, status: str, error: str, started: float) -> dict[str, Any]:
-    """Write ``.shoal-error.json`` for a failed or interrupted attempt; return the outcome."""
+def write_failure(
+    spec: TaskSpec, status: str, error: str, started: float, ended: float | None = None
+) -> dict[str, Any]:
+    """Write ``.shoal-error.json`` for a failed or interrupted attempt; return the outcome.
+    ``ended``: when the attempt ended (default: now)."""
     out = spec.out
     doc = resultfile.make_result(
         experiment=spec.experiment, step=spec.step, key=spec.key, params=spec.params,
         fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,
-        attempt=spec.attempt, started=started, ended=time.time(), host=HOST, metrics=None,
+        attempt=spec.attempt, started=started, ended=ended or time.time(), host=HOST,
+        metrics=None,
     )
     doc["status"] = status
     doc["error"] = error
@@ -286,14 +330,17 @@ def write_failure(spec: TaskSpec, status: str, error: str, started: float) -> di
 
 
 def write_success(
-    spec: TaskSpec, metrics: dict[str, Any], started: float, names: Collection[str] | None = None
+    spec: TaskSpec, metrics: dict[str, Any], started: float,
+    names: Collection[str] | None = None, ended: float | None = None,
 ) -> dict[str, Any]:
     """Write ``.shoal-result.json`` (the task is done from here on); return the outcome.
-    ``names``: what the task folder holds, where the caller listed it already."""
+    ``names``: where the caller knows, which of shoal's files the task folder holds (an old
+    error file, checkpoints); None: look."""
     doc = resultfile.make_result(
         experiment=spec.experiment, step=spec.step, key=spec.key, params=spec.params,
         fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,
-        attempt=spec.attempt, started=started, ended=time.time(), host=HOST, metrics=metrics,
+        attempt=spec.attempt, started=started, ended=ended or time.time(), host=HOST,
+        metrics=metrics,
     )
     doc["token"] = spec.token
     if names is None or resultfile.ERROR in names:

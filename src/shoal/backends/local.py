@@ -159,6 +159,7 @@ class LocalBackend:
                 outcomes.extend(self._receive(w))
         if self._commands is not None:
             outcomes.extend(self._commands.drain())
+            self._commands.place_logs(time.time())
         return outcomes
 
     def _wait(self, fds: list[int], timeout: float) -> set[int]:

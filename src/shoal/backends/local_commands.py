@@ -27,6 +27,7 @@ from shoal import worker as W
 from shoal.taskspec import TaskSpec
 
 WAKE_EVERY = 32  # successes that wake the controller up (see CommandRunner._post)
+PLACE_LOG_AFTER = 0.5  # s a command runs before its log is put in its folder (if silent)
 
 
 @dataclass(eq=False)
@@ -36,6 +37,7 @@ class _Bundle:
     next: int = 0
     pending: int = 0  # tasks whose outcome is not posted yet
     current: TaskSpec | None = None  # the task whose command runs now
+    unplaced: W.TaskLog | None = None  # its log, not in its folder yet (see place_logs)
     pid: int | None = None
     started: float = 0.0
     kill_reason: str | None = None
@@ -54,6 +56,7 @@ class _Ended:
     fresh: bool
     code: int
     started: float
+    ended: float  # when it exited (waited for)
     kill_reason: str | None
     kill_status: str
     lingering: bool = False  # its process group outlived it (may still write to its log)
@@ -133,6 +136,7 @@ class CommandRunner:
                     started = time.time()
                     pid = C.start_command(p, self.env, True)
                     with b.lock:  # a kill or stop that came during the spawn: now
+                        b.unplaced = p.log
                         b.started, b.pid, b.current = started, pid, spec  # (glimpsed lock-free)
                         late = self.stopping or b.kill_reason
                     if late and pid is not None:
@@ -151,13 +155,13 @@ class CommandRunner:
                     code = os.waitstatus_to_exitcode(status)
                     lingering = _group_alive(pid)  # (something it started still runs)
                 with b.lock:
-                    b.pid = b.current = None
-                    ended = _Ended(spec, p.log, p.fd, p.fresh, code, started, b.kill_reason,
-                                   b.kill_status, lingering)
+                    b.pid = b.current = b.unplaced = None
+                    ended = _Ended(spec, p.log, p.fd, p.fresh, code, started, time.time(),
+                                   b.kill_reason, b.kill_status, lingering)
                 spec = None
         except BaseException as exc:  # never lose a task: those at hand failed, the rest wait
             with b.lock:
-                pid, b.pid, b.current = b.pid, None, None
+                pid, b.pid, b.current, b.unplaced = b.pid, None, None, None
             if pid is not None:  # (a command still running: end it)
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
@@ -188,7 +192,7 @@ class CommandRunner:
             b.next += 1
             log = b.logs.pop() if b.logs else self._new_log(spec)
             try:
-                return C.prepare_command(spec, log)
+                return C.prepare_command(spec, log, defer_log=True)
             except Exception as exc:  # (OSError: the folder cannot be made)
                 b.logs.append(log)
                 self._post(b, W.outcome(spec, "failed",
@@ -201,8 +205,10 @@ class CommandRunner:
         try:
             if e.kill_reason:
                 e.log.close(e.fd, e.spec.out, e.fresh, e.lingering)
-                return W.write_failure(e.spec, e.kill_status, e.kill_reason, e.started)
-            return C.end_command(e.spec, e.log, e.fd, e.fresh, e.code, e.started, e.lingering)
+                return W.write_failure(e.spec, e.kill_status, e.kill_reason, e.started,
+                                       e.ended)
+            return C.end_command(e.spec, e.log, e.fd, e.fresh, e.code, e.started, e.lingering,
+                                 ended=e.ended)
         except Exception as exc:  # (its folder went away…): this task fails, the bundle goes on
             return W.outcome(e.spec, "failed", error=f"cannot record the end of the command: "
                                                      f"{exc}")
@@ -235,6 +241,16 @@ class CommandRunner:
                 break
         self.bundles = [b for b in self.bundles if b.pending]
         return out
+
+    def place_logs(self, now: float) -> None:
+        """Put the logs of commands running for ``PLACE_LOG_AFTER`` s in their folders (a
+        short one's log goes there when it ends, and only if it wrote anything)."""
+        for b in list(self.bundles):
+            if b.unplaced is not None and now - b.started > PLACE_LOG_AFTER:  # (a glimpse)
+                with b.lock:
+                    if b.unplaced is not None:
+                        b.unplaced.place()
+                        b.unplaced = None  # (placed, or left for the end)
 
     def running_specs(self) -> list[tuple[TaskSpec, float]]:
         out = []
