@@ -86,6 +86,17 @@ class _Prepared(threading.local):
 _prepared = _Prepared()
 
 
+_null = -1
+
+
+def _devnull() -> int:
+    """An fd open on /dev/null for commands' stdin (not inherited as itself)."""
+    global _null
+    if _null < 0:
+        _null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _null
+
+
 def _actions(lib: _Libc, log_fd: int) -> Any:
     p = _prepared
     fa = p.actions.get(log_fd)
@@ -96,7 +107,7 @@ def _actions(lib: _Libc, log_fd: int) -> Any:
             p.actions.clear()
         fa = ctypes.create_string_buffer(_BUF)
         lib.fa_init(fa)
-        lib.fa_open(fa, 0, os.devnull.encode(), os.O_RDONLY, 0)
+        lib.fa_dup2(fa, _devnull(), 0)  # (a dup: no path lookup in each child)
         lib.fa_dup2(fa, log_fd, 1)
         lib.fa_dup2(fa, log_fd, 2)
         p.actions[log_fd] = fa
