@@ -22,14 +22,16 @@ from shoal.worker import TaskLog
 from test_run import run
 
 
-@pytest.fixture(params=["ctypes", "os.posix_spawn"])
+@pytest.fixture(params=["fork_exec", "ctypes", "posix_spawn"])
 def spawner(request, monkeypatch):
-    """Both ways of starting a process: libc's posix_spawn through ctypes (the GIL is
-    released meanwhile) and the fallback, os.posix_spawn."""
-    if request.param == "os.posix_spawn":
-        monkeypatch.setattr(spawn, "_libc", None)
-    elif spawn._libc is None:
+    """Every way of starting a process: CPython's _posixsubprocess.fork_exec (vfork, the GIL
+    released), libc's posix_spawn through ctypes (the GIL released) and the fallback,
+    os.posix_spawn."""
+    if request.param == "fork_exec" and spawn._fork_exec is None:
+        pytest.skip("_posixsubprocess.fork_exec's signature is not known for this Python")
+    if request.param == "ctypes" and spawn._libc is None:
         pytest.skip("libc cannot be loaded with ctypes here")
+    monkeypatch.setattr(spawn, "_method", request.param)
     return spawn.spawn
 
 
@@ -56,21 +58,25 @@ def test_spawn_environment_output_and_process_group(spawner, tmp_path: Path) -> 
     assert int(lines[4]) != os.getpgrp() and int(lines[9]) != os.getpgrp()
 
 
-def test_environment_entries_follow_each_tasks_values() -> None:
-    """The environment array is kept per thread and an entry re-encoded only when its
-    value changed: every call still gives exactly the base updated by that task's values."""
-    if spawn._libc is None:
+@pytest.mark.parametrize("form", ["list", "ctypes"])
+def test_environment_entries_follow_each_tasks_values(form: str) -> None:
+    """The environment is kept per thread and an entry re-encoded only when its value
+    changed: every call still gives exactly the base updated by that task's values."""
+    if form == "ctypes" and spawn._libc is None:
         pytest.skip("libc cannot be loaded with ctypes here")
     base = {"PATH": "/bin", "OVER": "base"}
     tasks = [{"OVER": "a", "T": "1"}, {"OVER": "a", "T": "2"}, {"OVER": "b", "T": "2"},
              {"OVER": "a", "T": "1"}, {"T": "3"}, {"OVER": "c", "T": "1"}]
     for extra in tasks:
-        envp = spawn._envp(base, extra)
         got = []
-        for i in itertools.count():
-            if envp[i] is None:
-                break
-            got.append(envp[i].decode())
+        if form == "list":
+            got = [e.decode() for e in spawn._env_list(base, extra)]
+        else:
+            envp = spawn._envp(base, extra)
+            for i in itertools.count():
+                if envp[i] is None:
+                    break
+                got.append(envp[i].decode())
         assert sorted(got) == sorted(f"{k}={v}" for k, v in {**base, **extra}.items())
 
 
