@@ -6,7 +6,9 @@ Everything is measured in one run, each case as a whole process timed from spawn
   trivial command tasks (``exp.command("c", "true")``) under ``shoal run -j 2 --progress
   none``, each twice: with the run root on disk (under ``--workdir``, default the temp dir)
   and on tmpfs (``/dev/shm``, where it exists), a fresh root for each measurement; on a
-  disk where creating a file costs ~0.3 ms, the root's file system weighs a lot;
+  disk where creating a file costs ~0.3 ms, the root's file system weighs a lot (a probe
+  prints that cost first: ext4 without a journal allocates inodes several times slower
+  within ~40 s of many deletions, so run this on a quiet disk, not right after the tests);
 * ``seq N | xargs -P 2 -I{} true``: the same commands with nothing recorded;
 * these task-rate cases ``--rounds`` times (3), one after the other in each round; the
   summary gives the median round (a shared VM's timings vary by 10-20 % from run to run),
@@ -214,6 +216,23 @@ def shoal_done(t: Timed) -> int | None:
     """The ``N done`` count from shoal run's closing line (on stderr)."""
     found = re.search(r"^shoal: ([\d,]+) done", t.stderr, re.M)
     return int(found.group(1).replace(",", "")) if found else None
+
+
+def disk_probe(work: Path, n: int = 300) -> str:
+    """The CPU cost of making a task-like folder with a file in it on the disk folder (kept
+    until the end: deleting would slow what follows). ext4 without a journal skips recently
+    freed inodes when it allocates, so within ~40 s of many deletions (a test run, another
+    benchmark) this costs several times more, and the disk figures fall with it."""
+    base = fresh_dir(work, "probe-")
+    t = time.process_time()
+    for i in range(n):
+        os.mkdir(base / f"i={i}")
+        fd = os.open(base / f"i={i}" / "f", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+    us = (time.process_time() - t) / n * 1e6
+    note = (" (slow: the file system is busy, or freed many inodes in the last minute; "
+            "the disk figures will be low)" if us > 150 else "")
+    return f"disk probe: a folder with a file in it costs {us:.0f} us of CPU{note}"
 
 
 def fresh_dir(parent: Path, prefix: str) -> Path:
@@ -465,6 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if tmpfs is not None:
         roots["tmpfs"] = tmpfs
     print(f"disk folder: {work}; tmpfs folder: {tmpfs or 'none (no /dev/shm)'}")
+    print(disk_probe(work))
 
     fn: dict[str, list[Timed]] = {}  # per round
     cmd: dict[str, list[Timed]] = {}

@@ -272,15 +272,15 @@ def _spawn_vfork(path: str, argv: list[str], base_env: dict[str, str],
     env = _env_list(base_env, extra_env)
     r, w = os.pipe2(os.O_CLOEXEC)  # the child writes why it could not exec
     try:
-        pid = _fork_exec(  # type: ignore[misc]
-            args, [path.encode(*_FS)], False, (), None, env,  # no cwd: this process's
-            _devnull(), -1, -1, log_fd, -1, log_fd,  # stdin; stdout and stderr to the log
-            r, w, True, False, 0 if new_group else -1,  # default SIGPIPE/SIGXFSZ; pgroup
-            None, None, None, -1, None, True)  # gid, groups, uid, umask, preexec, vfork
-    finally:
-        os.close(w)
-    try:
-        data = os.read(r, 512)
+        try:
+            pid = _fork_exec(  # type: ignore[misc]
+                args, [path.encode(*_FS)], False, (), None, env,  # no cwd: this process's
+                _devnull(), -1, -1, log_fd, -1, log_fd,  # stdin; stdout, stderr to the log
+                r, w, True, False, 0 if new_group else -1,  # default SIGPIPE...; pgroup
+                None, None, None, -1, None, True)  # gid, groups, uid, umask, preexec, vfork
+        finally:
+            os.close(w)
+        data = os.read(r, 512)  # (empty once the child exec'ed: the pipe closed on exec)
     finally:
         os.close(r)
     if data:  # "OSError:<errno in hex>:<text>"
