@@ -303,8 +303,12 @@ class Controller(Outcomes):
             self.counts[k].running += 1
             # the store must never keep a "done" record beside a folder a worker emptied for
             # a rerun (a killed controller): such a task's "running" record is stored before
-            # it starts; the others' with the next flush
-            guard = guard or sp.state[i] == CHANGED or sp.detail.get(i) == "folder deleted"
+            # it starts; the others' with the next flush. A local bundle's later members
+            # wait in its queue: they are not recorded running (their outcome comes soon)
+            rerun = sp.state[i] == CHANGED or sp.detail.get(i) == "folder deleted"
+            guard = guard or rerun
+            if n and not rerun and not self._defers_start:
+                continue
             seg = self.segment(tid)
             self.records.append(TaskRecord(
                 sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code,
