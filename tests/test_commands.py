@@ -18,7 +18,7 @@ import pytest
 
 from shoal import resultfile, spawn
 from shoal.backends.local_commands import WAKE_EVERY, CommandRunner, _Bundle
-from shoal.worker import TaskLog
+from shoal.tasklog import TaskLog
 from test_run import run
 
 

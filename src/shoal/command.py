@@ -17,16 +17,9 @@ from shoal import worker as W
 from shoal.checkpoint import Checkpoints
 from shoal.errors import ShoalError
 from shoal.spawn import spawn
+from shoal.tasklog import TaskLog, task_log
 from shoal.taskspec import TaskSpec
-from shoal.worker import (
-    HOST,
-    TaskLog,
-    outcome,
-    prepare_folder,
-    task_log,
-    write_failure,
-    write_success,
-)
+from shoal.worker import HOST, outcome, prepare_folder, write_failure, write_success
 
 METRICS = "metrics.json"  # what a command writes to report its metrics
 _child: int | None = None
@@ -88,7 +81,7 @@ class Prepared:
 
 def prepare_command(spec: TaskSpec, log: TaskLog, defer_log: bool = False) -> Prepared:
     """A clean task folder and its open log (raises OSError when the folder cannot be
-    made); ``defer_log``: see :class:`~shoal.worker.TaskLog`."""
+    made); ``defer_log``: see :class:`~shoal.tasklog.TaskLog`."""
     new = prepare_folder(spec.out)
     if not new and os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):  # another fp's?
         Checkpoints(spec.out, spec.fingerprint)._check()

@@ -24,6 +24,7 @@ from typing import Any
 from shoal import command as C
 from shoal import spawn
 from shoal import worker as W
+from shoal.tasklog import TaskLog
 from shoal.taskspec import TaskSpec
 
 WAKE_EVERY = 32  # successes that wake the controller up (see CommandRunner._post)
@@ -33,11 +34,11 @@ PLACE_LOG_AFTER = 0.5  # s a command runs before its log is put in its folder (i
 @dataclass(eq=False)
 class _Bundle:
     todo: list[TaskSpec]  # in order; todo[:next] were taken
-    logs: list[W.TaskLog]  # scratch logs not in use (a running and a ready task hold one each)
+    logs: list[TaskLog]  # scratch logs not in use (a running and a ready task hold one each)
     next: int = 0
     pending: int = 0  # tasks whose outcome is not posted yet
     current: TaskSpec | None = None  # the task whose command runs now
-    unplaced: W.TaskLog | None = None  # its log, not in its folder yet (see place_logs)
+    unplaced: TaskLog | None = None  # its log, not in its folder yet (see place_logs)
     pid: int | None = None
     started: float = 0.0
     kill_reason: str | None = None
@@ -51,7 +52,7 @@ class _Ended:
     """A command that exited (or was killed), before its files are written."""
 
     spec: TaskSpec
-    log: W.TaskLog
+    log: TaskLog
     fd: int
     fresh: bool
     code: int
@@ -86,7 +87,7 @@ class CommandRunner:
     bundles: list[_Bundle] = field(default_factory=list)
     stopping: bool = False
     _outcomes: queue.SimpleQueue[dict[str, Any]] = field(default_factory=queue.SimpleQueue)
-    _spare_logs: list[W.TaskLog] = field(default_factory=list)
+    _spare_logs: list[TaskLog] = field(default_factory=list)
     _nlogs: Iterator[int] = field(default_factory=itertools.count)  # (next() is atomic)
     _rfd: int = -1
     _woken: bool = False
@@ -116,8 +117,8 @@ class CommandRunner:
         self.bundles.append(b)
         b.thread.start()
 
-    def _new_log(self, spec: TaskSpec) -> W.TaskLog:
-        return W.TaskLog(f"{spec.root}/.shoal/scratch", f"-cmd{next(self._nlogs)}")
+    def _new_log(self, spec: TaskSpec) -> TaskLog:
+        return TaskLog(f"{spec.root}/.shoal/scratch", f"-cmd{next(self._nlogs)}")
 
     def _run(self, b: _Bundle) -> None:
         """Run the bundle's commands one after the other, keeping the gap between two of them
