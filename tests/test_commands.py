@@ -306,6 +306,40 @@ def test_a_deferred_task_log_is_placed_late_or_at_the_end_and_only_if_written(tm
     assert [p.read_text() for p in logs if p.exists()] == ["short\n", "long\n", "kept\n"]
 
 
+def test_a_deferred_log_where_links_are_refused_and_after_an_aborted_open(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Where hard links are refused, place() renames the scratch file into the folder (and
+    a silent task gives it back); a deferred open never followed by close (its task failed
+    to prepare) leaves nothing that a later place() could link into the wrong folder."""
+    log = TaskLog(str(tmp_path / "scratch"), "-t")
+    a, b, c = (tmp_path / n for n in "abc")
+    for f in (a, b, c):
+        f.mkdir()
+    (b / ".shoal.log").write_text("old\n")
+    log.open(str(a), "", new_folder=True, defer=True)  # (aborted: never closed)
+    fd, fresh = log.open(str(b), "=== attempt 2 ===\n")  # appends to b's own log
+    log.place()
+    assert not (a / ".shoal.log").exists() and not fresh
+    log.close(fd, str(b), fresh)
+    assert (b / ".shoal.log").read_text() == "old\n=== attempt 2 ===\n"
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EPERM, "no hard links here")
+
+    monkeypatch.setattr(os, "link", refuse)
+    fd, fresh = log.open(str(c), "", new_folder=True, defer=True)
+    log.place()
+    assert (c / ".shoal.log").exists()  # live in place, by a rename
+    log.close(fd, str(c), fresh)  # silent: back to the scratch slot
+    assert not (c / ".shoal.log").exists() and os.path.exists(log.scratch)
+    fd, fresh = log.open(str(c), "", new_folder=True, defer=True)
+    log.place()
+    os.write(fd, b"kept\n")
+    log.close(fd, str(c), fresh)
+    assert (c / ".shoal.log").read_text() == "kept\n"
+
+
 def test_a_long_command_s_log_is_in_its_folder_while_it_runs(write_exp, tmp_path) -> None:
     """Short commands' logs are put in place at their end; one that runs a while has its log
     in its folder while it still runs (`shoal logs` can follow it)."""

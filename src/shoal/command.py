@@ -96,6 +96,8 @@ def prepare_command(spec: TaskSpec, log: TaskLog, defer_log: bool = False) -> Pr
             p.extra.update(staging.stage_env(spec.stage, spec.stage_dir))
         except ShoalError as exc:
             p.error = str(exc)
+        except OSError as exc:  # (the log is open: the task ends as one that cannot start)
+            p.error = f"cannot stage {', '.join(spec.stage)}: {exc}"
     return p
 
 

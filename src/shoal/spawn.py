@@ -5,11 +5,12 @@ call lasts until the child has *exec'ed* its program (~0.3-0.5 ms for a small bi
 controller that runs command tasks from threads would then stop every other thread, and
 itself, for that long per task. Three ways, the first that works here:
 
-* CPython's ``_posixsubprocess.fork_exec`` (what ``subprocess`` uses), on the CPython
-  versions whose signature is known (3.11-3.13): it releases the GIL and vforks on the calling
-  thread's stack. glibc's ``posix_spawn`` maps (and unmaps) a new stack for each
-  child, and unmapping in a process whose threads run on other CPUs costs a TLB shootdown:
-  this way a spawn costs the parent ~40 % less CPU.
+* CPython's ``_posixsubprocess.fork_exec`` (what ``subprocess`` uses), on Linux and the
+  CPython versions whose signature is known and that release the GIL around its ``vfork``
+  (3.11.6+, 3.12, 3.13): it vforks on the calling thread's stack. glibc's ``posix_spawn``
+  maps (and unmaps) a new stack for each child, and unmapping in a process whose threads
+  run on other CPUs costs a TLB shootdown: this way a spawn costs the parent ~40 % less
+  CPU.
 * ``posix_spawn`` from libc through ``ctypes``, which releases the GIL around the foreign
   call; the file actions and attributes are set up with the GIL held (``PyDLL``: quick libc
   calls that would only churn the lock), once per thread and log fd.
@@ -96,13 +97,16 @@ _prepared = _Prepared()
 
 
 _null = -1
+_null_lock = threading.Lock()
 
 
 def _devnull() -> int:
     """An fd open on /dev/null for commands' stdin (not inherited as itself)."""
     global _null
     if _null < 0:
-        _null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        with _null_lock:
+            if _null < 0:
+                _null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     return _null
 
 
@@ -218,10 +222,9 @@ def spawn(path: str, argv: list[str], base_env: dict[str, str], extra_env: dict[
 
 def _known_fork_exec() -> Any:
     """``_posixsubprocess.fork_exec`` where its 23 arguments are known, else None."""
-    if platform.python_implementation() != "CPython" or sys.version_info[:2] not in (
-        (3, 11), (3, 12), (3, 13)
-    ):
-        return None
+    if (platform.python_implementation() != "CPython" or not sys.platform.startswith("linux")
+            or not (3, 11, 6) <= sys.version_info < (3, 14)):  # (elsewhere: no vfork, the GIL
+        return None  # held across it, or other arguments)
     try:
         import _posixsubprocess
     except ImportError:
@@ -280,7 +283,9 @@ def _spawn_vfork(path: str, argv: list[str], base_env: dict[str, str],
                 None, None, None, -1, None, True)  # gid, groups, uid, umask, preexec, vfork
         finally:
             os.close(w)
-        data = os.read(r, 512)  # (empty once the child exec'ed: the pipe closed on exec)
+        data = b""  # (nothing once the child exec'ed: the pipe closed on exec)
+        while chunk := os.read(r, 512):
+            data += chunk
     finally:
         os.close(r)
     if data:  # "OSError:<errno in hex>:<text>"

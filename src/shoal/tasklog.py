@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from shoal.taskspec import TaskSpec
 
 LOG_TAIL_LINES = 30
+_NO_LINKS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
+             errno.ENOSYS)  # a file system that refuses hard links
 
 
 def log_tail(out: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -52,6 +54,7 @@ class TaskLog:
         self._fd = -1  # open on the scratch file (linking)
         self._links = True  # hard links work here
         self._pending: str | None = None  # the task folder of a deferred log not placed yet
+        self._moved = False  # a deferred log placed by renaming (where links are refused)
 
     def open(
         self, out: str, header: str, new_folder: bool = False, defer: bool = False
@@ -64,6 +67,7 @@ class TaskLog:
         after a ``=== attempt N ... ===`` line.
         """
         path = f"{out}/{resultfile.LOG}"
+        self._pending, self._moved = None, False
         if not new_folder and os.path.exists(path):
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
             os.write(fd, header.encode())
@@ -83,8 +87,7 @@ class TaskLog:
                     os.link(self.scratch, path)
                 return self._fd, True
             except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP,
-                                     errno.EOPNOTSUPP, errno.ENOSYS):
+                if exc.errno not in _NO_LINKS:
                     raise
                 self._links = False  # (renames from here on; the scratch file stays)
                 os.close(self._fd)
@@ -106,10 +109,20 @@ class TaskLog:
     def place(self) -> None:
         """Put a deferred log in its task folder now (best effort: else at :meth:`close`)."""
         out = self._pending
-        if out is not None:
-            with contextlib.suppress(OSError):
-                os.link(self.scratch, f"{out}/{resultfile.LOG}")
-                self._pending = None
+        if out is None:
+            return
+        path = f"{out}/{resultfile.LOG}"
+        try:
+            os.link(self.scratch, path)
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                return  # (its scratch name went, say: it is moved at close)
+            try:
+                os.rename(self.scratch, path)
+            except OSError:
+                return
+            self._moved = True
+        self._pending = None
 
     def close(self, fd: int, out: str, fresh: bool, lingering: bool = False) -> None:
         """Close; the folder gets no log when the attempt wrote nothing (and left nothing
@@ -117,15 +130,19 @@ class TaskLog:
         empty = fresh and not lingering and os.fstat(fd).st_size == 0
         if fresh and fd == self._fd:  # the scratch file, linked into the folder (or not yet)
             pending, self._pending = self._pending is not None, None
+            moved, self._moved = self._moved, False
+            path = f"{out}/{resultfile.LOG}"
             if empty:
-                if not pending:
-                    with contextlib.suppress(OSError):
-                        os.unlink(f"{out}/{resultfile.LOG}")
+                with contextlib.suppress(OSError):
+                    if moved:  # (renamed into the folder: back to the scratch slot)
+                        os.rename(path, self.scratch)
+                    elif not pending:
+                        os.unlink(path)
                 return
             self._fd = -1  # the folder keeps it
             if pending:
-                _move_into(self.scratch, fd, f"{out}/{resultfile.LOG}")
-            else:
+                _move_into(self.scratch, fd, path)
+            elif not moved:
                 with contextlib.suppress(OSError):
                     os.unlink(self.scratch)
         os.close(fd)

@@ -167,6 +167,11 @@ class CommandRunner:
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
+            with contextlib.suppress(Exception):  # (their output into their folders)
+                if ended is not None:
+                    ended.log.close(ended.fd, ended.spec.out, ended.fresh)
+                if spec is not None:
+                    p.log.close(p.fd, spec.out, p.fresh)
             for lost in (ended.spec if ended else None, spec):
                 if lost is not None:
                     self._post(b, W.outcome(lost, "failed",
@@ -249,7 +254,7 @@ class CommandRunner:
         for b in list(self.bundles):
             if b.unplaced is not None and now - b.started > PLACE_LOG_AFTER:  # (a glimpse)
                 with b.lock:
-                    if b.unplaced is not None:
+                    if b.unplaced is not None and now - b.started > PLACE_LOG_AFTER:
                         b.unplaced.place()
                         b.unplaced = None  # (placed, or left for the end)
 
