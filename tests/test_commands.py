@@ -236,6 +236,32 @@ def test_a_rerun_task_is_stored_running_before_its_folder_is_emptied(write_exp, 
     assert seen == {f"i={i}": "running" for i in range(6)}
 
 
+def test_a_long_task_inside_a_bundle_shows_as_running(write_exp, tmp_path) -> None:
+    """A bundle's later members are not stored as running when it starts; one that runs
+    for a while is, so that `shoal status` shows it."""
+    (tmp_path / "peek.py").write_text(
+        "import sqlite3, sys, time\n"
+        "db = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True)\n"
+        "seen = 'none'\n"
+        "for _ in range(100):\n"
+        "    row = db.execute('SELECT status FROM tasks WHERE step=? AND key=?',\n"
+        "                     ('c', 'i=30')).fetchone()\n"
+        "    seen = row[0] if row else 'none'\n"
+        "    if seen == 'running':\n"
+        "        break\n"
+        "    time.sleep(0.1)\n"
+        "open(sys.argv[2], 'w').write(seen)\n")
+    (tmp_path / "task.sh").write_text(
+        '[ "$1" != 30 ] || "$2" peek.py runs/.shoal/state.db "$SHOAL_OUT/seen"\n')
+    path = write_exp("""
+        exp = shoal.Experiment("longmember", grid=shoal.Grid(i=range(40)))
+        exp.command("c", "sh task.sh {i} {python}", per=["i"])
+    """)
+    res = run(path, "-j", "1")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "runs/c/i=30/seen").read_text() == "running"
+
+
 @pytest.mark.parametrize("links", [True, False])
 def test_task_log_is_live_in_place_and_absent_when_silent(tmp_path: Path, monkeypatch, links):
     """The scratch log is hard-linked (or, where links are refused, renamed) into the task

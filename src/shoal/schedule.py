@@ -91,6 +91,8 @@ class Controller(Outcomes):
         self._over = [{d.up.name for d in s.deps if d.many} for s in self.sps]
         self._defers_start = bool(getattr(backend, "defers_start", False))
         self._unflushed_starts = False
+        self._stored_running: set[tuple[str, str, int]] = set()  # (step, key, attempt)
+        self._last_note = 0.0
         self._setup()
         for sp in self.sps:  # a missing stage= archive: one error before anything runs
             if any(s != DONE for s in sp.state):
@@ -223,7 +225,23 @@ class Controller(Outcomes):
                 self.on_progress(self)
             for outcome in self.backend.poll(0.2):
                 self._ingest(outcome)
-            self._check_time(time.time())
+            now = time.time()
+            self._check_time(now)
+            self._note_long_runs(now)
+
+    def _note_long_runs(self, now: float) -> None:
+        """A member of a bundle that has run a second is stored as running too (its
+        bundle's first was at the start), so that `shoal status` shows it."""
+        if self._defers_start or now - self._last_note < 0.5:
+            return
+        self._last_note = now
+        for spec, started in self.backend.running_specs():
+            run = self.running.get((spec.step, spec.key))
+            if run is not None and now - started > 1.0 and (
+                (spec.step, spec.key, spec.attempt) not in self._stored_running
+            ):
+                k, i = run.tid
+                self._store_running(self.sps[k], i, spec, run.tid, started)
 
     def _dispatch(self) -> None:
         for k in range(len(self.sps) - 1, -1, -1):  # downstream first: results flow early
@@ -309,18 +327,24 @@ class Controller(Outcomes):
             guard = guard or rerun
             if n and not rerun and not self._defers_start:
                 continue
-            seg = self.segment(tid)
-            self.records.append(TaskRecord(
-                sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code,
-                inputs=spec.inputs, params=spec.params, attempts=attempt, started=now,
-                host=HOST, error=f"segment {seg[0]} of {seg[1]}" if seg else None,
-            ))
+            self._store_running(sp, i, spec, tid, now)
         self.slots.take(res, cpus, devices)
         if self._defers_start:  # (a backend that starts tasks in poll(): flushed before it)
             self._unflushed_starts = True
         elif guard:
             self._flush(force=True)
         self.backend.start(specs)
+
+    def _store_running(
+        self, sp: StepPlan, i: int, spec: TaskSpec, tid: TaskId, started: float
+    ) -> None:
+        self._stored_running.add((sp.name, sp.keys[i], spec.attempt))
+        seg = self.segment(tid)
+        self.records.append(TaskRecord(
+            sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code,
+            inputs=spec.inputs, params=spec.params, attempts=spec.attempt, started=started,
+            host=HOST, error=f"segment {seg[0]} of {seg[1]}" if seg else None,
+        ))
 
     def _check_time(self, now: float) -> None:
         if self._timeouts and now - self._last_check >= 0.05:  # (not on every outcome)
