@@ -142,12 +142,13 @@ def test_unique_ids_differ_across_processes_and_do_not_repeat() -> None:
     gen.count = itertools.count(0x1000000)  # the counter ran out: a new prefix, from 0
     assert gen() == f"{gen.prefix}000000" and gen.prefix != first
 
-def _script_tasks(write_exp, tmp_path: Path, n: int, jobs: int, script: str):
-    """`shoal run -j JOBS` of N command tasks `sh task.sh {i}` running ``script``."""
+def _script_tasks(write_exp, tmp_path: Path, n: int, jobs: int, script: str,
+                  args: str = ""):
+    """`shoal run -j JOBS` of N command tasks `sh task.sh {i} ARGS` running ``script``."""
     (tmp_path / "task.sh").write_text(script)
     path = write_exp(f"""
         exp = shoal.Experiment("script", grid=shoal.Grid(i=range({n})))
-        exp.command("c", "sh task.sh {{i}}", per=["i"])
+        exp.command("c", "sh task.sh {{i}}{args}", per=["i"])
     """)
     return run(path, "-j", str(jobs))
 
@@ -251,13 +252,9 @@ def test_a_long_task_inside_a_bundle_shows_as_running(write_exp, tmp_path) -> No
         "        break\n"
         "    time.sleep(0.1)\n"
         "open(sys.argv[2], 'w').write(seen)\n")
-    (tmp_path / "task.sh").write_text(
-        '[ "$1" != 30 ] || "$2" peek.py runs/.shoal/state.db "$SHOAL_OUT/seen"\n')
-    path = write_exp("""
-        exp = shoal.Experiment("longmember", grid=shoal.Grid(i=range(40)))
-        exp.command("c", "sh task.sh {i} {python}", per=["i"])
-    """)
-    res = run(path, "-j", "1")
+    res = _script_tasks(write_exp, tmp_path, 40, 1,
+                        '[ "$1" != 30 ] || "$2" peek.py runs/.shoal/state.db "$SHOAL_OUT/seen"\n',
+                        args=" {python}")
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "runs/c/i=30/seen").read_text() == "running"
 
@@ -369,17 +366,13 @@ def test_a_deferred_log_where_links_are_refused_and_after_an_aborted_open(
 def test_a_long_command_s_log_is_in_its_folder_while_it_runs(write_exp, tmp_path) -> None:
     """Short commands' logs are put in place at their end; one that runs a while has its log
     in its folder while it still runs (`shoal logs` can follow it)."""
-    (tmp_path / "task.sh").write_text(
+    res = _script_tasks(
+        write_exp, tmp_path, 3, 1,
         'echo "started $1"\n'
         'if [ "$1" = 0 ]; then\n'
         '  for k in $(seq 100); do [ -e "$SHOAL_OUT/.shoal.log" ] && break; sleep 0.1; done\n'
         '  [ -e "$SHOAL_OUT/.shoal.log" ] && echo placed || echo "not placed"\n'
         'fi\n')
-    path = write_exp("""
-        exp = shoal.Experiment("longlog", grid=shoal.Grid(i=range(3)))
-        exp.command("c", "sh task.sh {i}", per=["i"])
-    """)
-    res = run(path, "-j", "1")
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "runs/c/i=0/.shoal.log").read_text() == "started 0\nplaced\n"
     for i in (1, 2):

@@ -192,8 +192,8 @@ def finish_command(
     # what the command may have left: checkpoints, metrics (the folder was emptied before
     # it ran, so no old error file is left; two lookups cost less than listing the folder)
     out = spec.out
-    ckpt = os.access(f"{out}/{resultfile.CHECKPOINTS}", os.F_OK)
-    if returncode != 0 and ckpt and os.path.isdir(f"{out}/{resultfile.CHECKPOINTS}"):
+    ckpt = os.path.isdir(f"{out}/{resultfile.CHECKPOINTS}")
+    if returncode != 0 and ckpt:
         Checkpoints(out, spec.fingerprint).claim()  # kept for the next attempt
     if returncode == 0:
         try:

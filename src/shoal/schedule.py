@@ -240,8 +240,7 @@ class Controller(Outcomes):
             if run is not None and now - started > 1.0 and (
                 (spec.step, spec.key, spec.attempt) not in self._stored_running
             ):
-                k, i = run.tid
-                self._store_running(self.sps[k], i, spec, run.tid, started)
+                self._store_running(run.tid, spec, started)
 
     def _dispatch(self) -> None:
         for k in range(len(self.sps) - 1, -1, -1):  # downstream first: results flow early
@@ -327,7 +326,7 @@ class Controller(Outcomes):
             guard = guard or rerun
             if n and not rerun and not self._defers_start:
                 continue
-            self._store_running(sp, i, spec, tid, now)
+            self._store_running(tid, spec, now)
         self.slots.take(res, cpus, devices)
         if self._defers_start:  # (a backend that starts tasks in poll(): flushed before it)
             self._unflushed_starts = True
@@ -335,9 +334,9 @@ class Controller(Outcomes):
             self._flush(force=True)
         self.backend.start(specs)
 
-    def _store_running(
-        self, sp: StepPlan, i: int, spec: TaskSpec, tid: TaskId, started: float
-    ) -> None:
+    def _store_running(self, tid: TaskId, spec: TaskSpec, started: float) -> None:
+        k, i = tid
+        sp = self.sps[k]
         self._stored_running.add((sp.name, sp.keys[i], spec.attempt))
         seg = self.segment(tid)
         self.records.append(TaskRecord(

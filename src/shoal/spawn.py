@@ -80,17 +80,11 @@ _libc = _load()
 
 class _Prepared(threading.local):
     """Per thread (a call lasts until the child exec'ed, so a thread's arrays are free
-    again when it returns): file actions by log fd, the attributes, and the environment
-    array with the base variables filled in once."""
+    again when it returns): file actions by log fd and the attributes."""
 
     def __init__(self) -> None:
         self.actions: dict[int, Any] = {}
         self.attrs: dict[bool, Any] = {}
-        self.env_key: tuple[int, tuple[str, ...]] | None = None
-        self.envp: Any = None  # (a ctypes array keeps the bytes put into it alive)
-        self.base: Any = None
-        self.first = 0
-        self.last: dict[str, tuple[str, bytes]] = {}  # extra name -> (value, its entry)
 
 
 _prepared = _Prepared()
@@ -169,26 +163,17 @@ def _entry(k: str, v: str) -> bytes:
 
 
 def _envp(base: dict[str, str], extra: dict[str, str]) -> Any:
-    """The NULL-terminated ``char *envp[]`` for ``base`` updated by ``extra``: the base part
-    is encoded once per thread (and per set of extra names), an ``extra`` entry when its
-    value differs from the last call's (most are the same from task to task)."""
-    p = _prepared
-    names = tuple(extra)
-    key = (id(base), names)
-    if p.env_key != key:
-        keep = [_entry(k, v) for k, v in base.items() if k not in extra]
-        p.envp = (ctypes.c_char_p * (len(keep) + len(names) + 1))(*keep)
-        p.env_key, p.first = key, len(keep)
-        p.base = base  # (held: its id stays its own)
-        p.last = {}
-    envp, i, last = p.envp, p.first, p.last
-    for k, v in extra.items():
-        seen = last.get(k)
-        if seen is None or seen[0] != v:
-            seen = last[k] = (v, _entry(k, v))
-            envp[i] = seen[1]
-        i += 1
-    return envp
+    """The NULL-terminated ``char *envp[]`` for ``base`` updated by ``extra`` (the array
+    holds the bytes it points to)."""
+    entries = _env_list(base, extra)
+    return (ctypes.c_char_p * (len(entries) + 1))(*entries)
+
+
+def _encoded_args(argv: list[str]) -> list[bytes]:
+    args = [a.encode(*_FS) for a in argv]
+    if any(b"\0" in a for a in args):
+        raise ValueError("a command argument holds a NUL byte")
+    return args
 
 
 def spawn(path: str, argv: list[str], base_env: dict[str, str], extra_env: dict[str, str],
@@ -207,9 +192,7 @@ def spawn(path: str, argv: list[str], base_env: dict[str, str], extra_env: dict[
                           (os.POSIX_SPAWN_DUP2, log_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)],
             setsigdef=_DEFAULTS, **({"setpgroup": 0} if new_group else {}),
         )
-    args = [a.encode(*_FS) for a in argv]
-    if any(b"\0" in a for a in args):
-        raise ValueError("a command argument holds a NUL byte")
+    args = _encoded_args(argv)
     c_argv = (ctypes.c_char_p * (len(args) + 1))(*args)
     pid = ctypes.c_int(0)
     err = lib.spawn(ctypes.byref(pid), path.encode(*_FS), _actions(lib, log_fd),
@@ -217,7 +200,6 @@ def spawn(path: str, argv: list[str], base_env: dict[str, str], extra_env: dict[
     if err:
         raise OSError(err, os.strerror(err), path)
     return pid.value
-
 
 
 def _known_fork_exec() -> Any:
@@ -238,6 +220,9 @@ _method = "fork_exec" if _fork_exec is not None else "ctypes" if _libc else "pos
 
 
 class _EnvList(threading.local):
+    """Per thread: the base environment's entries, and the last value and entry of each
+    extra variable (most are the same from task to task)."""
+
     def __init__(self) -> None:
         self.key: tuple[int, tuple[str, ...]] | None = None
         self.base_ref: Any = None
@@ -269,9 +254,7 @@ def _env_list(base: dict[str, str], extra: dict[str, str]) -> list[bytes]:
 
 def _spawn_vfork(path: str, argv: list[str], base_env: dict[str, str],
                  extra_env: dict[str, str], log_fd: int, new_group: bool) -> int:
-    args = [a.encode(*_FS) for a in argv]
-    if any(b"\0" in a for a in args):
-        raise ValueError("a command argument holds a NUL byte")
+    args = _encoded_args(argv)
     env = _env_list(base_env, extra_env)
     r, w = os.pipe2(os.O_CLOEXEC)  # the child writes why it could not exec
     try:
