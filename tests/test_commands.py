@@ -19,6 +19,7 @@ import pytest
 from shoal import resultfile, spawn
 from shoal.backends.local_commands import WAKE_EVERY, CommandRunner, _Bundle
 from shoal.tasklog import TaskLog
+from shoal.taskspec import TaskSpec
 from test_run import run
 
 
@@ -29,7 +30,7 @@ def spawner(request, monkeypatch):
     os.posix_spawn."""
     if request.param == "fork_exec" and spawn._fork_exec is None:
         pytest.skip("_posixsubprocess.fork_exec's signature is not known for this Python")
-    if request.param == "ctypes" and spawn._libc is None:
+    if request.param == "ctypes" and spawn._lib() is None:
         pytest.skip("libc cannot be loaded with ctypes here")
     monkeypatch.setattr(spawn, "_method", request.param)
     return spawn.spawn
@@ -62,7 +63,7 @@ def test_spawn_environment_output_and_process_group(spawner, tmp_path: Path) -> 
 def test_environment_entries_follow_each_tasks_values(form: str) -> None:
     """The environment is kept per thread and an entry re-encoded only when its value
     changed: every call still gives exactly the base updated by that task's values."""
-    if form == "ctypes" and spawn._libc is None:
+    if form == "ctypes" and spawn._lib() is None:
         pytest.skip("libc cannot be loaded with ctypes here")
     base = {"PATH": "/bin", "OVER": "base"}
     tasks = [{"OVER": "a", "T": "1"}, {"OVER": "a", "T": "2"}, {"OVER": "b", "T": "2"},
@@ -446,3 +447,39 @@ def test_a_command_stopped_on_request_in_an_element_is_interrupted(tmp_path: Pat
     assert json.loads(res.stdout.splitlines()[-1]) == "interrupted"
     err = json.loads((tmp_path / "c/i=0/.shoal-error.json").read_text())
     assert err["status"] == "interrupted" and "SIGTERM" in err["error"]
+
+
+def _cmd_spec(root: Path, i: int) -> TaskSpec:
+    return TaskSpec(experiment="e", target="x.py", config={}, step="c", key=f"i={i}",
+                    params={"i": i}, fingerprint="f", code="c", inputs=None, attempt=1,
+                    out=f"{root}/c/i={i}", root=str(root), cwd=str(root), command="true",
+                    argv=["true"], token=f"t{i}")
+
+
+def _drain_all(runner: CommandRunner, n: int) -> list[dict]:
+    got: list[dict] = []
+    deadline = time.monotonic() + 30
+    while len(got) < n and time.monotonic() < deadline:
+        select.select([runner.fileno()], [], [], 0.2)
+        got += runner.drain()
+    return got
+
+
+def test_a_runner_thread_and_its_logs_serve_the_next_bundle(tmp_path: Path) -> None:
+    """A thread that ran a bundle waits for the next one (no thread start per bundle, its
+    spawn state kept); the bundle's scratch logs go back before its last outcome is posted,
+    so the next bundle makes no new scratch file; shutdown ends the waiting threads."""
+    (tmp_path / "c").mkdir()
+    runner = CommandRunner(str(tmp_path), {"PATH": os.environ["PATH"]})
+    for round_ in range(3):
+        specs = [_cmd_spec(tmp_path, 10 * round_ + j) for j in range(4)]
+        runner.start(specs)
+        got = _drain_all(runner, len(specs))
+        assert sorted(o["key"] for o in got) == sorted(s.key for s in specs)
+        assert all(o["status"] == "done" for o in got)
+        assert len(runner._threads) == 1
+        assert len(os.listdir(tmp_path / ".shoal/scratch")) == 2
+    for j in (0, 10, 20):
+        assert (tmp_path / f"c/i={j}/.shoal-result.json").exists()
+    runner.shutdown()
+    assert not any(t.is_alive() for t in runner._threads)

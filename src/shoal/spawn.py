@@ -22,9 +22,7 @@ ignores them); its stdin is /dev/null.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
 import signal
 import sys
 import threading
@@ -39,6 +37,8 @@ _DEFAULTS = (signal.SIGPIPE, signal.SIGXFSZ)  # reset in the child, as subproces
 
 class _Libc:
     def __init__(self) -> None:
+        import ctypes  # (loaded only where this way is used: see _lib)
+
         try:  # glibc by name; else (musl, macOS) look it up, which runs a tool once
             released = ctypes.CDLL("libc.so.6", use_errno=True)  # calls release the GIL
             name = "libc.so.6"
@@ -75,7 +75,18 @@ def _load() -> _Libc | None:
         return None
 
 
-_libc = _load()
+_libc: _Libc | None = None
+_libc_tried = False
+
+
+def _lib() -> _Libc | None:
+    """libc's posix_spawn through ctypes, loaded on first use (ctypes costs start-up time
+    where commands start by fork_exec)."""
+    global _libc, _libc_tried
+    if not _libc_tried:
+        _libc_tried = True
+        _libc = _load()
+    return _libc
 
 
 class _Prepared(threading.local):
@@ -112,6 +123,8 @@ def _actions(lib: _Libc, log_fd: int) -> Any:
             for old in p.actions.values():
                 lib.fa_destroy(old)
             p.actions.clear()
+        import ctypes
+
         fa = ctypes.create_string_buffer(_BUF)
         lib.fa_init(fa)
         lib.fa_dup2(fa, _devnull(), 0)  # (a dup: no path lookup in each child)
@@ -125,6 +138,8 @@ def _attr(lib: _Libc, new_group: bool) -> Any:
     p = _prepared
     at = p.attrs.get(new_group)
     if at is None:
+        import ctypes
+
         at = ctypes.create_string_buffer(_BUF)
         lib.at_init(at)
         sigs = ctypes.create_string_buffer(_BUF)
@@ -166,6 +181,8 @@ def _envp(base: dict[str, str], extra: dict[str, str]) -> Any:
     """The NULL-terminated ``char *envp[]`` for ``base`` updated by ``extra`` (the array
     holds the bytes it points to)."""
     entries = _env_list(base, extra)
+    import ctypes
+
     return (ctypes.c_char_p * (len(entries) + 1))(*entries)
 
 
@@ -184,8 +201,8 @@ def spawn(path: str, argv: list[str], base_env: dict[str, str], extra_env: dict[
     NUL byte in an argument or variable)."""
     if _method == "fork_exec":
         return _spawn_vfork(path, argv, base_env, extra_env, log_fd, new_group)
-    lib = _libc
-    if lib is None or _method != "ctypes":
+    lib = _lib() if _method == "ctypes" else None
+    if lib is None:
         return os.posix_spawn(
             path, argv, {**base_env, **extra_env},
             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -193,6 +210,8 @@ def spawn(path: str, argv: list[str], base_env: dict[str, str], extra_env: dict[
             setsigdef=_DEFAULTS, **({"setpgroup": 0} if new_group else {}),
         )
     args = _encoded_args(argv)
+    import ctypes
+
     c_argv = (ctypes.c_char_p * (len(args) + 1))(*args)
     pid = ctypes.c_int(0)
     err = lib.spawn(ctypes.byref(pid), path.encode(*_FS), _actions(lib, log_fd),
@@ -204,7 +223,7 @@ def spawn(path: str, argv: list[str], base_env: dict[str, str], extra_env: dict[
 
 def _known_fork_exec() -> Any:
     """``_posixsubprocess.fork_exec`` where its 23 arguments are known, else None."""
-    if (platform.python_implementation() != "CPython" or not sys.platform.startswith("linux")
+    if (sys.implementation.name != "cpython" or not sys.platform.startswith("linux")
             or not (3, 11, 6) <= sys.version_info < (3, 14)):  # (elsewhere: no vfork, the GIL
         return None  # held across it, or other arguments)
     try:
@@ -216,18 +235,19 @@ def _known_fork_exec() -> Any:
 
 _fork_exec = _known_fork_exec()
 #: how commands start: "fork_exec", "ctypes" or "posix_spawn" (see the module's text)
-_method = "fork_exec" if _fork_exec is not None else "ctypes" if _libc else "posix_spawn"
+_method = "fork_exec" if _fork_exec is not None else "ctypes" if _lib() else "posix_spawn"
 
 
 class _EnvList(threading.local):
-    """Per thread: the base environment's entries, and the last value and entry of each
-    extra variable (most are the same from task to task)."""
+    """Per thread: the environment's entries, kept from task to task; the extra variables
+    have fixed places, rewritten only when their value changed (most do not)."""
 
     def __init__(self) -> None:
         self.key: tuple[int, tuple[str, ...]] | None = None
         self.base_ref: Any = None
-        self.base: list[bytes] = []
-        self.last: dict[str, tuple[str, bytes]] = {}
+        self.entries: list[bytes] = []
+        self.places: dict[str, int] = {}  # extra name -> index in entries
+        self.values: dict[str, str] = {}  # extra name -> the value its entry holds
 
 
 _env_lists = _EnvList()
@@ -235,21 +255,26 @@ _env_lists = _EnvList()
 
 def _env_list(base: dict[str, str], extra: dict[str, str]) -> list[bytes]:
     """``base`` updated by ``extra`` as ``KEY=value`` bytes: the base part encoded once per
-    thread (and set of extra names), an extra entry again only when its value changed."""
+    thread (and set of extra names), an extra entry again only when its value changed.
+    The list is this thread's and changes with its next call: use it at once."""
     p = _env_lists
     key = (id(base), tuple(extra))
     if p.key != key:
+        p.key = None  # (until rebuilt: _entry raises for a NUL byte)
+        entries = [_entry(k, v) for k, v in base.items() if k not in extra]
+        places, values = {}, {}
+        for k, v in extra.items():
+            places[k], values[k] = len(entries), v
+            entries.append(_entry(k, v))
+        p.entries, p.places, p.values = entries, places, values
         p.key, p.base_ref = key, base  # (held: its id stays its own)
-        p.base = [_entry(k, v) for k, v in base.items() if k not in extra]
-        p.last = {}
-    last = p.last
-    out = p.base.copy()
+        return entries
+    entries, values = p.entries, p.values
     for k, v in extra.items():
-        seen = last.get(k)
-        if seen is None or seen[0] != v:
-            seen = last[k] = (v, _entry(k, v))
-        out.append(seen[1])
-    return out
+        if values[k] != v:
+            entries[p.places[k]] = _entry(k, v)
+            values[k] = v
+    return entries
 
 
 def _spawn_vfork(path: str, argv: list[str], base_env: dict[str, str],

@@ -43,7 +43,7 @@ class _Bundle:
     started: float = 0.0
     kill_reason: str | None = None
     kill_status: str = "failed"
-    thread: threading.Thread | None = None
+    released: bool = False  # its thread and logs were given back (see _release)
     lock: threading.Lock = field(default_factory=threading.Lock)  # current, pid, kill_reason
 
 
@@ -93,6 +93,10 @@ class CommandRunner:
     _woken: bool = False
     _unseen: int = 0  # outcomes posted since the last drain
     _wfd: int = -1
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _handoff: queue.SimpleQueue[_Bundle | None] = field(default_factory=queue.SimpleQueue)
+    _idle: int = 0  # threads waiting on _handoff for their next bundle
+    _idle_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._rfd, self._wfd = os.pipe()
@@ -112,13 +116,41 @@ class CommandRunner:
         logs = [self._spare_logs.pop() if self._spare_logs else self._new_log(specs[0])
                 for _ in range(2)]
         b = _Bundle(list(specs), logs, pending=len(specs))
-        b.thread = threading.Thread(target=self._run, args=(b,), daemon=True,
-                                    name="shoal-commands")
         self.bundles.append(b)
-        b.thread.start()
+        with self._idle_lock:
+            reuse = self._idle > 0
+            if reuse:
+                self._idle -= 1
+        if reuse:  # (a thread that ran a bundle waits: no thread start, warm caches)
+            self._handoff.put(b)
+            return
+        t = threading.Thread(target=self._serve, args=(b,), daemon=True,
+                             name="shoal-commands")
+        self._threads.append(t)
+        t.start()
+
+    def _serve(self, b: _Bundle | None) -> None:
+        """A runner thread: run bundles until told to end (None)."""
+        try:
+            while b is not None:
+                self._run(b)
+                self._release(b)
+                b = self._handoff.get()
+        finally:
+            spawn.release()
 
     def _new_log(self, spec: TaskSpec) -> TaskLog:
         return TaskLog(f"{spec.root}/.shoal/scratch", f"-cmd{next(self._nlogs)}")
+
+    def _release(self, b: _Bundle) -> None:
+        """The bundle's thread and scratch logs are free for the next bundle (once; before
+        its last outcome is posted, so that the controller's next start finds them)."""
+        if not b.released:
+            b.released = True
+            self._spare_logs.extend(b.logs)
+            b.logs = []
+            with self._idle_lock:
+                self._idle += 1
 
     def _run(self, b: _Bundle) -> None:
         """Run the bundle's commands one after the other, keeping the gap between two of them
@@ -145,8 +177,9 @@ class CommandRunner:
                             os.killpg(pid, signal.SIGKILL if b.kill_reason else signal.SIGTERM)
                 if ended is not None:
                     done, ended = ended, None
-                    self._post(b, self._record(done))
-                    b.logs.append(done.log)
+                    outcome = self._record(done)
+                    b.logs.append(done.log)  # (before the post: it may be the bundle's last)
+                    self._post(b, outcome)
                 if spec is None:
                     break
                 nxt = self._prepare(b)
@@ -187,8 +220,6 @@ class CommandRunner:
                 rest, b.next = rest + b.todo[b.next:], len(b.todo)
             for left in rest:
                 self._post(b, unstarted(left))
-            self._spare_logs.extend(b.logs)
-            spawn.release()
 
     def _prepare(self, b: _Bundle) -> C.Prepared | None:
         """The bundle's next task with its folder and log made ready (a task whose folder
@@ -225,6 +256,8 @@ class CommandRunner:
         successes wait for the next wake-up (or its 0.2 s poll), so that a bundle of short
         tasks costs it few rounds of its loop."""
         b.pending -= 1
+        if b.pending == 0:
+            self._release(b)  # (its thread's last step: the controller may hand it the next)
         self._outcomes.put(outcome)
         self._unseen += 1
         if not self._woken and (b.pending == 0 or outcome["status"] != "done"
@@ -300,11 +333,13 @@ class CommandRunner:
                 if b.pid is not None:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(b.pid, signal.SIGKILL)
+        for _ in self._threads:  # (one each: a thread ends on the first it takes)
+            self._handoff.put(None)
+        deadline = time.monotonic() + 10
         alive = False
-        for b in list(self.bundles):
-            if b.thread is not None:
-                b.thread.join(timeout=10)
-                alive = alive or b.thread.is_alive()
+        for t in self._threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+            alive = alive or t.is_alive()
         if not alive:  # a thread still posting keeps its pipe
             for fd in (self._rfd, self._wfd):
                 with contextlib.suppress(OSError):
