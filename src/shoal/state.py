@@ -97,7 +97,7 @@ class TaskRecord:
             self.run_id,
             None if self.params is None else json.dumps(self.params),
             self.attempts, self.started, self.ended, self.duration, self.host,
-            None if self.metrics is None else json.dumps(self.metrics),
+            None if self.metrics is None else json.dumps(self.metrics) if self.metrics else "{}",
             self.error, self.log_tail, time.time(),
         )
 

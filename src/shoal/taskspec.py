@@ -124,9 +124,33 @@ def gather_row(params: dict[str, Any], metrics: dict[str, Any], out: str,
     return row
 
 
+_QUOTING = _QuotingFormatter()
+_Parts = list[tuple[str, str | None, str]]
+_simple_parts: dict[str, _Parts | None] = {}
+
+
+def _fill(template: str, values: dict[str, Any]) -> str:
+    """``template`` filled with shell-quoted values: a template whose fields are plain names
+    (``{site}``, ``{out:>8}``) is parsed once; others go through the formatter."""
+    parts = _simple_parts.get(template, False)
+    if parts is False:
+        parsed = list(string.Formatter().parse(template))
+        simple = all(name is None or (name.isidentifier() and conv is None
+                                      and "{" not in (spec or ""))
+                     for _, name, spec, conv in parsed)
+        parts = [(lit, name, spec or "") for lit, name, spec, _ in parsed] if simple else None
+        if len(_simple_parts) < 1024:
+            _simple_parts[template] = parts
+    if parts is None:
+        return _QUOTING.vformat(template, (), values)
+    field = _QUOTING.format_field
+    return "".join([lit if name is None else lit + field(values[name], spec)
+                    for lit, name, spec in parts])
+
+
 def render_command(template: str, values: dict[str, Any]) -> tuple[str, list[str] | None]:
     """The command with every value shell-quoted, and its argv when no shell is needed."""
-    cmd = _QuotingFormatter().vformat(template, (), values)
+    cmd = _fill(template, values)
     shell = _needs_shell.get(template)
     if shell is None:
         literal = "".join(t for t, *_ in string.Formatter().parse(template))
