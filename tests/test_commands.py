@@ -483,3 +483,34 @@ def test_a_runner_thread_and_its_logs_serve_the_next_bundle(tmp_path: Path) -> N
         assert (tmp_path / f"c/i={j}/.shoal-result.json").exists()
     runner.shutdown()
     assert not any(t.is_alive() for t in runner._threads)
+
+
+def test_a_command_is_forgotten_before_it_is_reaped(tmp_path: Path, monkeypatch) -> None:
+    """Bug: a command was reaped before its runner (or a Slurm element's stop forwarding)
+    forgot its pid, so a kill or stop in between could signal the process group of an
+    unrelated process that took the pid. Now nothing refers to a pid when it is reaped."""
+    from shoal import command as C
+
+    (tmp_path / "c").mkdir()
+    runner = CommandRunner(str(tmp_path), {"PATH": os.environ["PATH"]})
+    real_waitpid = os.waitpid
+    reaped: list[int] = []
+    still_known: list[int] = []
+
+    def waitpid(pid: int, options: int) -> tuple[int, int]:
+        if any(b.pid == pid for b in runner.bundles) or C._child == pid:
+            still_known.append(pid)
+        reaped.append(pid)
+        return real_waitpid(pid, options)
+
+    monkeypatch.setattr(os, "waitpid", waitpid)
+    specs = [_cmd_spec(tmp_path, j) for j in range(6)]
+    runner.start(specs)
+    got = _drain_all(runner, len(specs))
+    assert all(o["status"] == "done" for o in got)
+    # the same for a command run by a worker or a Slurm element (its stop forwarding)
+    assert C.run_command(_cmd_spec(tmp_path, 9), {"PATH": os.environ["PATH"]})["status"] \
+        == "done"
+    runner.shutdown()
+    assert len(reaped) == 7
+    assert still_known == []

@@ -16,7 +16,7 @@ from shoal import resultfile, staging
 from shoal import worker as W
 from shoal.checkpoint import Checkpoints
 from shoal.errors import ShoalError
-from shoal.spawn import spawn
+from shoal.spawn import spawn, wait_exited
 from shoal.tasklog import TaskLog, task_log
 from shoal.taskspec import TaskSpec
 from shoal.worker import HOST, outcome, prepare_folder, write_failure, write_success
@@ -160,6 +160,8 @@ def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, 
         try:
             if W.stop_requested():
                 _forward_stop(signal.SIGTERM, None)
+            wait_exited(pid)  # (not reaped: a stop signal meanwhile reaches no stranger)
+            _child = None
             _, status = os.waitpid(pid, 0)
             code = os.waitstatus_to_exitcode(status)
         finally:

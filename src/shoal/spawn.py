@@ -221,6 +221,17 @@ def spawn(path: str, argv: list[str], base_env: dict[str, str], extra_env: dict[
     return pid.value
 
 
+def wait_exited(pid: int) -> None:
+    """Block until the child ``pid`` has exited, without reaping it. While it is not reaped,
+    neither its pid nor its process group id can go to another process, so a signal that
+    races its end (a timeout, a stop) cannot reach a stranger: clear what refers to the pid,
+    then reap it with ``os.waitpid``."""
+    try:  # noqa: SIM105 (per task: a bare try costs less than contextlib.suppress)
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:  # (already reaped by someone else: waitpid will say so)
+        pass
+
+
 def _known_fork_exec() -> Any:
     """``_posixsubprocess.fork_exec`` where its 23 arguments are known, else None."""
     if (sys.implementation.name != "cpython" or not sys.platform.startswith("linux")

@@ -183,15 +183,16 @@ class CommandRunner:
                 if spec is None:
                     break
                 nxt = self._prepare(b)
-                code, lingering = 127, False
-                if pid is not None:
-                    _, status = os.waitpid(pid, 0)
-                    code = os.waitstatus_to_exitcode(status)
-                    lingering = _group_alive(pid)  # (something it started still runs)
+                if pid is not None:  # (exited, not reaped: kill() cannot hit a reused pid)
+                    spawn.wait_exited(pid)
                 with b.lock:
                     b.pid = b.current = b.unplaced = None
-                    ended = _Ended(spec, p.log, p.fd, p.fresh, code, started, time.time(),
-                                   b.kill_reason, b.kill_status, lingering)
+                    ended = _Ended(spec, p.log, p.fd, p.fresh, 127, started, time.time(),
+                                   b.kill_reason, b.kill_status)
+                if pid is not None:
+                    _, status = os.waitpid(pid, 0)
+                    ended.code = os.waitstatus_to_exitcode(status)
+                    ended.lingering = _group_alive(pid)  # (something it started still runs)
                 spec = None
         except BaseException as exc:  # never lose a task: those at hand failed, the rest wait
             with b.lock:
