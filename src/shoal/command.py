@@ -21,7 +21,7 @@ from shoal.tasklog import TaskLog, task_log
 from shoal.taskspec import TaskSpec
 from shoal.worker import HOST, outcome, prepare_folder, write_failure, write_success
 
-METRICS = "metrics.json"  # what a command writes to report its metrics
+METRICS = resultfile.METRICS  # what a command writes to report its metrics
 _child: int | None = None
 _which_cache: dict[tuple[str, str], str] = {}
 
@@ -199,8 +199,12 @@ def finish_command(
         Checkpoints(out, spec.fingerprint).claim()  # kept for the next attempt
     if returncode == 0:
         try:
-            metrics = (resultfile.read_json(f"{out}/{METRICS}")
+            metrics = (resultfile.read_metrics(f"{out}/{METRICS}")
                        if os.access(f"{out}/{METRICS}", os.F_OK) else None) or {}
+        except (ValueError, OSError) as exc:  # (it exited 0, but its metrics are unusable)
+            return write_failure(spec, "failed", f"the command exited 0, but {exc}", started,
+                                 ended)
+        try:
             names = (resultfile.CHECKPOINTS,) if ckpt else ()
             return write_success(spec, metrics, started, names, ended)
         except Exception as exc:
@@ -220,4 +224,11 @@ def _ended(returncode: int) -> str:
         except ValueError:
             name = f"signal {-returncode}"
         return f"command killed by {name}"
+    if 128 < returncode < 128 + 65:  # (a shell reports its command's death by signal N so)
+        try:
+            name = signal.Signals(returncode - 128).name
+            return (f"command exited with status {returncode} (as a shell does when what it "
+                    f"ran was killed by {name})")
+        except ValueError:
+            pass
     return f"command exited with status {returncode}"

@@ -106,8 +106,7 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
     with W.redirected_output(first, header):
         print(members_line, flush=True)
         try:
-            W._apply_env(first.env())
-            W.limit_threads(first.cpus)
+            W.enter_task(first)
             staged = staging.stage(first.stage, first.stage_dir) if first.stage else {}
             members = [TaskContext(
                 step=s.step, params=dict(s.params), out=Path(s.out), threads=s.cpus,

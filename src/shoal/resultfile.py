@@ -85,6 +85,29 @@ def read_json(path: Path | str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+METRICS = "metrics.json"  # a task's own metrics file (what a command writes to report them)
+
+
+def read_metrics(path: Path | str) -> dict[str, Any] | None:
+    """The metrics a task left in ``path`` (its ``metrics.json``): None when there is no
+    such file; ValueError, naming the file and the fix, when it is not one JSON object (a
+    task that meant to report metrics and did not must not count as done without them)."""
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}): write one JSON object of "
+                         f"metrics, e.g. {{\"rmse\": 0.12}}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not a JSON object of "
+                         f"metrics: write e.g. {{\"rmse\": 0.12}}")
+    return data
+
+
 def read_result(task_dir: Path) -> dict[str, Any] | None:
     """The task's result record, or None when it has none (not done)."""
     return read_json(task_dir / RESULT)

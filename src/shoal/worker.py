@@ -147,15 +147,14 @@ def _runs_frame(spec: TaskSpec) -> Any:
 
 def _metrics(value: Any, out: Path) -> dict[str, Any]:
     if value is None:
-        data = resultfile.read_json(out / "metrics.json")
-        return data or {}
+        return resultfile.read_metrics(out / resultfile.METRICS) or {}
     if not isinstance(value, dict):
         raise TypeError(
             f"a step function must return a dict of metrics or None, got {type(value).__name__}"
         )
-    # must survive JSON: catch it here, with the task, not in the controller
-    json.loads(json.dumps(value, default=resultfile._json_default))
-    return value
+    # must survive JSON: caught here, with the task, not in the controller; what is stored
+    # is the converted value (numpy and torch scalars and arrays as Python numbers and lists)
+    return json.loads(json.dumps(value, default=resultfile._json_default))
 
 
 def outcome(spec: TaskSpec, status: str, **extra: Any) -> dict[str, Any]:
@@ -219,6 +218,16 @@ def _apply_env(env: dict[str, str]) -> None:
             _env_set[k] = v
 
 
+def enter_task(spec: TaskSpec) -> None:
+    """What every function task (or pack) starts from, whatever the task before it in this
+    process did: the experiment's folder as the current directory (documented: relative
+    paths resolve there), its variables, its thread limits."""
+    if spec.cwd:
+        os.chdir(spec.cwd)
+    _apply_env(spec.env())
+    limit_threads(spec.cpus)
+
+
 def run_function(
     spec: TaskSpec, exp: Experiment, should_stop: Callable[[], bool] = stop_requested
 ) -> dict[str, Any]:
@@ -233,8 +242,7 @@ def run_function(
     step = exp.steps[spec.step]
     with redirected_output(spec, header):
         try:
-            _apply_env(spec.env())
-            limit_threads(spec.cpus)
+            enter_task(spec)
             staged = staging.stage(spec.stage, spec.stage_dir) if spec.stage else {}
             ctx = TaskContext(
                 step=spec.step, params=dict(spec.params), out=out, threads=spec.cpus,
