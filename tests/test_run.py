@@ -400,6 +400,42 @@ def test_ctrl_c_stops_a_shell_command_and_its_children(write_exp, tmp_path: Path
     assert not (tmp_path / "runs/c/i=0/finished").exists()
 
 
+def test_ctrl_c_kills_what_a_stopped_shell_left_at_the_grace_deadline(write_exp, tmp_path):
+    """Bug: the shell of a command exits at once on SIGTERM; a program it ran that ignores
+    SIGTERM (or takes long to save) went on running, writing into the task folder, after the
+    run ended. Now what a stopped command leaves in its process group gets the grace period,
+    then SIGKILL, before `shoal run` returns (task 0 ignores SIGTERM, task 1 saves first)."""
+    (tmp_path / "ign.py").write_text(
+        "import os, signal, sys, time\n"
+        "def save(*_):\n"
+        "    time.sleep(0.3)\n"
+        "    open(sys.argv[1].replace('started', 'saved'), 'w').close()\n"
+        "    os._exit(0)\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN if sys.argv[2] == '0' else save)\n"
+        "open(sys.argv[1], 'w').close()\n"
+        "time.sleep(43.5)\n")
+    path = write_exp("""
+        exp = shoal.Experiment("ign", grid=shoal.Grid(i=[0, 1]))
+        exp.command("c", "{python} ign.py {out}/started {i} > {out}/o.txt", per=["i"])
+    """)
+    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "--progress", "none",
+                             "--grace", "2", "-j", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not all((tmp_path / f"runs/c/i={i}/started").exists() for i in (0, 1)):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "2 interrupted" in err
+    assert 1.5 < time.time() - t0 < 15  # the grace period, then the kill
+    left = subprocess.run(["pgrep", "-f", "ign.py"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "a program the stopped shell ran survived the run"
+    assert (tmp_path / "runs/c/i=1/saved").exists()  # (it had its grace period)
+
+
 def test_bundles_of_short_tasks_survive_a_timeout_inside_a_bundle(write_exp, tmp_path):
     """Short tasks are sent to workers in bundles; a task killed inside a bundle fails
     alone, and the tasks queued behind it run afterwards (their attempt is not used up)."""

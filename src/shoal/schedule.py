@@ -33,7 +33,7 @@ class Backend(Protocol):
     def poll(self, timeout: float) -> list[dict[str, Any]]: ...
     def kill(self, spec: TaskSpec, reason: str, status: str = ...) -> list[dict[str, Any]]: ...
     def running_specs(self) -> list[tuple[TaskSpec, float]]: ...
-    def signal_stop(self) -> None: ...
+    def signal_stop(self, deadline: float) -> None: ...
     def shutdown(self) -> None: ...
 
 
@@ -185,8 +185,10 @@ class Controller(Outcomes):
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
-            self.backend.shutdown()
-            self._flush(force=True)
+            try:  # (it may wait out the grace period: a Ctrl-C there cuts it short)
+                self.backend.shutdown()
+            finally:
+                self._flush(force=True)
             self.report.elapsed = time.time() - self.started
             if self.on_progress:
                 self.on_progress(self)
@@ -205,7 +207,7 @@ class Controller(Outcomes):
             self.stopping = True
             self.report.stopped = True
             self.stop_deadline = time.time() + self.options.grace_s
-            self.backend.signal_stop()
+            self.backend.signal_stop(self.stop_deadline)
 
     def _loop(self) -> None:
         last_progress = 0.0
@@ -352,6 +354,9 @@ class Controller(Outcomes):
                 if spec.timeout_s is not None and now - started > spec.timeout_s:
                     for o in self.backend.kill(spec, f"timeout after {spec.timeout_s:g} s"):
                         self._ingest(o)
+        if self.killing and self.stop_deadline > now:  # (a second signal: no more grace)
+            self.stop_deadline = now
+            self.backend.signal_stop(now)
         if self.stopping and self.running and (self.killing or now > self.stop_deadline):
             # (a user's stop: after the grace period; --fail-fast: never)
             for spec, _ in self.backend.running_specs():

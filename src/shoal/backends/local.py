@@ -221,15 +221,16 @@ class LocalBackend:
             self._commands.kill(spec, reason, status)
         return []  # its outcome arrives through poll() (or it already ended)
 
-    def signal_stop(self) -> None:
+    def signal_stop(self, deadline: float) -> None:
         """Ask every running task to stop: SIGUSR2 to a function task's worker
-        (``ctx.should_stop()`` turns true), SIGTERM to a command's process group."""
+        (``ctx.should_stop()`` turns true), SIGTERM to a command's process group (what is
+        left of it at ``deadline`` is killed, even once the command itself has exited)."""
         for w in self.workers:
             if w.queue:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(w.proc.pid, signal.SIGUSR2)
         if self._commands is not None:
-            self._commands.signal_stop()
+            self._commands.signal_stop(deadline)
 
     def shutdown(self) -> None:
         """End every worker (idle ones politely)."""

@@ -73,6 +73,27 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _live_groups(pgids: list[int]) -> list[int]:
+    """Those of ``pgids`` with a member that has not exited. Zombies do not count: orphans
+    wait for init to reap them, which some container inits do late (Linux: read from
+    /proc; elsewhere any member counts)."""
+    if not os.path.isdir("/proc/self"):
+        return [g for g in pgids if _group_alive(g)]
+    wanted, live = set(pgids), set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+            state, _, pgrp = stat[stat.rindex(b")") + 2:].split(None, 3)[:3]
+        except (OSError, ValueError):
+            continue  # (gone meanwhile)
+        if state != b"Z" and int(pgrp) in wanted:
+            live.add(int(pgrp))
+    return [g for g in pgids if g in live]
+
+
 def unstarted(spec: TaskSpec) -> dict[str, Any]:
     """The outcome of a queued task that never started (stop, or the task before it died)."""
     return W.outcome(spec, "unstarted")
@@ -86,6 +107,9 @@ class CommandRunner:
     env: dict[str, str]
     bundles: list[_Bundle] = field(default_factory=list)
     stopping: bool = False
+    stop_deadline: float = float("inf")  # (when stopping) what still runs then is killed
+    lingering: list[int] = field(default_factory=list)  # process groups that outlived their
+    # command during a stop (a shell that exited on SIGTERM, what it ran ignoring it)
     _outcomes: queue.SimpleQueue[dict[str, Any]] = field(default_factory=queue.SimpleQueue)
     _spare_logs: list[TaskLog] = field(default_factory=list)
     _nlogs: Iterator[int] = field(default_factory=itertools.count)  # (next() is atomic)
@@ -193,6 +217,8 @@ class CommandRunner:
                     _, status = os.waitpid(pid, 0)
                     ended.code = os.waitstatus_to_exitcode(status)
                     ended.lingering = _group_alive(pid)  # (something it started still runs)
+                    if ended.lingering and self.stopping:  # (killed at the stop's deadline)
+                        self.lingering.append(pid)
                 spec = None
         except BaseException as exc:  # never lose a task: those at hand failed, the rest wait
             with b.lock:
@@ -314,9 +340,12 @@ class CommandRunner:
                 return True
         return False
 
-    def signal_stop(self) -> None:
-        """SIGTERM to every running command's process group; start nothing more."""
+    def signal_stop(self, deadline: float = float("inf")) -> None:
+        """SIGTERM to every running command's process group; start nothing more; what is
+        left of those groups at ``deadline`` is killed by :meth:`shutdown` (again: a sooner
+        deadline)."""
         self.stopping = True
+        self.stop_deadline = min(self.stop_deadline, deadline)
         for b in list(self.bundles):
             with b.lock:
                 if b.pid is not None:
@@ -345,3 +374,24 @@ class CommandRunner:
             for fd in (self._rfd, self._wfd):
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        self._end_lingering()
+
+    def _end_lingering(self) -> None:
+        """Process groups that outlived their command during a stop get until the stop's
+        deadline to end (a trainer saving its state), then SIGKILL: nothing a task started
+        goes on writing into its folder after the run (the next one reruns the task there)."""
+        try:
+            while self.lingering and time.time() < self.stop_deadline:
+                self.lingering = _live_groups(self.lingering)
+                if self.lingering:
+                    time.sleep(min(0.05, max(0.0, self.stop_deadline - time.time())))
+        finally:  # (also on a Ctrl-C while waiting)
+            for pgid in self.lingering:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+            gone = time.monotonic() + 2  # (a killed process takes a moment to be gone)
+            while self.lingering and time.monotonic() < gone:
+                self.lingering = _live_groups(self.lingering)
+                if self.lingering:
+                    time.sleep(0.01)
+            self.lingering = []

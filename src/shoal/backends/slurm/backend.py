@@ -352,9 +352,9 @@ class SlurmBackend:
                 commands.scancel([f"{el.job}_{el.index}"])
         return []
 
-    def signal_stop(self) -> None:
-        """Cancel this run's jobs (Slurm sends SIGTERM, then SIGKILL after KillWait); what
-        was not submitted yet is not submitted."""
+    def signal_stop(self, deadline: float) -> None:
+        """Cancel this run's jobs (Slurm sends SIGTERM, then SIGKILL after its KillWait, not
+        at ``deadline``); what was not submitted yet is not submitted."""
         self.stopped = True
         commands.scancel({job for job, _ in self.elements})
 
