@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,29 @@ def test_unknown_config_key_is_an_error(cli, write_exp) -> None:
     assert rc == 2 and out == ""
     assert "config key 'sitse'" in err and "sites" in err
     assert "Traceback" not in err
+
+
+def test_config_values_are_checked_against_the_default_s_type() -> None:
+    """Bug: `--config seeds=true` passed for an int default (a bool is an int), so the grid
+    silently had one seed; a float or list default took any text."""
+    from shoal.configuration import _coerce
+    from shoal.errors import ConfigError
+
+    assert _coerce("seeds", "7", 3) == 7 and _coerce("seeds", 4.0, 3) == 4
+    assert _coerce("lr", 1, 0.1) == 1.0 and _coerce("lr", "1e-3", 0.1) == 0.001
+    assert _coerce("flag", "yes", False) is True
+    assert _coerce("factors", [1, 2], [0, 1, 5]) == [1, 2]
+    for name, value, default, words in [
+        ("seeds", True, 3, "expected an integer (the default is 3), got true"),
+        ("seeds", 2.5, 3, "expected an integer"),
+        ("seeds", "five", 3, "expected an integer"),
+        ("lr", False, 0.1, "expected a number (the default is 0.1), got false"),
+        ("lr", "fast", 0.1, "expected a number"),
+        ("factors", 1, [0, 1, 5], "expected a list (the default is [0, 1, 5]), got 1: "
+                                  "write factors=[1] for one value"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            _coerce(name, value, default)
 
 
 def test_plan_why_and_only(cli, write_exp, load) -> None:

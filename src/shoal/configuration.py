@@ -47,7 +47,11 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"config '{name}': expected true/false, got {value!r}")
-    if isinstance(default, int) and not isinstance(value, bool):
+    if isinstance(value, bool) and isinstance(default, (int, float)):  # (bool is an int)
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise ConfigError(f"config '{name}': expected {kind} (the default is {default!r}), "
+                          f"got {json.dumps(value)}")
+    if isinstance(default, int):
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -58,10 +62,17 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             raise ConfigError(
                 f"config '{name}': expected an integer (the default is {default!r}), got {value!r}"
             ) from None
-    if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(
-        value, bool
-    ):
-        return float(value)
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"config '{name}': expected a number (the default is {default!r}), got {value!r}"
+            ) from None
+    if isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            f"config '{name}': expected a list (the default is {json.dumps(list(default))}), "
+            f"got {value!r}: write {name}={json.dumps([value])} for one value")
     if isinstance(default, str) and not isinstance(value, str):
         return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return value
