@@ -275,3 +275,61 @@ def test_real_process_end_to_end(write_exp, tmp_path: Path) -> None:
                          check=False)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and "'sit'" in res.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "-j", "0"], "argument -j/--jobs: 0 must be >= 1"),
+    (["run", "--retries", "-1"], "argument --retries: -1 must be >= 0"),
+    (["run", "--grace", "-5"], "argument --grace: -5 must be >= 0"),
+    (["run", "--progress-interval", "0"], "argument --progress-interval: 0 must be > 0"),
+    (["run", "--max-requeues", "x"], "argument --max-requeues: 'x' is not a number"),
+    (["logs", "--tail", "-2"], "argument --tail: -2 must be >= 1"),
+    (["status", "--failures", "-1"], "argument --failures: -1 must be >= 0"),
+    (["plan", "--limit", "-1"], "argument --limit: -1 must be >= 0"),
+])
+def test_bad_option_values_are_usage_errors(cli, write_exp, args, words) -> None:
+    """Bug: negative retries, grace, tails, limits… were taken (`--tail -2` dropped the
+    first two lines)."""
+    path = write_exp(SMALL)
+    extra = ["prep"] if args[0] == "logs" else []
+    with pytest.raises(SystemExit) as exc:
+        cli(args[0], path, *extra, *args[1:])
+    assert exc.value.code == 2
+    assert words in cli.capsys.readouterr().err
+
+
+def test_results_options_and_paths_are_one_clear_error(cli, write_exp, load, tmp_path):
+    """Bugs: `--level 95` (a percentage), an output file in a missing folder and a run root
+    that is a file gave tracebacks; `--by a a` repeated a column."""
+    path = write_exp(SMALL)
+    complete(load(path))
+    rc, _, err = cli("results", path, "--by", "site", "--level", "95")
+    assert rc == 2
+    assert "--level 95: the confidence level is a fraction between 0 and 1 (95 %: " \
+           "--level 0.95)" in err
+    rc, out, err = cli("results", path, "--by", "site", "site", "--format", "csv")
+    assert rc == 0, err
+    assert out.splitlines()[0].startswith("site,metric,n,")
+    rc, _, err = cli("results", path, "--format", "json", "-o", tmp_path / "no/such/x.json")
+    assert rc == 2 and "Traceback" not in err
+    assert f"{tmp_path}/no/such/x.json: No such file or directory; check this path" in err
+    (tmp_path / "afile").write_text("")
+    rc, _, err = cli("run", path, "--root", tmp_path / "afile", "--progress", "none")
+    assert rc == 2 and "Traceback" not in err and "afile" in err
+
+
+def test_print_at_import_keeps_json_output_clean(cli, write_exp) -> None:
+    """Bug: a print() in the experiment file went into `plan --json`'s output."""
+    path = write_exp('print("building the grid")\n' + SMALL)
+    rc, out, err = cli("plan", path, "--json")
+    assert rc == 0
+    assert json.loads(out)["total"] > 0
+    assert "building the grid" in err
+
+
+def test_a_syntax_error_shows_the_user_s_line(cli, write_exp) -> None:
+    path = write_exp("exp = shoal.Experiment('x', grid=shoal.Grid(i=[0])\n")
+    rc, _, err = cli("plan", path)
+    assert rc == 2
+    assert "SyntaxError" in err and f'File "{path}", line 2' in err
+    assert "importlib" not in err and "loader.py" not in err

@@ -273,6 +273,35 @@ def test_gpu_request_without_gpus_is_a_clear_error(write_exp) -> None:
     assert "step 't' asks for gpus=1" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_gpus_named_by_uuid_are_handed_out_by_name(write_exp, tmp_path: Path) -> None:
+    """Bug: CUDA_VISIBLE_DEVICES of UUIDs (an allocation of MIG slices or of GPUs 2 and 3 on
+    a shared node) was renumbered 0, 1…, so tasks ran on devices outside it; and a typo
+    (--gpus O) silently meant device 0."""
+    from shoal.errors import ShoalError
+    from shoal.slots import parse_gpu_list
+
+    assert parse_gpu_list("0, 2,2") == ["0", "2"]
+    assert parse_gpu_list("MIG-4f1b/1/0,GPU-8a9c-77") == ["MIG-4f1b/1/0", "GPU-8a9c-77"]
+    assert parse_gpu_list("none") == [] and parse_gpu_list("") == []
+    with pytest.raises(ShoalError, match="'O' is not a GPU"):
+        parse_gpu_list("O")
+    path = write_exp("""
+        import os
+        exp = shoal.Experiment("uuid", grid=shoal.Grid(i=range(4)))
+        @exp.step(per=["i"], gpus=1)
+        def t(ctx, i):
+            return {"cvd": os.environ["CUDA_VISIBLE_DEVICES"], "device": ctx.device}
+    """)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "GPU-aaaa-1,GPU-bbbb-2"}
+    run(path, "-j", "2", check=True, env=env)
+    seen = {json.loads((tmp_path / f"runs/t/i={k}/.shoal-result.json").read_text())
+            ["metrics"]["cvd"] for k in range(4)}
+    assert seen == {"GPU-aaaa-1", "GPU-bbbb-2"}
+    res = run(path, "--gpus", "O")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "--gpus='O': 'O' is not a GPU" in res.stderr
+
+
 def test_second_controller_is_refused_while_readers_work(cli, write_exp, tmp_path) -> None:
     path = write_exp(PIPE)
     with RootLock(tmp_path / "runs").acquire():

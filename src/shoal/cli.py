@@ -29,6 +29,23 @@ def _common(p: argparse.ArgumentParser, only: bool = True) -> None:
                        help="restrict to tasks at these values (repeat a dim for several)")
 
 
+def _at_least(low: float, kind: type = int, strict: bool = False) -> Any:
+    """An argparse type: a number (``kind``) >= ``low`` (> ``low`` where ``strict``), with
+    argparse's one-line usage error."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} "
+                                             f"{low:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # (argparse names the type in its messages)
+    return parse
+
+
 def _view(name: str) -> Any:
     def call(args: argparse.Namespace) -> int:
         from shoal import cli_views
@@ -50,30 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="what would run, and why (runs nothing)")
     _common(p)
     p.add_argument("--why", action="store_true", help="show sample tasks per reason")
-    p.add_argument("--limit", type=int, default=5, help="tasks shown per step and reason")
+    p.add_argument("--limit", type=_at_least(0), default=5, help="tasks shown per step and reason")
     p.add_argument("--json", action="store_true", help="machine-readable counts")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run what is missing, failed or out of date")
     _common(p)
-    p.add_argument("-j", "--jobs", type=int, help="CPU slots (default: all cores)")
+    p.add_argument("-j", "--jobs", type=_at_least(1), help="CPU slots (default: all cores)")
     p.add_argument("--gpus", help="GPU devices to use, e.g. 0,1 (default: detected; 'none')")
     p.add_argument("--mem", help="memory to hand out, e.g. 20G (default: available memory)")
-    p.add_argument("--retries", type=int, help="extra attempts per failed task (steps' "
+    p.add_argument("--retries", type=_at_least(0), help="extra attempts per failed task (steps' "
                    "retries= override)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--keep-going", dest="keep_going", action="store_true", default=True,
                    help="run independent tasks after a failure (default)")
     g.add_argument("--fail-fast", dest="keep_going", action="store_false",
                    help="stop launching after the first failure")
-    p.add_argument("--grace", type=float, default=30.0,
+    p.add_argument("--grace", type=_at_least(0, float), default=30.0,
                    help="seconds stopped tasks get to checkpoint before they are killed")
-    p.add_argument("--max-requeues", type=int, metavar="N", help="times a task interrupted "
-                   "by preemption, requeue or a segment's end goes out again (default 10, "
-                   "plus its chained segments)")
+    p.add_argument("--max-requeues", type=_at_least(0), metavar="N",
+                   help="times a task interrupted by preemption, requeue or a segment's "
+                   "end goes out again (default 10, plus its chained segments)")
     p.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
-    p.add_argument("--progress-interval", type=float, default=10.0,
-                   help="seconds between plain progress lines")
+    p.add_argument("--progress-interval", type=_at_least(0, float, strict=True),
+                   default=10.0, help="seconds between plain progress lines")
     p.add_argument("--backend", choices=["local", "slurm"],
                    help="where to run (default: local; slurm when --profile is given)")
     g = p.add_argument_group("Slurm (--backend slurm)")
@@ -86,16 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--partition", help="sbatch --partition")
     g.add_argument("--account", help="sbatch --account")
     g.add_argument("--qos", help="sbatch --qos")
-    g.add_argument("--throttle", type=int, metavar="K", help="run at most K elements of "
+    g.add_argument("--throttle", type=_at_least(1), metavar="K", help="run at most K elements of "
                    "each array at once (--array=...%%K)")
-    g.add_argument("--tasks-per-job", type=int, metavar="N", help="tasks bundled per array "
-                   "element (default: as many as fit in 30 min by the step's time=)")
+    g.add_argument("--tasks-per-job", type=_at_least(1), metavar="N",
+                   help="tasks bundled per array element (default: as many as fit in 30 "
+                   "min by the step's time=)")
     g.add_argument("--max-time", metavar="TIME", help="longest job (default: the partition's "
                    "MaxTime); a longer task runs as chained segments (it must checkpoint)")
     g.add_argument("--signal-grace", metavar="TIME", help="USR2 this long before a job's "
                    "time limit, to checkpoint (seconds, or 5m...; default 90)")
-    g.add_argument("--mem-retry-factor", type=float, metavar="F", help="after OUT_OF_MEMORY, "
-                   "retry (within retries=) with the step's mem times F")
+    g.add_argument("--mem-retry-factor", type=_at_least(1, float), metavar="F",
+                   help="after OUT_OF_MEMORY, retry (within retries=) with the step's mem "
+                   "times F")
     g.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
                    help="extra sbatch option, e.g. --sbatch=--constraint=v100 (repeatable)")
     p.set_defaults(func=cmd_run)
@@ -104,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, only=False)
     p.add_argument("step", help="step name")
     p.add_argument("params", nargs="*", metavar="DIM=VALUE", help="the task's parameters")
-    p.add_argument("--tail", type=int, help="only the last N lines")
+    p.add_argument("--tail", type=_at_least(1), help="only the last N lines")
     p.set_defaults(func=_view("cmd_logs"))
 
     p = sub.add_parser("results", help="the results table (params x metrics), or summaries")
@@ -143,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable counts")
     p.add_argument("--rescan", action="store_true",
                    help="rebuild the store from the task folders' result files first")
-    p.add_argument("--failures", type=int, default=10, help="failed tasks to list (with "
+    p.add_argument("--failures", type=_at_least(0), default=10, help="failed tasks to list (with "
                    "the last lines of their logs)")
     p.set_defaults(func=_view("cmd_status"))
     return parser
@@ -263,7 +282,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = run_experiment(
         exp, slurm=slurm,
         jobs=args.jobs, gpus=parse_gpu_list(args.gpus) if args.gpus is not None else None,
-        mem_mb=parse_mem("--mem", args.mem) if args.mem else None, retries=args.retries,
+        mem_mb=parse_mem("(run)", args.mem, "--mem") if args.mem else None, retries=args.retries,
         keep_going=args.keep_going, only=_only(exp, args), grace_s=args.grace,
         progress=args.progress, progress_interval=args.progress_interval, backend=args.backend,
         detach=args.detach, max_requeues=args.max_requeues,
@@ -331,6 +350,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shoal: error: {type(exc).__name__}: {exc}{where}; check the run root "
               "(--root) is writable and its .shoal/state.db intact (shoal status --rescan "
               "rebuilds it)", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the user gave (-o, --root…) that cannot be used
+        if exc.filename is None or os.environ.get("SHOAL_DEBUG"):
+            raise  # (not about a path: shoal's own error, with its traceback)
+        print(f"shoal: error: {exc.filename}: {exc.strerror or exc}; check this path (the "
+              "run root --root, an output file -o, the experiment's folder)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("shoal: interrupted", file=sys.stderr)

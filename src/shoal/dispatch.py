@@ -73,7 +73,7 @@ class SpecBuilder:
         spec.retries = retries
         return spec
 
-    def build(self, sp: StepPlan, i: int, attempt: int, cpus: int, devices: list[int]) -> TaskSpec:
+    def build(self, sp: StepPlan, i: int, attempt: int, cpus: int, devices: list[str]) -> TaskSpec:
         step = sp.step
         params = sp.param_dict(i)
         needs: dict[str, dict[str, Any]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -58,8 +59,9 @@ def load_experiment(
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[modname] = module
-    try:
-        spec.loader.exec_module(module)
+    try:  # (what it prints goes to stderr: `plan --json`, `results --format csv` stay clean)
+        with contextlib.redirect_stdout(sys.stderr):
+            spec.loader.exec_module(module)
     except ShoalError:
         raise
     except SystemExit as exc:
@@ -67,6 +69,9 @@ def load_experiment(
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
+        if isinstance(exc, SyntaxError):  # (no frame of the file ran: show where it is)
+            text = "".join(traceback.format_exception_only(type(exc), exc))
+            raise ExperimentImportError(f"importing {path} failed:\n{text.rstrip()}") from None
         frames = traceback.extract_tb(exc.__traceback__)
         first = next((k for k, f in enumerate(frames) if f.filename == str(path)), 0)
         text = "".join(traceback.format_list(frames[first:][-8:]))

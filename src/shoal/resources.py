@@ -14,8 +14,25 @@ _DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day)?s?\s*$", re.I
 _DUR_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400}
 
 
-def parse_mem(step: str, value: str | int | float | None) -> int | None:
-    """Memory in MiB from ``"2G"``, ``"512M"``, ``"1.5GB"`` or a number of MiB (Slurm's unit)."""
+def _said(step: str, field: str, value: object) -> str:
+    """How an error names the value: a step's keyword, or a command-line option (a field
+    that starts with ``--``, given for the whole run)."""
+    if field.startswith("--"):
+        return f"{field} {value}"
+    if step.startswith("("):  # (a profile's or partition's setting, not a step's)
+        return f"{step[1:-1]} setting {field}={value!r}"
+    return f"step '{step}': {field}={value!r}"
+
+
+def _example(field: str, *values: str) -> str:
+    if field.startswith("--"):
+        return " or ".join(f"{field} {v}" for v in values)
+    return " or ".join(f"{field}=\"{v}\"" for v in values)
+
+
+def parse_mem(step: str, value: str | int | float | None, field: str = "mem") -> int | None:
+    """Memory in MiB from ``"2G"``, ``"512M"``, ``"1.5GB"`` or a number of MiB (Slurm's unit).
+    ``field``: the keyword or command-line option that gave it (for errors)."""
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -24,12 +41,12 @@ def parse_mem(step: str, value: str | int | float | None) -> int | None:
         m = _MEM.match(str(value))
         if not m:
             raise SpecError(
-                f"step '{step}': mem={value!r} is not a memory size; write e.g. mem=\"2G\" or "
-                "mem=\"512M\" (a bare number means MiB)"
+                f"{_said(step, field, value)} is not a memory size; write e.g. "
+                f"{_example(field, '2G', '512M')} (a bare number means MiB)"
             )
         mib = float(m.group(1)) * _MEM_UNITS[m.group(2).upper()]
     if mib <= 0:
-        raise SpecError(f"step '{step}': mem={value!r} must be positive")
+        raise SpecError(f"{_said(step, field, value)} must be positive")
     return max(1, math.ceil(mib))
 
 
@@ -54,11 +71,11 @@ def parse_duration(step: str, field: str, value: str | int | float | None) -> fl
             secs = _clock(text)
             if secs is None:
                 raise SpecError(
-                    f"step '{step}': {field}={value!r} is not a duration; write e.g. "
-                    f"{field}=\"20m\", \"2h\", \"1d\" or \"HH:MM:SS\""
+                    f"{_said(step, field, value)} is not a duration; write e.g. "
+                    f"{_example(field, '20m', '2h', '1d', 'HH:MM:SS')}"
                 )
     if secs <= 0:
-        raise SpecError(f"step '{step}': {field}={value!r} must be positive")
+        raise SpecError(f"{_said(step, field, value)} must be positive")
     return secs
 
 

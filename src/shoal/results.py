@@ -122,6 +122,7 @@ def summarise(
     """Per group of ``by`` and per metric: n, mean, std, sem, t-based CI, median, min, max —
     over the *done* tasks — with the group's count of missing and failed tasks beside them,
     so a summary never silently averages over holes."""
+    import numpy as np
     import pandas as pd
 
     key = list(by)
@@ -137,7 +138,8 @@ def summarise(
             n = len(vals)
             row: dict[str, Any] = dict(zip(key, gkey))
             row["metric"] = m
-            row.update(_describe(vals.to_numpy(), level))
+            with np.errstate(all="ignore"):  # (inf among the values: nan, not a warning)
+                row.update(_describe(vals.to_numpy(), level))
             row["missing"] = missing + (len(done) - n)
             row["failed"] = failed
             out.append(row)
@@ -176,10 +178,15 @@ def summary(
     plan: Plan | None = None,
 ) -> pd.DataFrame:
     """``results(step)`` grouped by ``by`` and summarised over the other dimensions."""
+    if not 0 < level < 1:
+        pct = f" ({level:g} %: --level {level / 100:g})" if 1 < level < 100 else ""
+        raise ShoalError(f"--level {level:g}: the confidence level is a fraction between 0 "
+                         f"and 1{pct}, e.g. --level 0.95")
     plan = plan or exp.plan()
     frame = results(exp, step, plan=plan)
     name = step or default_step(plan)
     dims = plan.steps[name].dims
+    by = list(dict.fromkeys(by))  # (--by a a: one column)
     for d in by:
         if d not in dims:
             raise ShoalError(
@@ -188,7 +195,14 @@ def summary(
             )
     available = metric_columns(frame, dims)
     chosen = list(metrics) if metrics else available
+    # a metric named like a dimension is in the table as metric_NAME (NAME: the parameter)
+    chosen = [f"metric_{m}" if m in dims and f"metric_{m}" in frame.columns else m
+              for m in chosen]
     for m in chosen:
+        if m in dims:
+            raise ShoalError(f"--metric {m}: '{m}' is a dimension of step '{name}', not a "
+                             f"metric (metrics: {', '.join(available) or 'none yet'}); "
+                             f"to group by it: --by {m}")
         if m not in frame.columns:
             raise ShoalError(
                 f"--metric {m}: step '{name}' has no metric '{m}' "

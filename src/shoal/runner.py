@@ -24,7 +24,7 @@ def run_experiment(
     exp: Experiment,
     *,
     jobs: int | None = None,
-    gpus: Sequence[int] | None = None,
+    gpus: Sequence[int | str] | None = None,
     mem_mb: int | None = None,
     retries: int | None = None,
     keep_going: bool = True,
@@ -94,7 +94,7 @@ def run_experiment(
                 _refuse_live_detached(root)
                 cpus = jobs or detect_cpus()
                 slots = Slots.local(
-                    cpus, list(gpus) if gpus is not None else detect_gpus(),
+                    cpus, [str(g) for g in gpus] if gpus is not None else detect_gpus(),
                     mem_mb if mem_mb is not None else detect_mem_mb(),
                 )
                 be = LocalBackend(

@@ -43,7 +43,7 @@ class _Running:
     spec: TaskSpec
     res: Resources
     cpus: int
-    devices: list[int]
+    devices: list[str]
     holds_slot: bool = True
 
 
@@ -304,7 +304,7 @@ class Controller(Outcomes):
         return max(1, min(int(BUNDLE_S / mean), MAX_BUNDLE, fair))
 
     def _start(
-        self, tids: list[TaskId], res: Resources, cpus: int, devices: list[int]
+        self, tids: list[TaskId], res: Resources, cpus: int, devices: list[str]
     ) -> None:
         specs = []
         now = time.time()

@@ -7,6 +7,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 
+from shoal.errors import ShoalError
 from shoal.resources import Resources
 
 
@@ -18,11 +19,12 @@ def detect_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def detect_gpus() -> list[int]:
-    """GPU indices: ``$CUDA_VISIBLE_DEVICES`` when set, else ``nvidia-smi -L``, else none."""
+def detect_gpus() -> list[str]:
+    """GPU devices as CUDA_VISIBLE_DEVICES names them: ``$CUDA_VISIBLE_DEVICES`` when set
+    (indices or UUIDs, kept as they are), else ``nvidia-smi -L``'s indices, else none."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
-        return parse_gpu_list(env)
+        return parse_gpu_list(env, "CUDA_VISIBLE_DEVICES")
     exe = shutil.which("nvidia-smi")
     if not exe:
         return []
@@ -32,18 +34,27 @@ def detect_gpus() -> list[int]:
         out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    return [int(m.group(1)) for m in re.finditer(r"^GPU (\d+):", out, re.MULTILINE)]
+    return [m.group(1) for m in re.finditer(r"^GPU (\d+):", out, re.MULTILINE)]
 
 
-def parse_gpu_list(text: str) -> list[int]:
-    """``"0,1"`` -> ``[0, 1]``; ``""``/``"none"`` -> ``[]``. UUIDs are numbered in order."""
+_DEVICE = re.compile(r"^(\d+|(GPU|MIG)-[0-9A-Za-z/-]+)$")
+
+
+def parse_gpu_list(text: str, source: str = "--gpus") -> list[str]:
+    """``"0,1"`` -> ``["0", "1"]``; ``""``/``"none"`` -> ``[]``. Devices are named as
+    CUDA_VISIBLE_DEVICES names them, indices or UUIDs (``GPU-…``, ``MIG-…``), and handed to
+    tasks by those names (a UUID is never turned into an index: index 0 is another device
+    than the first of an allocation given by UUIDs). ``source`` names the text in errors."""
     text = text.strip()
     if not text or text.lower() in ("none", "-1"):
         return []
     items = [t.strip() for t in text.split(",") if t.strip()]
-    if all(t.isdigit() for t in items):
-        return [int(t) for t in items]
-    return list(range(len(items)))
+    bad = [t for t in items if not _DEVICE.match(t)]
+    if bad:
+        raise ShoalError(f"{source}={text!r}: {bad[0]!r} is not a GPU; give device indices "
+                         "or UUIDs as CUDA_VISIBLE_DEVICES takes them, e.g. --gpus 0,1 "
+                         "(or --gpus none)")
+    return list(dict.fromkeys(items))
 
 
 def detect_mem_mb() -> int | None:
@@ -67,7 +78,7 @@ class Slots:
 
     cpus: int
     mem_mb: int | None = None
-    gpus: dict[int, float] = field(default_factory=dict)  # device -> free fraction
+    gpus: dict[str, float] = field(default_factory=dict)  # device -> free fraction
     unlimited: bool = False  # a cluster: its scheduler does the placing
 
     @classmethod
@@ -76,10 +87,10 @@ class Slots:
         return cls(cpus=10**9, unlimited=True)
 
     @classmethod
-    def local(cls, cpus: int, gpus: list[int], mem_mb: int | None) -> Slots:
+    def local(cls, cpus: int, gpus: list[str], mem_mb: int | None) -> Slots:
         return cls(cpus=cpus, mem_mb=mem_mb, gpus={g: 1.0 for g in gpus})
 
-    def place(self, res: Resources, cpus: int) -> list[int] | None:
+    def place(self, res: Resources, cpus: int) -> list[str] | None:
         """Devices for a task needing ``res`` (with ``cpus`` after clamping), or None."""
         if self.unlimited:
             return []
@@ -98,7 +109,7 @@ class Slots:
         n = int(res.gpus)
         return whole[:n] if len(whole) >= n else None
 
-    def take(self, res: Resources, cpus: int, devices: list[int]) -> None:
+    def take(self, res: Resources, cpus: int, devices: list[str]) -> None:
         if self.unlimited:
             return
         self.cpus -= cpus
@@ -108,7 +119,7 @@ class Slots:
         for d in devices:
             self.gpus[d] -= share
 
-    def give(self, res: Resources, cpus: int, devices: list[int]) -> None:
+    def give(self, res: Resources, cpus: int, devices: list[str]) -> None:
         if self.unlimited:
             return
         self.cpus += cpus

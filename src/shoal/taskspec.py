@@ -37,7 +37,7 @@ class TaskSpec:
     cwd: str
     cpus: int = 1
     gpus: float = 0.0
-    devices: list[int] | None = field(default_factory=list)  # None: left to the scheduler
+    devices: list[str] | None = field(default_factory=list)  # None: left to the scheduler
     mem_mb: int | None = None
     time_s: float | None = None  # the step's expected run time (Slurm's --time)
     timeout_s: float | None = None
@@ -75,7 +75,7 @@ class TaskSpec:
             "SHOAL_CHECKPOINTS": f"{self.out}/.shoal-checkpoints",
         })
         if self.devices is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in self.devices)
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
         return env
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import subprocess
     from multiprocessing.connection import Connection
 
-Shape = tuple[int, tuple[int, ...]]
+Shape = tuple[int, tuple[str, ...]]
 
 
 @dataclass(eq=False)
