@@ -97,3 +97,61 @@ def test_a_shell_s_status_for_a_killed_program_is_explained(write_exp, tmp_path)
     assert _error(tmp_path, "c/i=0")["error"] == (
         "command exited with status 137 (as a shell does when what it ran was killed by "
         "SIGKILL)")
+
+
+def test_logs_and_only_name_values_the_way_users_type_them(write_exp, tmp_path, cli):
+    """Bug: `shoal logs ... lr=3` (for 3.0), `lr=1e-5` (for 1e-05) or `flag=True` matched
+    no task and the error blamed missing dimensions; `--only lr=1e-5` was refused."""
+    path = write_exp("""
+        exp = shoal.Experiment("odd", grid=shoal.Grid(lr=[1e-5, 3.0], flag=[True, False],
+                                                       name=["A", "%41"]))
+
+        @exp.step(per=["lr", "flag", "name"])
+        def s(ctx, lr, flag, name):
+            print("task", lr, flag, name)
+    """)
+    assert run(path, "-j", "2").returncode == 0
+    for args in (["lr=3", "flag=True", "name=A"], ["lr=1e-5", "flag=false", "name=%41"],
+                 ["lr=0.00001", "flag=yes", "name=%2541"]):
+        rc, out, err = cli("logs", path, "s", *args)
+        assert rc == 0, err
+        assert "task" in out
+    rc, _, err = cli("logs", path, "s", "lr=2", "flag=true", "name=A")
+    assert rc == 2
+    assert "'lr=2': '2' is not a value of dimension 'lr' of 's' (values: 1e-05, 3.0)" in err
+    rc, out, err = cli("plan", path, "--json", "--only", "lr=1e-5", "flag=True")
+    assert rc == 0, err
+
+
+def test_a_killed_task_s_log_says_why(write_exp, tmp_path) -> None:
+    """Bug: the log of a task killed by its timeout ended without a word about it."""
+    path = write_exp("""
+        import time
+        exp = shoal.Experiment("slow", grid=shoal.Grid(i=[0]))
+
+        @exp.step(per=["i"], timeout=0.5)
+        def f(ctx, i):
+            print("working", flush=True)
+            time.sleep(30)
+
+        exp.command("c", "echo working; sleep 30", per=["i"], timeout=0.5)
+    """)
+    res = run(path, "-j", "2")
+    assert res.returncode == 1
+    for step in ("f", "c"):
+        log = (tmp_path / f"runs/{step}/i=0/.shoal.log").read_text()
+        assert "working" in log and "shoal: timeout after 0.5 s" in log, (step, log)
+
+
+def test_fail_fast_says_what_it_did_not_start(write_exp, tmp_path) -> None:
+    path = write_exp("""
+        exp = shoal.Experiment("ff", grid=shoal.Grid(i=range(12)))
+
+        @exp.step(per=["i"])
+        def f(ctx, i):
+            if i == 0:
+                raise ValueError("no")
+    """)
+    res = run(path, "-j", "1", "--fail-fast")
+    assert res.returncode == 1
+    assert "0 done, 1 failed, 11 not started" in res.stderr

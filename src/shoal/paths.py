@@ -26,6 +26,24 @@ def value_text(value: Value) -> str:
     return str(value)
 
 
+def matches(value: Value, text: str) -> bool:
+    """Whether ``text``, typed on the command line, names ``value``: its text, its folder
+    form (percent-encoded), or the same number or truth value written another way
+    (``lr=1e-5`` for 1e-05, ``lr=3`` for 3.0, ``flag=True`` for true)."""
+    shown = value_text(value)
+    if text in (shown, str(value)) or text == encode(shown):
+        return True
+    if isinstance(value, bool):
+        return text.lower() in (("true", "yes", "on", "1") if value else
+                                ("false", "no", "off", "0"))
+    if isinstance(value, (int, float)):
+        try:
+            return float(text) == value
+        except ValueError:
+            return False
+    return False
+
+
 def encode(text: str) -> str:
     """Percent-encode a value for a path part."""
     enc = quote(text, safe=_SAFE)

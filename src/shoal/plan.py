@@ -16,7 +16,7 @@ from shoal.codehash import blake2b, code_hash, text_hash
 from shoal.decide import decide, existing_keys, inputs_of, task_inputs
 from shoal.errors import SpecError
 from shoal.grid import Point, Value
-from shoal.paths import part, value_text
+from shoal.paths import matches, part, value_text
 from shoal.spec import Experiment, Step
 from shoal.state import Store
 from shoal.tasks import (
@@ -197,7 +197,7 @@ def parse_only(exp: Experiment, items: Sequence[str]) -> dict[str, list[Value]]:
                 f"--only {item!r}: expected dim=value with a grid dimension "
                 f"({', '.join(values)})"
             )
-        match = [v for v in values[dim] if value_text(v) == text or str(v) == text]
+        match = [v for v in values[dim] if matches(v, text)]
         if not match:
             shown = ", ".join(value_text(v) for v in values[dim][:10])
             raise SpecError(

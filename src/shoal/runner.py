@@ -175,6 +175,8 @@ def print_report(report: RunReport, stream: Any = None) -> None:
             parts.append(f"{n} {label}")
     if report.adopted:
         parts.append(f"{report.adopted} recovered from result files")
+    if report.stopped and report.not_started:
+        parts.append(f"{report.not_started} not started")
     print(f"shoal: {', '.join(parts)} in {report.elapsed:.1f} s", file=stream)
     for label, error in report.failures[:10]:
         print(f"  failed: {label}: {error}", file=stream)

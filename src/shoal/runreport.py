@@ -35,6 +35,7 @@ class RunReport:
     skipped: int = 0
     interrupted: int = 0
     adopted: int = 0
+    not_started: int = 0  # to run, but never started (a stop, --fail-fast)
     elapsed: float = 0.0
     stopped: bool = False  # stopped launching early (Ctrl-C, SIGTERM or --fail-fast)
     user_stopped: bool = False  # by Ctrl-C / SIGTERM

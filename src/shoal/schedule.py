@@ -189,6 +189,9 @@ class Controller(Outcomes):
                 self.backend.shutdown()
             finally:
                 self._flush(force=True)
+            r = self.report
+            r.not_started = max(0, len(self.waiting) - r.done - r.failed - r.skipped
+                                - r.interrupted)
             self.report.elapsed = time.time() - self.started
             if self.on_progress:
                 self.on_progress(self)

@@ -164,11 +164,16 @@ def outcome(spec: TaskSpec, status: str, **extra: Any) -> dict[str, Any]:
 
 
 def write_failure(
-    spec: TaskSpec, status: str, error: str, started: float, ended: float | None = None
+    spec: TaskSpec, status: str, error: str, started: float, ended: float | None = None,
+    in_log: bool = False,
 ) -> dict[str, Any]:
     """Write ``.shoal-error.json`` for a failed or interrupted attempt; return the outcome.
-    ``ended``: when the attempt ended (default: now)."""
+    ``ended``: when the attempt ended (default: now); ``in_log``: say it in the task's log
+    too (the task was killed from outside: nothing in its log tells why it ended)."""
     out = spec.out
+    if in_log:
+        with contextlib.suppress(OSError), open(f"{out}/{resultfile.LOG}", "a") as fh:
+            fh.write(f"shoal: {error}\n")
     doc = resultfile.make_result(
         experiment=spec.experiment, step=spec.step, key=spec.key, params=spec.params,
         fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,

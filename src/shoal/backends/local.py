@@ -215,7 +215,7 @@ class LocalBackend:
                 rest = w.queue[1:]
                 w.queue = []
                 self._close(w, kill=True)
-                return [W.write_failure(spec, status, reason, w.started),
+                return [W.write_failure(spec, status, reason, w.started, in_log=True),
                         *[unstarted(s) for s in rest]]
         if self._commands is not None:
             self._commands.kill(spec, reason, status)

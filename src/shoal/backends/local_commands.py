@@ -268,6 +268,7 @@ class CommandRunner:
         """Close the ended task's log and write its result or error file."""
         try:
             if e.kill_reason:
+                os.write(e.fd, f"shoal: {e.kill_reason}\n".encode())  # (why it ended)
                 e.log.close(e.fd, e.spec.out, e.fresh, e.lingering)
                 return W.write_failure(e.spec, e.kill_status, e.kill_reason, e.started,
                                        e.ended)
