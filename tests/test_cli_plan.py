@@ -224,6 +224,52 @@ ERRORS = {
         """,
         ["step 'prep'", "'seed'", "per="],
     ),
+    "a placeholder in quotes": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(v=["a b"]))
+        exp.command("c", 'echo "{v}" > {out}/v.txt', per=["v"])
+        """,
+        ["step 'c'", 'puts {v} in quotes ("{v}")', "write {v} without them"],
+    ),
+    "a field that cannot be filled": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(lr=[0.1, 0.2]))
+        exp.command("c", "train --lr {lr:.2q}", per=["lr"])
+        """,
+        ["step 'c'", "cannot be filled for lr=0.1", "ValueError", "fix the field"],
+    ),
+    "an index into a number": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(a=[1]))
+        exp.command("c", "echo {a[0]}", per=["a"])
+        """,
+        ["step 'c'", "cannot be filled for a=1", "TypeError"],
+    ),
+    "a first parameter that is a dimension": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(a=[1]))
+        @exp.step(per=["a"])
+        def s(a): ...
+        """,
+        ["step 's'", "first parameter 'a' is a dimension", "def s(ctx, a)"],
+    ),
+    "an async step function": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(a=[1]))
+        @exp.step(per=["a"])
+        async def s(ctx, a): ...
+        """,
+        ["step 's'", "is an async function", "plain def"],
+    ),
+    "a generator step function": (
+        """
+        exp = shoal.Experiment("e", grid=shoal.Grid(a=[1]))
+        @exp.step(per=["a"])
+        def s(ctx, a):
+            yield {"x": 1}
+        """,
+        ["step 's'", "is a generator (it yields)"],
+    ),
     "gather over a step lacking the dimension": (
         """
         exp = shoal.Experiment("e", grid=shoal.Grid(site=["a"], seed=[0]))
@@ -333,3 +379,21 @@ def test_a_syntax_error_shows_the_user_s_line(cli, write_exp) -> None:
     assert rc == 2
     assert "SyntaxError" in err and f'File "{path}", line 2' in err
     assert "importlib" not in err and "loader.py" not in err
+
+
+def test_plan_without_config_notes_the_last_run_s_config(cli, write_exp) -> None:
+    """`plan`/`run` without --config plan the defaults: say so when the last run used another
+    config (a plain `shoal run` would otherwise quietly redo the gathers over the default
+    grid); the read-only views reuse it."""
+    from test_run import run
+
+    path = write_exp(SMALL)
+    assert run(path, "--config", "seeds=1").returncode == 0
+    rc, out, err = cli("plan", path, "--json")
+    assert rc == 0
+    assert "the last run on this root used --config seeds=1; this one uses the defaults" in err
+    assert json.loads(out)["run"] > 0
+    rc, out, err = cli("plan", path, "--json", "--config", "seeds=1")
+    assert rc == 0 and json.loads(out)["run"] == 0 and "note" not in err
+    rc, out, err = cli("status", path)
+    assert rc == 0 and "using the config of the last run: seeds=1" in err

@@ -4,6 +4,7 @@ found mishandled (each was a bug)."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from test_run import run
@@ -155,3 +156,36 @@ def test_fail_fast_says_what_it_did_not_start(write_exp, tmp_path) -> None:
     res = run(path, "-j", "1", "--fail-fast")
     assert res.returncode == 1
     assert "0 done, 1 failed, 11 not started" in res.stderr
+
+
+def test_summaries_of_clashing_text_and_infinite_metrics(write_exp, tmp_path, cli) -> None:
+    """Bugs: `--metric a` summarised the parameter a where a metric had the same name; a
+    text metric was counted as missing; a step with only text metrics printed pandas'
+    "Empty DataFrame"; inf among the values leaked numpy warnings."""
+    path = write_exp("""
+        exp = shoal.Experiment("m", grid=shoal.Grid(a=[1, 2], seed=[0, 1]))
+
+        @exp.step(per=["a", "seed"])
+        def s(ctx, a, seed):
+            return {"a": 10 * a + seed, "dev": "cpu", "loss": float("inf") if seed else 1.0}
+
+        @exp.step(per=["a"])
+        def t(ctx, a):
+            return {"note": "text"}
+    """)
+    assert run(path, "-j", "2").returncode == 0
+    rc, out, err = cli("results", path, "--step", "s", "--by", "a", "--metric", "a",
+                       "--format", "csv")
+    assert rc == 0, err
+    rows = [line.split(",") for line in out.splitlines()[1:]]
+    assert [(r[0], r[1], r[3]) for r in rows] == [("1", "metric_a", "10.5"),
+                                                   ("2", "metric_a", "20.5")]
+    rc, _, err = cli("results", path, "--step", "s", "--by", "a", "--metric", "dev")
+    assert rc == 2 and "the values of 'dev' are not numbers (e.g. 'cpu')" in err
+    rc, out, err = cli("results", path, "--step", "t", "--summary")
+    assert rc == 2 and "Empty DataFrame" not in out + err
+    assert "step 't' has no numeric metrics to summarise" in err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (a RuntimeWarning from numpy would raise)
+        rc, out, err = cli("results", path, "--step", "s", "--by", "a", "--metric", "loss")
+    assert rc == 0, err

@@ -196,15 +196,18 @@ def _load(args: argparse.Namespace, reuse_config: bool = False) -> Any:
     exp = load_experiment(args.experiment, values)
     if root:
         exp.root = Path(root)
-    if reuse_config and not values:
-        recorded = _recorded_config(exp.root)
-        if recorded:
-            shown = " ".join(f"{k}={json.dumps(v)}" for k, v in recorded.items())
-            print(f"shoal: using the config of the last run: {shown} (--config overrides)",
-                  file=sys.stderr)
-            exp = load_experiment(args.experiment, recorded)
-            if root:
-                exp.root = Path(root)
+    recorded = _recorded_config(exp.root) if not values else {}
+    if recorded:
+        shown = " ".join(f"{k}={json.dumps(v)}" for k, v in recorded.items())
+        if not reuse_config:  # plan, run: the defaults, as asked, but said (it may rerun)
+            print(f"shoal: note: the last run on this root used --config {shown}; this "
+                  "one uses the defaults (give --config to plan that grid)", file=sys.stderr)
+            return exp
+        print(f"shoal: using the config of the last run: {shown} (--config overrides)",
+              file=sys.stderr)
+        exp = load_experiment(args.experiment, recorded)
+        if root:
+            exp.root = Path(root)
     return exp
 
 

@@ -182,6 +182,8 @@ def summary(
         pct = f" ({level:g} %: --level {level / 100:g})" if 1 < level < 100 else ""
         raise ShoalError(f"--level {level:g}: the confidence level is a fraction between 0 "
                          f"and 1{pct}, e.g. --level 0.95")
+    import pandas as pd
+
     plan = plan or exp.plan()
     frame = results(exp, step, plan=plan)
     name = step or default_step(plan)
@@ -208,6 +210,16 @@ def summary(
                 f"--metric {m}: step '{name}' has no metric '{m}' "
                 f"(metrics: {', '.join(available) or 'none yet'})"
             )
+        if m not in available:
+            given = frame[m].dropna()
+            if len(given) and pd.to_numeric(given, errors="coerce").isna().all():
+                raise ShoalError(
+                    f"--metric {m}: the values of '{m}' are not numbers (e.g. "
+                    f"{given.iloc[0]!r}), so they cannot be summarised (numeric metrics: "
+                    f"{', '.join(available) or 'none'}); see them with --format csv")
+    if not chosen:
+        raise ShoalError(f"step '{name}' has no numeric metrics to summarise yet; see its "
+                         f"table without --by/--summary, or choose --step")
     return summarise(frame, by, chosen, level)
 
 

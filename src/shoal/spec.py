@@ -352,16 +352,28 @@ def signature_args(step: Step, dims: Sequence[str]) -> tuple[tuple[str, ...], bo
     Raises a SpecError for a required parameter shoal cannot fill.
     """
     assert step.fn is not None
+    fn = step.fn
+    kind = ("an async function" if inspect.iscoroutinefunction(fn)
+            or inspect.isasyncgenfunction(fn) else
+            "a generator (it yields)" if inspect.isgeneratorfunction(fn) else None)
+    if kind:
+        raise SpecError(f"step '{step.name}': its function is {kind}; a step function runs "
+                        "once and returns its metrics (a dict) or None: make it a plain def")
     try:
-        sig = inspect.signature(step.fn)
+        sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return tuple(dims), step.is_gather
     params = list(sig.parameters.values())
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    usage = f"def {getattr(fn, '__name__', step.name)}(ctx, {', '.join(dims)})"
     if not params or params[0].kind not in positional:
         raise SpecError(
-            f"step '{step.name}': its function must take the task context first: "
-            f"def {step.fn.__name__}(ctx, {', '.join(dims)})"
+            f"step '{step.name}': its function must take the task context first: {usage}"
+        )
+    if params[0].name in dims and params[0].name not in {p.name for p in params[1:]}:
+        raise SpecError(
+            f"step '{step.name}': its first parameter '{params[0].name}' is a dimension, but "
+            f"the first parameter receives the task context: {usage}"
         )
     var_kw = any(p.kind == p.VAR_KEYWORD for p in params)
     names = {p.name for p in params[1:]}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import string
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from shoal.errors import SpecError
@@ -32,6 +34,40 @@ def template_fields(template: str) -> list[str]:
         root = fname.split(".", 1)[0].split("[", 1)[0]
         out.append(root)
     return out
+
+
+#: A placeholder alone inside quotes: "{seed}" or '{site}' (shoal quotes values itself).
+_QUOTED = re.compile(r"""(["'])\{([A-Za-z_]\w*)(![rsa])?(:[^{}]*)?\}\1""")
+
+
+def _check_template(exp: Experiment, s: Step, upstream: set[str]) -> None:
+    """Placeholders in quotes, and fields that cannot be filled (``{lr:.2q}``, ``{a.b}``,
+    ``{a[0]}``) with any value of the step's dimensions: one error before anything runs."""
+    from shoal.taskspec import RawField, render_command
+
+    assert s.command is not None
+    m = _QUOTED.search(s.command)
+    if m:
+        raise SpecError(
+            f"step '{s.name}': the command template puts {{{m.group(2)}}} in quotes "
+            f"({m.group(0)}); shoal already quotes every value for the shell, so those quotes "
+            f"would become part of the value: write {{{m.group(2)}}} without them"
+        )
+    values = exp.grid.values
+    base: dict[str, Any] = {d: values[d][0] for d in s.per if values.get(d)}
+    base.update(out="/out", threads=1, device="cpu", gpus="", step=s.name, root="/root",
+                python="python", staged=defaultdict(lambda: RawField('"$STAGED"')))
+    base.update({u: "/upstream" for u in upstream})
+    trials = [(f" for {d}={v!r}", {**base, d: v}) for d in s.per for v in values.get(d, ())]
+    for where, trial in trials or [("", base)]:  # (each value of each dimension once)
+        try:
+            render_command(s.command, trial)
+        except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
+            raise SpecError(
+                f"step '{s.name}': the command template {s.command!r} cannot be filled"
+                f"{where}: {type(exc).__name__}: {exc}; fix the field (a format spec must "
+                "suit every value of its dimension)"
+            ) from None
 
 
 def validate(exp: Experiment) -> list[Step]:
@@ -138,6 +174,7 @@ def _check_step(exp: Experiment, s: Step, dims: tuple[str, ...]) -> None:
                     f"{', '.join('{' + t + '}' for t in TEMPLATE_FIELDS)}, or an upstream step "
                     f"from needs= (its folder). Write {{{{ and }}}} for literal braces"
                 )
+        _check_template(exp, s, upstream)
     elif s.fn is not None:
         signature_args(s, s.per)
 
