@@ -4,6 +4,8 @@ found mishandled (each was a bug)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -189,3 +191,20 @@ def test_summaries_of_clashing_text_and_infinite_metrics(write_exp, tmp_path, cl
         warnings.simplefilter("error")  # (a RuntimeWarning from numpy would raise)
         rc, out, err = cli("results", path, "--step", "s", "--by", "a", "--metric", "loss")
     assert rc == 0, err
+
+
+def test_processes_a_function_task_left_running_end_with_the_run(write_exp, tmp_path) -> None:
+    """Bug: a process started by a function task and never waited for outlived the run."""
+    path = write_exp("""
+        import subprocess
+        exp = shoal.Experiment("bg", grid=shoal.Grid(i=[0, 1]))
+
+        @exp.step(per=["i"])
+        def f(ctx, i):
+            subprocess.Popen(["sleep", "37.25"])
+    """)
+    assert run(path, "-j", "2").returncode == 0
+    deadline = time.monotonic() + 2  # (killed as the run ended: gone a moment later)
+    while subprocess.run(["pgrep", "-f", "sleep 37.25"], capture_output=True).stdout:
+        assert time.monotonic() < deadline, "a process the task started outlived the run"
+        time.sleep(0.05)

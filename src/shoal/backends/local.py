@@ -117,9 +117,13 @@ class LocalBackend:
         return w
 
     def _retire(self, w: _Worker) -> None:
+        """End an idle worker politely (its atexit handlers run), then whatever its tasks
+        left running in its process group (as Slurm ends a job's processes with it)."""
         with contextlib.suppress(OSError):
             w.inbox.send(("exit",))
         self._close(w)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(w.proc.pid, signal.SIGKILL)
 
     def _close(self, w: _Worker, kill: bool = False) -> None:
         if kill:
