@@ -312,6 +312,10 @@ def test_second_controller_is_refused_while_readers_work(cli, write_exp, tmp_pat
         assert rc == 0
         rc, _, _ = cli("status", path)
         assert rc == 0
+        rc, _, err = cli("status", path, "--rescan")  # (it writes the store: it waits)
+        assert rc == 2
+        assert "shoal status --rescan needs it to end" in err
+        assert "(without --rescan) keep working" in err
 
 
 def test_command_step_quotes_hostile_values(write_exp, tmp_path: Path) -> None:

@@ -27,10 +27,13 @@ class RootLock:
         except BlockingIOError:
             holder = self._holder(fd)
             os.close(fd)
+            readers = "`shoal status`, `shoal plan` and `shoal results`"
+            if what != "shoal run":  # (a reader that writes the store: it waits too)
+                readers = f"{readers} (without {what.removeprefix('shoal status ')})"
             raise LockedError(
                 f"another controller ({holder}) is running on {self.path.parent.parent}; "
-                f"wait for it or stop it (Ctrl-C) — `shoal status`, `shoal plan` and "
-                f"`shoal results` keep working meanwhile"
+                f"{what} needs it to end: wait for it or stop it (Ctrl-C) — {readers} keep "
+                "working meanwhile"
             ) from None
         os.ftruncate(fd, 0)
         info = {"pid": os.getpid(), "host": os.uname().nodename, "since": time.time(),
