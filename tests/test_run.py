@@ -144,6 +144,7 @@ def test_fail_fast_stops_launching(write_exp, tmp_path: Path) -> None:
     assert res.returncode == 1
     done = list((tmp_path / "runs/t").glob("*/.shoal-result.json"))
     assert len(done) < 5
+    assert f"{len(done)} done, 1 failed, {5 - len(done)} not started" in res.stderr  # (said)
 
 
 def test_retries_recover_a_flaky_task(write_exp, tmp_path: Path) -> None:
@@ -411,23 +412,29 @@ def test_review_fixes(cli, write_exp, tmp_path: Path) -> None:
     assert json.loads(out)["total"] == 2
 
 
-def test_ctrl_c_stops_a_shell_command_and_its_children(write_exp, tmp_path: Path) -> None:
-    path = write_exp("""
-        exp = shoal.Experiment("cs", grid=shoal.Grid(i=[0]))
-        exp.command("c", "touch {out}/started && sleep 41.5 && touch {out}/finished", per=["i"])
-    """)
-    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "--progress", "none",
-                             "--grace", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def _ctrl_c_once_started(path: Path, started: list[Path], *args: str) -> tuple[str, float]:
+    """`shoal run ARGS` in the background, SIGINT once every file of ``started`` exists;
+    returns its stderr (it must exit 130) and the seconds from the SIGINT to its exit."""
+    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "--progress", "none", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not (tmp_path / "runs/c/i=0/started").exists():
-        assert time.time() < deadline
+    while not all(p.exists() for p in started):
+        assert time.time() < deadline and proc.poll() is None, proc.stderr
         time.sleep(0.1)
     t0 = time.time()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert time.time() - t0 < 8  # the command got SIGTERM at once, not the grace's kill
+    return err, time.time() - t0
+
+
+def test_ctrl_c_stops_a_shell_command_and_its_children(write_exp, tmp_path: Path) -> None:
+    path = write_exp("""
+        exp = shoal.Experiment("cs", grid=shoal.Grid(i=[0]))
+        exp.command("c", "touch {out}/started && sleep 41.5 && touch {out}/finished", per=["i"])
+    """)
+    _, took = _ctrl_c_once_started(path, [tmp_path / "runs/c/i=0/started"], "--grace", "10")
+    assert took < 8  # the command got SIGTERM at once, not the grace's kill
     left = subprocess.run(["pgrep", "-f", "sleep 41.5"], capture_output=True, text=True)
     assert left.stdout.strip() == "", "the shell's child survived"
     assert not (tmp_path / "runs/c/i=0/finished").exists()
@@ -451,19 +458,10 @@ def test_ctrl_c_kills_what_a_stopped_shell_left_at_the_grace_deadline(write_exp,
         exp = shoal.Experiment("ign", grid=shoal.Grid(i=[0, 1]))
         exp.command("c", "{python} ign.py {out}/started {i} > {out}/o.txt", per=["i"])
     """)
-    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "--progress", "none",
-                             "--grace", "2", "-j", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not all((tmp_path / f"runs/c/i={i}/started").exists() for i in (0, 1)):
-        assert time.time() < deadline
-        time.sleep(0.1)
-    t0 = time.time()
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    err, took = _ctrl_c_once_started(
+        path, [tmp_path / f"runs/c/i={i}/started" for i in (0, 1)], "--grace", "2", "-j", "2")
     assert "2 interrupted" in err
-    assert 1.5 < time.time() - t0 < 15  # the grace period, then the kill
+    assert 1.5 < took < 15  # the grace period, then the kill
     left = subprocess.run(["pgrep", "-f", "ign.py"], capture_output=True, text=True)
     assert left.stdout.strip() == "", "a program the stopped shell ran survived the run"
     assert (tmp_path / "runs/c/i=1/saved").exists()  # (it had its grace period)

@@ -146,20 +146,6 @@ def test_a_killed_task_s_log_says_why(write_exp, tmp_path) -> None:
         assert "working" in log and "shoal: timeout after 0.5 s" in log, (step, log)
 
 
-def test_fail_fast_says_what_it_did_not_start(write_exp, tmp_path) -> None:
-    path = write_exp("""
-        exp = shoal.Experiment("ff", grid=shoal.Grid(i=range(12)))
-
-        @exp.step(per=["i"])
-        def f(ctx, i):
-            if i == 0:
-                raise ValueError("no")
-    """)
-    res = run(path, "-j", "1", "--fail-fast")
-    assert res.returncode == 1
-    assert "0 done, 1 failed, 11 not started" in res.stderr
-
-
 def test_summaries_of_clashing_text_and_infinite_metrics(write_exp, tmp_path, cli) -> None:
     """Bugs: `--metric a` summarised the parameter a where a metric had the same name; a
     text metric was counted as missing; a step with only text metrics printed pandas'

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from shoal import deferred, resultfile, staging
-from shoal.errors import ShoalError
 from shoal.plan import DONE, Plan, StepPlan, task_inputs
 from shoal.state import Store
-from shoal.taskspec import RawField, TaskSpec, gather_row, render_command
+from shoal.taskspec import RawField, TaskSpec, fill_command, gather_row
 
 
 class SpecBuilder:
@@ -115,13 +114,7 @@ class SpecBuilder:
             values.update({name: u["out"] for name, u in needs.items()})
             values["staged"] = {staging.archive_name(a): RawField(
                 f'"${staging.env_name(staging.archive_name(a))}"') for a in spec.stage}
-            try:
-                spec.command, spec.argv = render_command(step.command, values)
-            except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
-                raise ShoalError(
-                    f"step '{sp.name}': the command template {step.command!r} cannot be "
-                    f"filled for {spec.label}: {type(exc).__name__}: {exc}; fix the field "
-                    "(format specs must suit the value's type)"
-                ) from None
+            spec.command, spec.argv = fill_command(sp.name, step.command, values,
+                                                   f" for {spec.label}")
         return spec
 

@@ -11,6 +11,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoal.errors import SpecError
 from shoal.paths import value_text
 
 #: Thread-pool sizes a task gets (= its cpus), so that tasks side by side never oversubscribe.
@@ -168,3 +169,17 @@ def render_command(template: str, values: dict[str, Any]) -> tuple[str, list[str
     if len(_argv_cache) < 4096:
         _argv_cache[cmd] = argv
     return cmd, argv
+
+
+def fill_command(step: str, template: str, values: dict[str, Any],
+                 where: str = "") -> tuple[str, list[str] | None]:
+    """:func:`render_command`, with a field that cannot be filled (``{lr:.2q}`` for a float,
+    ``{a[0]}`` for a number) as one error naming the step, the values (``where``) and the fix."""
+    try:
+        return render_command(template, values)
+    except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
+        raise SpecError(
+            f"step '{step}': the command template {template!r} cannot be filled{where}: "
+            f"{type(exc).__name__}: {exc}; fix the field (a format spec must suit every "
+            "value of its dimension)"
+        ) from None

@@ -43,7 +43,7 @@ _QUOTED = re.compile(r"""(["'])\{([A-Za-z_]\w*)(![rsa])?(:[^{}]*)?\}\1""")
 def _check_template(exp: Experiment, s: Step, upstream: set[str]) -> None:
     """Placeholders in quotes, and fields that cannot be filled (``{lr:.2q}``, ``{a.b}``,
     ``{a[0]}``) with any value of the step's dimensions: one error before anything runs."""
-    from shoal.taskspec import RawField, render_command
+    from shoal.taskspec import RawField, fill_command
 
     assert s.command is not None
     m = _QUOTED.search(s.command)
@@ -60,14 +60,7 @@ def _check_template(exp: Experiment, s: Step, upstream: set[str]) -> None:
     base.update({u: "/upstream" for u in upstream})
     trials = [(f" for {d}={v!r}", {**base, d: v}) for d in s.per for v in values.get(d, ())]
     for where, trial in trials or [("", base)]:  # (each value of each dimension once)
-        try:
-            render_command(s.command, trial)
-        except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
-            raise SpecError(
-                f"step '{s.name}': the command template {s.command!r} cannot be filled"
-                f"{where}: {type(exc).__name__}: {exc}; fix the field (a format spec must "
-                "suit every value of its dimension)"
-            ) from None
+        fill_command(s.name, s.command, trial, where)
 
 
 def validate(exp: Experiment) -> list[Step]:
