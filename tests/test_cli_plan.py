@@ -397,3 +397,16 @@ def test_plan_without_config_notes_the_last_run_s_config(cli, write_exp) -> None
     assert rc == 0 and json.loads(out)["run"] == 0 and "note" not in err
     rc, out, err = cli("status", path)
     assert rc == 0 and "using the config of the last run: seeds=1" in err
+
+
+def test_a_closed_output_pipe_is_a_quiet_exit(cli, write_exp, monkeypatch) -> None:
+    """Regression guard: `shoal results | head` ends quietly, also now that other OSErrors
+    about a path are one error line (BrokenPipeError is an OSError)."""
+    import shoal.cli
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(shoal.cli, "cmd_plan", broken)
+    rc, _, err = cli("plan", write_exp(SMALL))
+    assert rc == 0 and err == ""

@@ -354,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(--root) is writable and its .shoal/state.db intact (shoal status --rescan "
               "rebuilds it)", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # (`shoal results | head`)
+        return 0
     except OSError as exc:  # a path the user gave (-o, --root…) that cannot be used
         if exc.filename is None or os.environ.get("SHOAL_DEBUG"):
             raise  # (not about a path: shoal's own error, with its traceback)
@@ -363,8 +365,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shoal: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":
