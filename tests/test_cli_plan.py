@@ -329,6 +329,7 @@ def test_real_process_end_to_end(write_exp, tmp_path: Path) -> None:
     (["run", "--grace", "-5"], "argument --grace: -5 must be >= 0"),
     (["run", "--progress-interval", "0"], "argument --progress-interval: 0 must be > 0"),
     (["run", "--max-requeues", "x"], "argument --max-requeues: 'x' is not a number"),
+    (["run", "--grace", "nan"], "argument --grace: 'nan' is not a number"),
     (["logs", "--tail", "-2"], "argument --tail: -2 must be >= 1"),
     (["status", "--failures", "-1"], "argument --failures: -1 must be >= 0"),
     (["plan", "--limit", "-1"], "argument --limit: -1 must be >= 0"),

@@ -36,7 +36,9 @@ def _at_least(low: float, kind: type = int, strict: bool = False) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            value = None
+        if value is None or value != value:  # (None: not a number; NaN: neither)
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
         if value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(f"{text} must be {'>' if strict else '>='} "
                                              f"{low:g}")
