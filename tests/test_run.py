@@ -284,6 +284,8 @@ def test_gpus_named_by_uuid_are_handed_out_by_name(write_exp, tmp_path: Path) ->
     assert parse_gpu_list("0, 2,2") == ["0", "2"]
     assert parse_gpu_list("MIG-4f1b/1/0,GPU-8a9c-77") == ["MIG-4f1b/1/0", "GPU-8a9c-77"]
     assert parse_gpu_list("none") == [] and parse_gpu_list("") == []
+    assert parse_gpu_list("NoDevFiles", "CUDA_VISIBLE_DEVICES") == []  # (Slurm, no GPUs)
+    assert parse_gpu_list("1,x,2", "CUDA_VISIBLE_DEVICES") == ["1"]  # (CUDA's own rule)
     with pytest.raises(ShoalError, match="'O' is not a GPU"):
         parse_gpu_list("O")
     path = write_exp("""

@@ -49,11 +49,13 @@ def parse_gpu_list(text: str, source: str = "--gpus") -> list[str]:
     if not text or text.lower() in ("none", "-1"):
         return []
     items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if not _DEVICE.match(t)]
-    if bad:
-        raise ShoalError(f"{source}={text!r}: {bad[0]!r} is not a GPU; give device indices "
-                         "or UUIDs as CUDA_VISIBLE_DEVICES takes them, e.g. --gpus 0,1 "
-                         "(or --gpus none)")
+    bad = [k for k, t in enumerate(items) if not _DEVICE.match(t)]
+    if bad and source == "CUDA_VISIBLE_DEVICES":  # (CUDA's rule: the devices before the
+        items = items[:bad[0]]  # first invalid entry; "NoDevFiles" from Slurm: none)
+    elif bad:
+        raise ShoalError(f"{source}={text!r}: {items[bad[0]]!r} is not a GPU; give device "
+                         "indices or UUIDs as CUDA_VISIBLE_DEVICES takes them, e.g. --gpus "
+                         "0,1 (or --gpus none)")
     return list(dict.fromkeys(items))
 
 

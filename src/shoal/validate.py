@@ -46,8 +46,8 @@ def _check_template(exp: Experiment, s: Step, upstream: set[str]) -> None:
     from shoal.taskspec import RawField, fill_command
 
     assert s.command is not None
-    m = _QUOTED.search(s.command)
-    if m:
+    m = next((m for m in _QUOTED.finditer(s.command) if m.group(2) in s.per), None)
+    if m:  # (a dimension's value: the common slip; shoal's own paths are left alone)
         raise SpecError(
             f"step '{s.name}': the command template puts {{{m.group(2)}}} in quotes "
             f"({m.group(0)}); shoal already quotes every value for the shell, so those quotes "
