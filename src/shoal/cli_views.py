@@ -68,18 +68,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
             raise ShoalError(f"'{item}': give DIM=VALUE with a dimension of '{sp.name}' "
                              f"({', '.join(sp.dims) or 'none'})")
         want[dim] = value
-    from shoal.paths import decode, matches, value_text
+    from shoal.plan import pick_values
 
-    chosen: dict[str, list[Any]] = {}
-    for d, text in want.items():
-        values = list(dict.fromkeys(sp.param_dict(i)[d] for i in range(len(sp))))
-        chosen[d] = ([v for v in values if matches(v, text)]  # as typed, else decoded
-                     or [v for v in values if matches(v, decode(text))])  # (labels encode)
-        if not chosen[d]:
-            shown = ", ".join(value_text(v) for v in values[:10])
-            raise ShoalError(f"'{d}={text}': '{text}' is not a value of dimension '{d}' of "
-                             f"'{sp.name}' (values: {shown}"
-                             f"{', ...' if len(values) > 10 else ''})")
+    chosen = {d: pick_values(exp.grid.values[d], d, text, f"'{d}={text}'", f" of '{sp.name}'")
+              for d, text in want.items()}
     hits = [i for i in range(len(sp)) if all(
         v in chosen[d] for d, v in sp.param_dict(i).items() if d in want)]
     if len(hits) != 1:

@@ -16,7 +16,7 @@ from shoal.codehash import blake2b, code_hash, text_hash
 from shoal.decide import decide, existing_keys, inputs_of, task_inputs
 from shoal.errors import SpecError
 from shoal.grid import Point, Value
-from shoal.paths import matches, part, value_text
+from shoal.paths import decode, matches, part, value_text
 from shoal.spec import Experiment, Step
 from shoal.state import Store
 from shoal.tasks import (
@@ -186,6 +186,20 @@ def apply_only(plans: dict[str, StepPlan], only: Mapping[str, Sequence[Value]]) 
         sp.included = inc
 
 
+def pick_values(values: Sequence[Value], dim: str, text: str, said: str,
+                where: str = "") -> list[Value]:
+    """The values of ``dim`` that ``text`` (typed on the command line) names: as typed, else
+    percent-decoded (task labels show encoded values); none is a SpecError that starts with
+    ``said`` and lists the values."""
+    picked = ([v for v in values if matches(v, text)]
+              or [v for v in values if matches(v, decode(text))])
+    if not picked:
+        shown = ", ".join(value_text(v) for v in values[:10])
+        raise SpecError(f"{said}: '{text}' is not a value of dimension '{dim}'{where} "
+                        f"(values: {shown}{', ...' if len(values) > 10 else ''})")
+    return picked
+
+
 def parse_only(exp: Experiment, items: Sequence[str]) -> dict[str, list[Value]]:
     """``["site=a", "seed=1", "seed=2"]`` -> ``{"site": ["a"], "seed": [1, 2]}``."""
     values = exp.grid.values
@@ -197,14 +211,7 @@ def parse_only(exp: Experiment, items: Sequence[str]) -> dict[str, list[Value]]:
                 f"--only {item!r}: expected dim=value with a grid dimension "
                 f"({', '.join(values)})"
             )
-        match = [v for v in values[dim] if matches(v, text)]
-        if not match:
-            shown = ", ".join(value_text(v) for v in values[dim][:10])
-            raise SpecError(
-                f"--only {item!r}: '{text}' is not a value of dimension '{dim}' "
-                f"(values: {shown}{', ...' if len(values[dim]) > 10 else ''})"
-            )
-        out.setdefault(dim, []).extend(match)
+        out.setdefault(dim, []).extend(pick_values(values[dim], dim, text, f"--only {item!r}"))
     return out
 
 

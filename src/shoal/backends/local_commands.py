@@ -382,17 +382,17 @@ class CommandRunner:
         deadline to end (a trainer saving its state), then SIGKILL: nothing a task started
         goes on writing into its folder after the run (the next one reruns the task there)."""
         try:
-            while self.lingering and time.time() < self.stop_deadline:
-                self.lingering = _live_groups(self.lingering)
-                if self.lingering:
-                    time.sleep(min(0.05, max(0.0, self.stop_deadline - time.time())))
+            self._await_lingering(self.stop_deadline, 0.05)
         finally:  # (also on a Ctrl-C while waiting)
             for pgid in self.lingering:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, signal.SIGKILL)
-            gone = time.monotonic() + 2  # (a killed process takes a moment to be gone)
-            while self.lingering and time.monotonic() < gone:
-                self.lingering = _live_groups(self.lingering)
-                if self.lingering:
-                    time.sleep(0.01)
+            self._await_lingering(time.time() + 2, 0.01)  # (killed: gone a moment later)
             self.lingering = []
+
+    def _await_lingering(self, until: float, every: float) -> None:
+        """Until ``until`` at most, keep in ``lingering`` the groups still alive."""
+        while self.lingering and time.time() < until:
+            self.lingering = _live_groups(self.lingering)
+            if self.lingering:
+                time.sleep(min(every, max(0.0, until - time.time())))
