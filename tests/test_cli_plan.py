@@ -37,12 +37,13 @@ def test_plan_json_has_exactly_the_documented_shape(cli, write_exp) -> None:
         "experiment": "demo",
         "total": 7,
         "run": 7,
+        "blocked": 0,
         "steps": {
-            "prep": {"total": 2, "done": 0, "run": 2,
+            "prep": {"total": 2, "done": 0, "run": 2, "blocked": 0,
                      "reasons": {"missing": 2, "failed": 0, "changed": 0}},
-            "train": {"total": 4, "done": 0, "run": 4,
+            "train": {"total": 4, "done": 0, "run": 4, "blocked": 0,
                       "reasons": {"missing": 4, "failed": 0, "changed": 0}},
-            "combine": {"total": 1, "done": 0, "run": 1,
+            "combine": {"total": 1, "done": 0, "run": 1, "blocked": 0,
                         "reasons": {"missing": 1, "failed": 0, "changed": 0}},
         },
     }
@@ -103,7 +104,7 @@ def test_plan_why_and_only(cli, write_exp, load) -> None:
     assert "site=s0" not in out
     rc, out, _ = cli("plan", path, "--json", "--only", "site=s1")
     doc = json.loads(out)
-    assert doc["steps"]["prep"] == {"total": 1, "done": 1, "run": 0,
+    assert doc["steps"]["prep"] == {"total": 1, "done": 1, "run": 0, "blocked": 0,
                                     "reasons": {"missing": 0, "failed": 0, "changed": 0}}
     assert doc["steps"]["combine"]["total"] == 0
 

@@ -17,7 +17,7 @@ from typing import Any
 from shoal.codehash import blake2b
 from shoal.resultfile import RESULT, read_json
 from shoal.state import Store
-from shoal.tasks import CHANGED, DONE, FAILED, MISSING, REASONS, StepPlan
+from shoal.tasks import BLOCKED, CHANGED, DONE, FAILED, MISSING, REASONS, StepPlan
 
 
 def many_inputs(run_ids: Iterable[Any]) -> str:
@@ -97,8 +97,10 @@ def _upstream_pending(sp: StepPlan) -> list[bool] | None:
     return flags
 
 
-def decide(plans: dict[str, StepPlan], store: Store, root: Path) -> None:
-    """Fill ``state``/``detail`` of every step from the store and the task folders."""
+def decide(plans: dict[str, StepPlan], store: Store, root: Path,
+           base: str | None = None) -> None:
+    """Fill ``state``/``detail`` of every step from the store and the task folders
+    (``base``: the experiment folder, to show paths relative to it)."""
     run_ids: dict[str, list[Any]] = {}
     for name, sp in plans.items():
         rows = store.decision_rows(name)
@@ -112,7 +114,32 @@ def decide(plans: dict[str, StepPlan], store: Store, root: Path) -> None:
             _decide_step(sp, rows, store, root, run_ids)
         if os.path.isdir(root / name):
             _adopt(sp, root / name, run_ids)
+        files = sp.files
+        if files is not None:
+            if files.outputs is not None:
+                _outputs_exist(sp, files.outputs, base)
+            for i, why in files.missing.items():  # an input is missing: it cannot run
+                sp.state[i] = BLOCKED
+                sp.detail[i] = why
+                sp.run_ids[i] = None
 
+
+def _outputs_exist(sp: StepPlan, outputs: list[list[str]], base: str | None) -> None:
+    """A done task whose owned outputs are not all there is missing (to run again)."""
+    lexists = os.path.lexists
+    for i, s in enumerate(sp.state):
+        if s != DONE:
+            continue
+        gone = next((o for o in outputs[i] if not lexists(o)), None)
+        if gone is not None:
+            sp.state[i] = MISSING
+            sp.detail[i] = f"output missing: {_shown(gone, base)}"
+            sp.run_ids[i] = None
+            sp.adopted.pop(i, None)
+
+
+def _shown(path: str, base: str | None) -> str:
+    return os.path.relpath(path, base) if base and path.startswith(base + "/") else path
 
 def _decide_step(
     sp: StepPlan, rows: dict[str, str], store: Store, root: Path, run_ids: dict[str, list[Any]]
@@ -170,8 +197,11 @@ def _decide_step(
             detail[i] = "upstream results changed since it ran"
     if changed:
         codes = store.codes(name)
+        ran_with = store.column(name, "files") if sp.files and sp.files.inputs else {}
         for i in changed:
-            detail[i] = _change_cause(sp, i, codes.get(sp.keys[i]), sp.code)
+            detail[i] = (_code_cause(sp, codes.get(sp.keys[i]))
+                         or _files_cause(sp, i, ran_with.get(sp.keys[i]))
+                         or _change_cause(sp, i))
 
 
 def _adopt(sp: StepPlan, base: Path, run_ids: dict[str, list[Any]]) -> None:
@@ -210,17 +240,47 @@ def _pending_cause(sp: StepPlan, i: int) -> str:
 
 def _up_cause(up: StepPlan, j: int) -> str:
     label = f"{up.name}[{up.keys[j].replace('/', ',')}]" if up.keys[j] else up.name
+    if up.state[j] == BLOCKED:
+        return f"upstream {label} is blocked ({up.detail.get(j, 'an input is missing')})"
     return f"upstream {label} will run ({REASONS[up.state[j]]})"
 
 
-def _change_cause(sp: StepPlan, i: int, rcode: str | None, code: str) -> str:
-    if rcode != code:
-        old_base, _, old_ver = (rcode or "").partition("@")
-        new_base, _, new_ver = code.partition("@")
-        what = "command" if sp.step.command is not None else "code"
-        if old_base != new_base:
-            return f"{what} of '{sp.name}' changed"
+def _code_cause(sp: StepPlan, rcode: str | None) -> str | None:
+    """What changed in the step's code identity (``base@version;part=hash...``)."""
+    code = sp.code
+    if rcode == code:
+        return None
+    old_main, *old_parts = (rcode or "").split(";")
+    new_main, *new_parts = code.split(";")
+    old_base, _, old_ver = old_main.partition("@")
+    new_base, _, new_ver = new_main.partition("@")
+    what = "command" if sp.step.command is not None else "code"
+    if old_base != new_base:
+        return f"{what} of '{sp.name}' changed"
+    if old_ver != new_ver:
         return f"version of '{sp.name}' changed ({old_ver or 'none'} -> {new_ver or 'none'})"
+    old = dict(p.partition("=")[::2] for p in old_parts)
+    new = dict(p.partition("=")[::2] for p in new_parts)
+    parts = [k for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k)]
+    return f"{' and '.join(parts) or 'definition'} of '{sp.name}' changed"
+
+
+def _files_cause(sp: StepPlan, i: int, ran: dict[str, str] | None) -> str | None:
+    """Which input file changed since the task ran (``ran``: path -> digest it ran with)."""
+    files = sp.files
+    if files is None or files.inputs is None or ran is None:
+        return None
+    now = files.digests_of(i)
+    for path, digest in now.items():
+        if path not in ran:
+            return f"input added: {path}"
+        if ran[path] != digest:
+            return f"input changed: {path}"
+    gone = next((p for p in ran if p not in now), None)
+    return f"input removed: {gone}" if gone else None
+
+
+def _change_cause(sp: StepPlan, i: int) -> str:
     for d in sp.deps:
         js = d.idx[i] if d.many else [d.idx[i]]
         for j in js:

@@ -9,6 +9,7 @@ because it is *missing*, *failed* or *changed* (with the cause).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from shoal.errors import SpecError
 from shoal.grid import Point, Value
 from shoal.paths import decode, matches, part, value_text
 from shoal.spec import Experiment, Step
-from shoal.state import Store
+from shoal.state import Store, db_path
+from shoal.taskfiles import FileDigests, StepFiles, check_claims, expand_inputs, expand_outputs
 from shoal.tasks import (
+    BLOCKED,
     CHANGED,
     DONE,
     FAILED,
@@ -32,7 +35,7 @@ from shoal.tasks import (
 )
 
 __all__ = [
-    "CHANGED", "DONE", "FAILED", "MISSING", "REASONS", "Dep", "Plan", "StepPlan",
+    "BLOCKED", "CHANGED", "DONE", "FAILED", "MISSING", "REASONS", "Dep", "Plan", "StepPlan",
     "apply_only", "build_plan", "decide", "existing_keys", "expand", "inputs_of",
     "parse_only", "step_code", "task_inputs",
 ]
@@ -69,10 +72,16 @@ def _keys(params: list[Point], caches: list[dict[Value, str]]) -> list[str]:
     return ["/".join([c[v] for c, v in zip(caches, p)]) for p in params]
 
 
-def step_code(step: Step) -> str:
-    """The code identity of a step: normalised code (or template) hash, plus its version."""
+def step_code(step: Step, exp: Experiment | None = None) -> str:
+    """The code identity of a step: normalised code (or template) hash, plus its version,
+    plus a hash per option around it (``;vars=...;container=...``: see
+    :meth:`shoal.around.Around.identity`)."""
     base = code_hash(step.fn) if step.fn is not None else text_hash(step.command or "")
-    return f"{base}@{step.version}" if step.version is not None else base
+    code = f"{base}@{step.version}" if step.version is not None else base
+    if exp is not None:
+        for part, text in exp.around(step).identity().items():
+            code += f";{part}={text_hash(text)}"
+    return code
 
 
 def _selector(step: Step, up: StepPlan) -> Callable[[Point], bool] | None:
@@ -89,9 +98,15 @@ def _selector(step: Step, up: StepPlan) -> Callable[[Point], bool] | None:
     return lambda p: all(t(p[i]) for i, t in tests)
 
 
-def expand(exp: Experiment) -> dict[str, StepPlan]:
-    """Expand every step over the grid, with edges and fingerprints (no store access)."""
+def expand(exp: Experiment, digests: FileDigests | None = None,
+           root: Path | None = None) -> dict[str, StepPlan]:
+    """Expand every step over the grid, with edges, files and fingerprints (``digests``: the
+    input files' digests, cached in the store; ``root``: the run root, which no output may
+    hold)."""
     order = exp.validate()
+    base = str(exp.source.parent if exp.source else Path.cwd())
+    if digests is None:
+        digests = FileDigests(None, base)
     gdims = exp.grid.dims
     points = exp.grid.points()
     caches: dict[str, dict[Value, str]] = {}
@@ -126,7 +141,8 @@ def expand(exp: Experiment) -> dict[str, StepPlan]:
         for d in dims:
             if d not in caches:
                 caches[d] = _part_cache(exp, d, step.name)
-        sp = StepPlan(step, dims, params, _keys(params, [caches[d] for d in dims]), step_code(step))
+        sp = StepPlan(step, dims, params, _keys(params, [caches[d] for d in dims]),
+                      step_code(step, exp))
         sp.index = dict(zip(params, range(len(params))))
         for ref in step.needs:
             up = plans[exp.resolve(ref, by=step.name).name]
@@ -141,14 +157,65 @@ def expand(exp: Experiment) -> dict[str, StepPlan]:
                 ) from None
             deps.insert(0, Dep(up, False, idx))
         sp.deps = deps
+        sp.files = _files(exp, sp, digests)
         sp.fps = _fingerprints(sp)
         plans[step.name] = sp
+    if any(sp.files is not None and sp.files.outputs is not None for sp in plans.values()):
+        _check_outputs(exp, plans, digests, root)
     return plans
+
+
+def _files(exp: Experiment, sp: StepPlan, digests: FileDigests) -> StepFiles | None:
+    a = exp.around(sp.step)
+    if a.inputs is None and a.outputs is None:
+        return None
+    vars = dict(a.vars)
+    if a.inputs is not None:
+        files = expand_inputs(a.inputs, sp.dims, vars, sp.params, digests,
+                              lambda i: _label(sp, i))
+    else:
+        files = StepFiles()
+    if a.outputs is not None:
+        expand_outputs(files, a.outputs, sp.dims, vars, sp.params, digests.base)
+    return files
+
+
+def _label(sp: StepPlan, i: int) -> str:
+    return f"{sp.name}[{sp.keys[i].replace('/', ',')}]" if sp.keys[i] else sp.name
+
+
+def _check_outputs(exp: Experiment, plans: dict[str, StepPlan], digests: FileDigests,
+                   root: Path | None) -> None:
+    """Each output belongs to one task; none holds the experiment or the run root."""
+    claims: list[tuple[str, str, str]] = []
+    for sp in plans.values():
+        files = sp.files
+        if files is None:
+            continue
+        if files.outputs is not None:
+            for i, outs in enumerate(files.outputs):
+                who = f"task {_label(sp, i)}"
+                if len(set(outs)) != len(outs):
+                    raise SpecError(f"{who}: outputs= names one path twice ({outs})")
+                claims.extend((o, "output", who) for o in outs)
+        if files.inputs is not None:
+            for i, entries in enumerate(files.inputs):
+                who = f"task {_label(sp, i)}"
+                claims.extend((digests.abspath(p), "input", who)
+                              for _, paths in entries for p in paths)
+    protected = {digests.base: "the experiment folder"}
+    if exp.source is not None:
+        protected[str(exp.source)] = "the experiment file"
+    if root is not None:
+        protected[os.path.normpath(os.path.abspath(root))] = "the run root"
+    check_claims(claims, protected)
 
 
 def _fingerprints(sp: StepPlan) -> list[str]:
     code = sp.code
     keys = sp.keys
+    if sp.files is not None and sp.files.ident is not None:  # input files: their contents
+        keys = [f"{k}|{ident}" for k, ident in zip(keys, sp.files.ident)]
     if not sp.deps:
         return [blake2b(f"{code}|{k}".encode(), digest_size=8).hexdigest() for k in keys]
     if len(sp.deps) == 1 and not sp.deps[0].many:
@@ -216,12 +283,58 @@ def parse_only(exp: Experiment, items: Sequence[str]) -> dict[str, list[Value]]:
 
 
 def build_plan(
-    exp: Experiment, root: Path, only: Mapping[str, Sequence[Value]] | None = None
+    exp: Experiment, root: Path, only: Mapping[str, Sequence[Value]] | None = None,
+    store: Store | None = None, missing_inputs: str = "error",
 ) -> Plan:
-    """Expand, read the store of ``root`` (never writing), decide, and filter by ``only``."""
-    plans = expand(exp)
-    with Store.open(root) as store:
-        decide(plans, store, root)
+    """Expand, read the store of ``root``, decide, and filter by ``only``. The store is
+    only written to remember the digests of input files (``store``: the run's, writable).
+
+    ``missing_inputs``: ``"error"`` (a task whose input file is missing is one SpecError
+    naming the task and the path) or ``"skip"`` (such tasks are *blocked*: they do not run,
+    and say why).
+    """
+    base = str(exp.source.parent if exp.source else Path.cwd())
+    if store is not None:
+        plans = _plan_with(exp, root, store, base)
+    else:
+        with Store.open(root) as ro:
+            plans = _plan_with(exp, root, ro, base)
     if only:
         apply_only(plans, only)
-    return Plan(exp, root, plans)
+    plan = Plan(exp, root, plans)
+    blocked = plan.blocked()
+    if blocked and missing_inputs == "error":
+        sp, i = blocked[0]
+        assert sp.files is not None
+        more = f" ({len(blocked) - 1} more tasks lack inputs)" if len(blocked) > 1 else ""
+        raise SpecError(
+            f"step '{sp.name}': {sp.files.missing[i]}{more}; create the file or fix the "
+            "template in inputs=, or pass --keep-going to run the tasks that have their inputs"
+        )
+    return plan
+
+
+def _plan_with(exp: Experiment, root: Path, store: Store, base: str) -> dict[str, StepPlan]:
+    digests = FileDigests(store, base)
+    plans = expand(exp, digests, root)
+    decide(plans, store, root, base)
+    if digests.fresh:
+        _remember(digests, store, root)
+    return plans
+
+
+def _remember(digests: FileDigests, store: Store, root: Path) -> None:
+    """Keep the digests just computed (the run's store; for ``shoal plan``, an existing
+    store, best effort: a busy store is left alone)."""
+    import sqlite3
+
+    if store.conn is not None and not store.read_only:
+        digests.save(store)
+        return
+    if not db_path(root).exists():
+        return
+    try:
+        with Store.open(root, create=True, timeout=0.2) as rw:
+            digests.save(rw)
+    except (sqlite3.Error, OSError):
+        pass

@@ -7,91 +7,21 @@ and the fix; the planner calls it before anything else.
 
 from __future__ import annotations
 
-import inspect
-import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shoal import around
 from shoal.errors import SpecError
 from shoal.grid import Grid, Value
 from shoal.resources import Resources, parse_duration
+from shoal.step import _STEP_NAME, Step, _names, _refs, signature_args, step_options
 
 if TYPE_CHECKING:
     from shoal.plan import Plan
 
-_STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-
-
-@dataclass(eq=False)
-class Step:
-    """One unit of work, declared over a subset of the grid's dimensions (``per``).
-
-    Built by :meth:`Experiment.step`, :meth:`Experiment.gather` and
-    :meth:`Experiment.command`. Calling a step calls its function.
-    """
-
-    name: str
-    per: tuple[str, ...]
-    kind: str = "step"  # "step" | "gather"
-    fn: Callable[..., Any] | None = None
-    command: str | None = None
-    needs: tuple[Step | str, ...] = ()
-    over: tuple[Step | str, ...] = ()
-    select: Mapping[str, Any] | None = None
-    allow_missing: bool = False
-    resources: Resources = field(default_factory=Resources)
-    timeout_s: float | None = None
-    retries: int | None = None
-    version: str | None = None
-    pack: tuple[str, ...] = ()
-    pack_size: int | None = None
-    stage: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.fn is None:
-            raise TypeError(f"step '{self.name}' is a shell command, not a function")
-        return self.fn(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<shoal {self.kind} {self.name!r} per={list(self.per)}>"
-
-    @property
-    def is_gather(self) -> bool:
-        return self.kind == "gather"
-
-
-def _names(step: str, what: str, value: str | Sequence[str] | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
-        raise SpecError(f"step '{step}': {what}= must be a list of dimension names, got {value!r}")
-    out = tuple(value)
-    if len(set(out)) != len(out):
-        raise SpecError(f"step '{step}': {what}={list(out)} names a dimension twice")
-    return out
-
-
-def _refs(step: str, what: str, value: Any) -> tuple[Step | str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, (Step, str)):
-        return (value,)
-    if isinstance(value, Iterable):
-        out = tuple(value)
-        for v in out:
-            if not isinstance(v, (Step, str)):
-                raise SpecError(
-                    f"step '{step}': {what}= must list steps (the decorated functions) or step "
-                    f"names, got {v!r}"
-                )
-        return out
-    raise SpecError(f"step '{step}': {what}= must list steps, got {value!r}")
+__all__ = ["Experiment", "Step", "signature_args"]
 
 
 class Experiment:
@@ -109,6 +39,10 @@ class Experiment:
         root: str | Path | None = None,
         retries: int = 0,
         stage: Sequence[str] | str | None = None,
+        vars: Mapping[str, Any] | None = None,
+        env: Mapping[str, Any] | None = None,
+        setup: str | Sequence[str] | None = None,
+        container: str | around.Container | None = None,
     ) -> None:
         if not isinstance(name, str) or not _STEP_NAME.match(name):
             raise SpecError(
@@ -122,6 +56,13 @@ class Experiment:
         self.grid = grid
         self.retries = retries
         self.stage = (stage,) if isinstance(stage, str) else tuple(stage or ())
+        owner = f"experiment '{name}'"
+        #: defaults of every step: vars, env, setup lines, container (see shoal.around)
+        self.options: dict[str, Any] = {
+            "vars": around.parse_vars(owner, vars), "env": around.parse_env(owner, env),
+            "setup": around.parse_setup(owner, setup),
+            "container": around.parse_container(owner, container) or None,
+        }
         caller = sys._getframe(1).f_globals.get("__file__")
         self.source: Path | None = Path(caller).resolve() if caller else None
         self._root = Path(root) if root is not None else None
@@ -129,6 +70,9 @@ class Experiment:
         self.target: str | None = None  # how workers re-import it (set by the loader)
         self._registered: list[Step] = []
         self._validated: list[Step] | None = None
+        self._around: dict[str, around.Around] = {}
+        #: notes from checking the definition (printed by plan and run)
+        self.warnings: list[str] = []
 
     # ----------------------------------------------------------------- definition
     @property
@@ -151,7 +95,17 @@ class Experiment:
     def _add(self, step: Step) -> Step:
         self._registered.append(step)
         self._validated = None
+        self._around.clear()
         return step
+
+    def around(self, step: Step | str) -> around.Around:
+        """The step's inputs, outputs, vars, env, setup lines, container and metrics, with
+        the experiment's defaults merged in."""
+        s = self.steps[step] if isinstance(step, str) else step
+        got = self._around.get(s.name)
+        if got is None:
+            got = self._around[s.name] = around.resolve(self.options, s.opts)
+        return got
 
     def step(
         self,
@@ -170,12 +124,20 @@ class Experiment:
         pack: str | Sequence[str] | None = None,
         pack_size: int | None = None,
         stage: str | Sequence[str] | None = None,
+        inputs: Any = None,
+        outputs: Any = None,
+        vars: Mapping[str, Any] | None = None,
+        env: Mapping[str, Any] | None = None,
+        setup: str | Sequence[str] | None = None,
     ) -> Any:
         """Declare a function step: ``@exp.step(per=["site"], needs=[prep], cpus=1)``.
 
         The function is called as ``fn(ctx, **params)`` once per task and may return a dict of
-        JSON-serialisable metrics.
+        JSON-serialisable metrics. ``inputs=``/``outputs=``: files it reads (their contents
+        enter the fingerprint) and paths outside its folder it owns; ``vars=``, ``env=``,
+        ``setup=``: see the guide.
         """
+        opts = dict(inputs=inputs, outputs=outputs, vars=vars, env=env, setup=setup)
 
         def deco(f: Callable[..., Any]) -> Step:
             sname = name or f.__name__
@@ -192,6 +154,7 @@ class Experiment:
                     pack=_names(sname, "pack", pack),
                     pack_size=pack_size,
                     stage=(stage,) if isinstance(stage, str) else tuple(stage or ()),
+                    opts=step_options(sname, **opts),
                 )
             )
 
@@ -214,12 +177,18 @@ class Experiment:
         timeout: str | int | float | None = None,
         retries: int | None = None,
         version: str | int | None = None,
+        inputs: Any = None,
+        outputs: Any = None,
+        vars: Mapping[str, Any] | None = None,
+        env: Mapping[str, Any] | None = None,
+        setup: str | Sequence[str] | None = None,
     ) -> Any:
         """Declare a gather: one task per point of ``per`` receiving every upstream task of
         ``over`` that projects onto it, as a DataFrame ``runs`` (params, metrics, ``out``).
 
         ``select={"partition": "validation"}`` keeps only a slice of the upstream tasks.
         """
+        opts = dict(inputs=inputs, outputs=outputs, vars=vars, env=env, setup=setup)
 
         def deco(f: Callable[..., Any]) -> Step:
             sname = name or f.__name__
@@ -237,6 +206,7 @@ class Experiment:
                     timeout_s=parse_duration(sname, "timeout", timeout),
                     retries=retries,
                     version=None if version is None else str(version),
+                    opts=step_options(sname, **opts),
                 )
             )
 
@@ -257,12 +227,21 @@ class Experiment:
         retries: int | None = None,
         version: str | int | None = None,
         stage: str | Sequence[str] | None = None,
+        inputs: Any = None,
+        outputs: Any = None,
+        vars: Mapping[str, Any] | None = None,
+        env: Mapping[str, Any] | None = None,
+        setup: str | Sequence[str] | None = None,
+        container: str | around.Container | bool | None = None,
+        metrics: str | Mapping[str, str] | None = None,
     ) -> Step:
         """Declare a shell-command step. ``{dim}`` fields take the task's values (shell-quoted),
         ``{out}`` its folder, ``{threads}`` its cpus, ``{device}``/``{gpus}`` its GPU,
-        ``{python}`` the Python running shoal, ``{<upstream step>}`` that task's folder.
-        The command runs in the experiment's folder; if it writes ``{out}/metrics.json``,
-        those are its metrics.
+        ``{python}`` the Python running shoal, ``{<upstream step>}`` that task's folder,
+        ``{<var>}`` a value of ``vars=``, ``{<input name>}``/``{inputs}``, ``{outputs}`` the
+        files of ``inputs=``/``outputs=``. The command runs in the experiment's folder (in
+        ``container=`` if given, after the ``setup=`` lines); its metrics come from
+        ``metrics=`` (a file, or patterns over its log), else from ``{out}/metrics.json``.
         """
         if not isinstance(template, str) or not template.strip():
             raise SpecError(f"step '{name}': the command template must be a non-empty string")
@@ -277,6 +256,8 @@ class Experiment:
                 retries=retries,
                 version=None if version is None else str(version),
                 stage=(stage,) if isinstance(stage, str) else tuple(stage or ()),
+                opts=step_options(name, inputs=inputs, outputs=outputs, vars=vars, env=env,
+                                  setup=setup, container=container, metrics=metrics),
             )
         )
 
@@ -344,48 +325,3 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"<shoal.Experiment {self.name!r}: {len(self._registered)} steps, {self.grid!r}>"
-
-
-def signature_args(step: Step, dims: Sequence[str]) -> tuple[tuple[str, ...], bool]:
-    """Which of ``dims`` the step function accepts by name, and whether it takes ``runs``.
-
-    Raises a SpecError for a required parameter shoal cannot fill.
-    """
-    assert step.fn is not None
-    fn = step.fn
-    kind = ("an async function" if inspect.iscoroutinefunction(fn)
-            or inspect.isasyncgenfunction(fn) else
-            "a generator (it yields)" if inspect.isgeneratorfunction(fn) else None)
-    if kind:
-        raise SpecError(f"step '{step.name}': its function is {kind}; a step function runs "
-                        "once and returns its metrics (a dict) or None: make it a plain def")
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return tuple(dims), step.is_gather
-    params = list(sig.parameters.values())
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    usage = f"def {getattr(fn, '__name__', step.name)}(ctx, {', '.join(dims)})"
-    if not params or params[0].kind not in positional:
-        raise SpecError(
-            f"step '{step.name}': its function must take the task context first: {usage}"
-        )
-    if params[0].name in dims and params[0].name not in {p.name for p in params[1:]}:
-        raise SpecError(
-            f"step '{step.name}': its first parameter '{params[0].name}' is a dimension, but "
-            f"the first parameter receives the task context: {usage}"
-        )
-    var_kw = any(p.kind == p.VAR_KEYWORD for p in params)
-    names = {p.name for p in params[1:]}
-    allowed = set(dims) | ({"runs"} if step.is_gather else set())
-    for p in params[1:]:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        if p.name not in allowed and p.default is p.empty:
-            hint = f"per={list(step.per)}" + (" (and runs)" if step.is_gather else "")
-            raise SpecError(
-                f"step '{step.name}': function parameter '{p.name}' is not a dimension of the "
-                f"step ({hint}); add '{p.name}' to per=, give it a default, or remove it"
-            )
-    takes = tuple(d for d in dims if var_kw or d in names)
-    return takes, step.is_gather and (var_kw or "runs" in names)

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     error TEXT,
     log_tail TEXT,
     updated REAL,
+    files TEXT,
+    outputs TEXT,
     PRIMARY KEY (step, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS attempts (
@@ -59,7 +61,16 @@ CREATE TABLE IF NOT EXISTS attempts (
     backend_id TEXT,
     PRIMARY KEY (step, key, attempt)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS digests (
+    path TEXT PRIMARY KEY,
+    size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, ino INTEGER,
+    digest TEXT NOT NULL
+) WITHOUT ROWID;
 """
+#: Columns added since schema 1 (added to an older store when it is opened for writing).
+_ADDED = (("tasks", "files", "TEXT"), ("tasks", "outputs", "TEXT"))
+_TASK_COLUMNS = ("step, key, dec, status, fp, code, inputs, run_id, params, attempts, started, "
+                 "ended, duration, host, metrics, error, log_tail, updated, files, outputs")
 
 #: Task statuses as stored.
 STATUSES = ("done", "failed", "running", "interrupted", "skipped", "lost")
@@ -85,6 +96,8 @@ class TaskRecord:
     metrics: dict[str, Any] | None = None
     error: str | None = None
     log_tail: str | None = None
+    files: dict[str, str] | None = None  # input files it ran with: path -> digest
+    outputs: list[str] | None = None  # the paths outside its folder it owns
 
     @property
     def decision(self) -> str:
@@ -99,6 +112,8 @@ class TaskRecord:
             self.attempts, self.started, self.ended, self.duration, self.host,
             None if self.metrics is None else json.dumps(self.metrics) if self.metrics else "{}",
             self.error, self.log_tail, time.time(),
+            None if self.files is None else json.dumps(self.files),
+            None if self.outputs is None else json.dumps(self.outputs),
         )
 
     @classmethod
@@ -112,6 +127,7 @@ class TaskRecord:
             ended=data.get("ended"), duration=data.get("duration"), host=data.get("host"),
             metrics=data.get("metrics") if status == "done" else None,
             error=data.get("error"), log_tail=data.get("log_tail"),
+            files=data.get("files"), outputs=data.get("outputs"),
         )
 
 
@@ -123,12 +139,14 @@ def db_path(root: Path) -> Path:
 class Store:
     """The SQLite store of one run root."""
 
-    def __init__(self, root: Path, conn: sqlite3.Connection | None) -> None:
+    def __init__(self, root: Path, conn: sqlite3.Connection | None,
+                 read_only: bool = True) -> None:
         self.root = root
         self.conn = conn
+        self.read_only = read_only
 
     @classmethod
-    def open(cls, root: Path, *, create: bool = False) -> Store:
+    def open(cls, root: Path, *, create: bool = False, timeout: float = 30.0) -> Store:
         """Open the store; without ``create`` a missing store reads as empty (nothing written)."""
         path = db_path(root)
         if not path.exists():
@@ -136,16 +154,20 @@ class Store:
                 return cls(root, None)
             path.parent.mkdir(parents=True, exist_ok=True)
         if create:
-            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+            conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
             conn.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
             )
+            have = {r[1] for r in conn.execute("PRAGMA table_info(tasks)")}
+            for table, column, kind in _ADDED:
+                if column not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         else:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
-        return cls(root, conn)
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
+        return cls(root, conn, read_only=not create)
 
     def close(self) -> None:
         if self.conn is not None:
@@ -176,6 +198,28 @@ class Store:
         planner compares it with the expected ``"done <fp> <inputs> "`` prefix.
         """
         return dict(self._query("SELECT key, dec FROM tasks WHERE step=?", (step,)))
+
+    def column(self, step: str, column: str) -> dict[str, Any]:
+        """``key -> value`` of one column (``files``, ``outputs``: decoded JSON) for the
+        stored tasks of ``step``; empty for a store older than that column."""
+        assert column in ("files", "outputs")
+        try:
+            rows = self._query(f"SELECT key, {column} FROM tasks WHERE step=?", (step,))
+        except sqlite3.OperationalError:  # (no such column: an older store, read-only)
+            return {}
+        return {k: json.loads(v) for k, v in rows if v}
+
+    def digests(self) -> dict[str, tuple[int, int, int, int, str]]:
+        """The cached digests of input files: path -> (size, mtime_ns, ctime_ns, ino,
+        digest)."""
+        return {r[0]: tuple(r[1:]) for r in self._query(  # type: ignore[misc]
+            "SELECT path, size, mtime_ns, ctime_ns, ino, digest FROM digests")}
+
+    def save_digests(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Remember digests of input files (path, size, mtime_ns, ctime_ns, ino, digest)."""
+        conn = self._writable()
+        with _transaction(conn):
+            conn.executemany("INSERT OR REPLACE INTO digests VALUES (?,?,?,?,?,?)", list(rows))
 
     def codes(self, step: str) -> dict[str, str]:
         """``key -> code identity`` the stored tasks of ``step`` ran with."""
@@ -226,7 +270,8 @@ class Store:
         rows = [r.row() for r in records]
         with _transaction(conn):
             conn.executemany(
-                "INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
             )
             conn.executemany(
                 "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?)", list(attempts)

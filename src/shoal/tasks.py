@@ -13,9 +13,10 @@ from typing import Any
 
 from shoal.grid import Point, Value
 from shoal.spec import Experiment, Step
+from shoal.taskfiles import StepFiles
 
-DONE, MISSING, FAILED, CHANGED = 0, 1, 2, 3
-REASONS = ("done", "missing", "failed", "changed")
+DONE, MISSING, FAILED, CHANGED, BLOCKED = 0, 1, 2, 3, 4
+REASONS = ("done", "missing", "failed", "changed", "blocked")  # blocked: an input is missing
 
 
 def _getter(positions: Sequence[int]) -> Callable[[Point], Point]:
@@ -53,6 +54,7 @@ class StepPlan:
     index: dict[Point, int] = field(default_factory=dict)
     run_ids: list[Any] = field(default_factory=list)  # of done tasks (None otherwise)
     adopted: dict[int, dict[str, Any]] = field(default_factory=dict)  # result files not in store
+    files: StepFiles | None = None  # inputs= and outputs= per task
 
     @property
     def name(self) -> str:
@@ -77,8 +79,9 @@ class StepPlan:
         return out
 
     def counts(self) -> dict[str, Any]:
-        """``{"total", "done", "run", "reasons": {...}}`` over the included tasks."""
-        c = [0, 0, 0, 0]
+        """``{"total", "done", "run", "blocked", "reasons": {...}}`` over the included
+        tasks (blocked tasks lack an input: they cannot run)."""
+        c = [0, 0, 0, 0, 0]
         inc = self.included
         if inc is None:
             for s in self.state:
@@ -91,7 +94,8 @@ class StepPlan:
         return {
             "total": total,
             "done": c[DONE],
-            "run": total - c[DONE],
+            "run": total - c[DONE] - c[BLOCKED],
+            "blocked": c[BLOCKED],
             "reasons": {"missing": c[MISSING], "failed": c[FAILED], "changed": c[CHANGED]},
         }
 
@@ -111,17 +115,24 @@ class Plan:
             "experiment": self.experiment.name,
             "total": sum(s["total"] for s in steps.values()),
             "run": sum(s["run"] for s in steps.values()),
+            "blocked": sum(s["blocked"] for s in steps.values()),
             "steps": steps,
         }
 
     def to_run(self) -> list[tuple[StepPlan, int]]:
-        """Every included task that is not done, in dependency order."""
+        """Every included task that is not done (nor blocked), in dependency order."""
         return [
             (sp, i)
             for sp in self.steps.values()
             for i, s in enumerate(sp.state)
-            if s != DONE and sp.is_included(i)
+            if s != DONE and s != BLOCKED and sp.is_included(i)
         ]
+
+    def blocked(self) -> list[tuple[StepPlan, int]]:
+        """Included tasks that cannot run: an input file is missing (the reason in
+        ``detail``)."""
+        return [(sp, i) for sp in self.steps.values() if sp.files is not None
+                for i in sp.files.missing if sp.is_included(i)]
 
     def task_label(self, sp: StepPlan, i: int) -> str:
         key = sp.keys[i]

@@ -7,6 +7,7 @@ import string
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from shoal import validate_around
 from shoal.errors import SpecError
 from shoal.spec import _STEP_NAME, Step, signature_args
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from shoal.spec import Experiment
 
 #: Template fields every command step may use besides its dimensions and upstream steps.
-TEMPLATE_FIELDS = ("out", "threads", "device", "gpus", "step", "root", "python", "staged")
+TEMPLATE_FIELDS = validate_around.BUILTIN_FIELDS
 
 
 def _fmt(dims: Any) -> str:
@@ -46,7 +47,8 @@ def _check_template(exp: Experiment, s: Step, upstream: set[str]) -> None:
     from shoal.taskspec import RawField, fill_command
 
     assert s.command is not None
-    m = next((m for m in _QUOTED.finditer(s.command) if m.group(2) in s.per), None)
+    quoted = set(s.per) | set(validate_around.command_fields(exp, s))
+    m = next((m for m in _QUOTED.finditer(s.command) if m.group(2) in quoted), None)
     if m:  # (a dimension's value: the common slip; shoal's own paths are left alone)
         raise SpecError(
             f"step '{s.name}': the command template puts {{{m.group(2)}}} in quotes "
@@ -58,6 +60,9 @@ def _check_template(exp: Experiment, s: Step, upstream: set[str]) -> None:
     base.update(out="/out", threads=1, device="cpu", gpus="", step=s.name, root="/root",
                 python="python", staged=defaultdict(lambda: RawField('"$STAGED"')))
     base.update({u: "/upstream" for u in upstream})
+    base.update(exp.around(s).vars)
+    files = validate_around.command_fields(exp, s)
+    base.update({f: RawField("'/file'") for f, what in files.items() if what != "a var"})
     trials = [(f" for {d}={v!r}", {**base, d: v}) for d in s.per for v in values.get(d, ())]
     for where, trial in trials or [("", base)]:  # (each value of each dimension once)
         fill_command(s.name, s.command, trial, where)
@@ -84,6 +89,7 @@ def validate(exp: Experiment) -> list[Step]:
             )
         seen[s.name] = s
     dims = exp.grid.dims
+    exp.warnings.clear()
     for s in steps:
         _check_step(exp, s, dims)
     return _topo(exp, steps)
@@ -143,9 +149,11 @@ def _check_step(exp: Experiment, s: Step, dims: tuple[str, ...]) -> None:
         raise SpecError(f"step '{s.name}': pack_size={s.pack_size!r} must be a whole number >= 1")
     if s.retries is not None and (not isinstance(s.retries, int) or s.retries < 0):
         raise SpecError(f"step '{s.name}': retries={s.retries!r} must be a whole number >= 0")
+    upstream = {exp.resolve(r, by=s.name).name for r in s.needs}
+    validate_around.check(exp, s, upstream)
     if s.command is not None:
-        allowed = set(s.per) | set(TEMPLATE_FIELDS)
-        upstream = {exp.resolve(r, by=s.name).name for r in s.needs}
+        extra = validate_around.command_fields(exp, s)
+        allowed = set(s.per) | set(TEMPLATE_FIELDS) | set(extra)
         for name in upstream & set(exp.grid.dims):
             raise SpecError(
                 f"step '{s.name}': upstream step '{name}' has the name of a grid dimension, so "
@@ -164,8 +172,9 @@ def _check_step(exp: Experiment, s: Step, dims: tuple[str, ...]) -> None:
                 raise SpecError(
                     f"step '{s.name}': the command template names unknown placeholder "
                     f"'{{{f}}}'{hint}; it may use its dimensions ({', '.join(s.per) or 'none'}), "
-                    f"{', '.join('{' + t + '}' for t in TEMPLATE_FIELDS)}, or an upstream step "
-                    f"from needs= (its folder). Write {{{{ and }}}} for literal braces"
+                    f"{', '.join('{' + t + '}' for t in [*TEMPLATE_FIELDS, *extra])}, or an "
+                    f"upstream step from needs= (its folder). Write {{{{ and }}}} for literal "
+                    "braces"
                 )
         _check_template(exp, s, upstream)
     elif s.fn is not None:
