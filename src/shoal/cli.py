@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--why", action="store_true", help="show sample tasks per reason")
     p.add_argument("--limit", type=_at_least(0), default=5, help="tasks shown per step and reason")
     p.add_argument("--json", action="store_true", help="machine-readable counts")
+    p.add_argument("--keep-going", action="store_true", help="show tasks whose input files "
+                   "are missing as blocked (as `run --keep-going` would skip them) instead "
+                   "of stopping with an error")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run what is missing, failed or out of date")
@@ -81,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=_at_least(0), help="extra attempts per failed task (steps' "
                    "retries= override)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--keep-going", dest="keep_going", action="store_true", default=True,
-                   help="run independent tasks after a failure (default)")
+    g.add_argument("--keep-going", dest="keep_going", action="store_true", default=None,
+                   help="run independent tasks after a failure (default); also run the "
+                   "tasks that have their input files when others lack theirs")
     g.add_argument("--fail-fast", dest="keep_going", action="store_false",
                    help="stop launching after the first failure")
     p.add_argument("--grace", type=_at_least(0, float), default=30.0,
@@ -239,20 +243,33 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _warn(exp: Any) -> None:
+    for w in exp.warnings:
+        print(f"shoal: warning: {w}", file=sys.stderr)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
+    from shoal.plan import build_plan
+
     exp = _load(args)
-    plan = exp.plan(only=_only(exp, args))
+    exp.validate()
+    _warn(exp)
+    plan = build_plan(exp, exp.root, only=_only(exp, args),
+                      missing_inputs="skip" if args.keep_going else "error")
     summary = plan.summary()
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"{exp.name}: {summary['total']:,} tasks, {summary['run']:,} to run  (root: {plan.root})")
+    blocked = f", {summary['blocked']:,} blocked" if summary["blocked"] else ""
+    print(f"{exp.name}: {summary['total']:,} tasks, {summary['run']:,} to run{blocked}  "
+          f"(root: {plan.root})")
+    header = ["step", "total", "done", "run", "missing", "failed", "changed"]
     rows = [
         [name, s["total"], s["done"], s["run"], s["reasons"]["missing"], s["reasons"]["failed"],
-         s["reasons"]["changed"]]
+         s["reasons"]["changed"]] + ([s["blocked"]] if blocked else [])
         for name, s in summary["steps"].items()
     ]
-    print(_table(rows, ["step", "total", "done", "run", "missing", "failed", "changed"]))
+    print(_table(rows, header + (["blocked"] if blocked else [])))
     if args.why:
         from shoal.plan import DONE, REASONS
 
@@ -288,7 +305,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         exp, slurm=slurm,
         jobs=args.jobs, gpus=parse_gpu_list(args.gpus) if args.gpus is not None else None,
         mem_mb=parse_mem("(run)", args.mem, "--mem") if args.mem else None, retries=args.retries,
-        keep_going=args.keep_going, only=_only(exp, args), grace_s=args.grace,
+        keep_going=args.keep_going is not False, only=_only(exp, args), grace_s=args.grace,
+        missing_inputs="skip" if args.keep_going else "error",
         progress=args.progress, progress_interval=args.progress_interval, backend=args.backend,
         detach=args.detach, max_requeues=args.max_requeues,
     )

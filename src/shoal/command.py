@@ -12,14 +12,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shoal import resultfile, staging
+from shoal import cmetrics, resultfile, staging
 from shoal import worker as W
 from shoal.checkpoint import Checkpoints
 from shoal.errors import ShoalError
 from shoal.spawn import spawn, wait_exited
 from shoal.tasklog import TaskLog, task_log
 from shoal.taskspec import TaskSpec
-from shoal.worker import HOST, outcome, prepare_folder, write_failure, write_success
+from shoal.worker import HOST, missing_output, outcome, prepare_task, write_failure, write_success
 
 METRICS = resultfile.METRICS  # what a command writes to report its metrics
 _child: int | None = None
@@ -82,7 +82,7 @@ class Prepared:
 def prepare_command(spec: TaskSpec, log: TaskLog, defer_log: bool = False) -> Prepared:
     """A clean task folder and its open log (raises OSError when the folder cannot be
     made); ``defer_log``: see :class:`~shoal.tasklog.TaskLog`."""
-    new = prepare_folder(spec.out)
+    new = prepare_task(spec)
     if not new and os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):  # another fp's?
         Checkpoints(spec.out, spec.fingerprint)._check()
     header = "" if new else (  # (a new folder has no log to append to)
@@ -201,8 +201,14 @@ def finish_command(
         try:
             metrics = (resultfile.read_metrics(f"{out}/{METRICS}")
                        if os.access(f"{out}/{METRICS}", os.F_OK) else None) or {}
+            if spec.metrics is not None:
+                metrics.update(cmetrics.read(spec))
         except (ValueError, OSError) as exc:  # (it exited 0, but its metrics are unusable)
             return write_failure(spec, "failed", f"the command exited 0, but {exc}", started,
+                                 ended)
+        lost = missing_output(spec)
+        if lost:
+            return write_failure(spec, "failed", f"the command exited 0, but {lost}", started,
                                  ended)
         try:
             names = (resultfile.CHECKPOINTS,) if ckpt else ()

@@ -2,16 +2,17 @@
 
 ``ctx.out`` (the task folder), ``ctx.params``, ``ctx.input(step)`` (the upstream task's
 ``.out``, ``.result`` and ``.params``), ``ctx.log``, ``ctx.threads``, ``ctx.device``,
-``ctx.should_stop()``, ``ctx.attempt``, ``ctx.staged(name)``, ``ctx.checkpoint``.
+``ctx.should_stop()``, ``ctx.attempt``, ``ctx.staged(name)``, ``ctx.checkpoint``,
+``ctx.inputs``, ``ctx.outputs``, ``ctx.vars``.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from shoal.errors import ShoalError
 
@@ -56,6 +57,54 @@ class Upstream:
     result: dict[str, Any]
 
 
+class Files(Sequence[Path]):
+    """A task's ``inputs=`` or ``outputs=``: every path in order (``for p in ctx.inputs``,
+    ``ctx.inputs[0]``), and by name where they were given as a dict
+    (``ctx.inputs["sample"]``: a Path; a list of Paths for a glob)."""
+
+    def __init__(self, entries: Sequence[Sequence[Any]] | None = None) -> None:
+        self._paths: list[Path] = []
+        self._named: dict[str, Path | list[Path]] = {}
+        for entry in entries or ():  # [name, paths, is a glob]
+            name, paths = entry[0], entry[1]
+            ps = [Path(p) for p in paths]
+            self._paths.extend(ps)
+            if name:
+                many = entry[2] if len(entry) > 2 else len(ps) != 1
+                self._named[name] = ps if many else ps[0]
+
+    @overload
+    def __getitem__(self, key: int) -> Path: ...
+    @overload
+    def __getitem__(self, key: slice) -> list[Path]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __getitem__(self, key: str) -> Path | list[Path]: ...
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            try:
+                return self._named[key]
+            except KeyError:
+                raise KeyError(f"no file named {key!r} (named: "
+                               f"{', '.join(self._named) or 'none'})") from None
+        return self._paths[key]
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(self._paths)
+
+    def names(self) -> list[str]:
+        """The names given in the step's dict (empty for a list)."""
+        return list(self._named)
+
+    def __repr__(self) -> str:
+        if self._named:
+            return f"Files({self._named!r})"
+        return f"Files({self._paths!r})"
+
+
 @dataclass
 class TaskContext:
     """The context passed as the first argument of every step function."""
@@ -69,6 +118,11 @@ class TaskContext:
     root: Path | None = None
     upstream: Mapping[str, Upstream] = field(default_factory=dict)
     checkpoint: Checkpoints = field(default=None)  # type: ignore[assignment]
+    #: the step's ``inputs=`` (files whose contents are in the fingerprint), ``outputs=``
+    #: (paths outside ``out`` the task owns) and ``vars=``
+    inputs: Files = field(default_factory=Files)
+    outputs: Files = field(default_factory=Files)
+    vars: Mapping[str, Any] = field(default_factory=dict)
     _stop: Callable[[], bool] = field(default=lambda: False, repr=False)
     _staged: Mapping[str, Path] = field(default_factory=dict, repr=False)
     _log: logging.Logger | None = field(default=None, repr=False)

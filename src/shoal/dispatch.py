@@ -3,12 +3,14 @@ and a gather's ``runs``), the rendered command, resources, a dispatch token."""
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shoal import deferred, resultfile, staging
+from shoal import around, deferred, resultfile, staging, wrap
 from shoal.plan import DONE, Plan, StepPlan, task_inputs
 from shoal.state import Store
 from shoal.taskspec import RawField, TaskSpec, fill_command, gather_row
@@ -106,15 +108,78 @@ class SpecBuilder:
             timeout_s=step.timeout_s, needs=needs, gather=gather,
             token=resultfile.unique_id(), stage=self.archives(sp), stage_dir=self.stage_dir,
         )
+        self._around(sp, i, spec, devices)
         if step.command is not None:
-            values: dict[str, Any] = dict(params)
+            values: dict[str, Any] = dict(spec.vars)
+            values.update(params)
             values.update(out=out, threads=cpus, device=spec.device, step=sp.name,
                           root=self._root, python=sys.executable,
                           gpus=",".join(map(str, devices)))
             values.update({name: u["out"] for name, u in needs.items()})
             values["staged"] = {staging.archive_name(a): RawField(
                 f'"${staging.env_name(staging.archive_name(a))}"') for a in spec.stage}
+            values.update(_file_fields("inputs", spec.in_files))
+            if spec.outputs is not None:
+                values.update(_file_fields("outputs", [
+                    [n, [o]] for n, o in zip(spec.out_names or [], spec.outputs)]))
             spec.command, spec.argv = fill_command(sp.name, step.command, values,
                                                    f" for {spec.label}")
+            self._wrap(sp, spec)
         return spec
+
+    def _around(self, sp: StepPlan, i: int, spec: TaskSpec, devices: list[str]) -> None:
+        """The task's files, vars, env, setup lines and metrics source (shoal.around)."""
+        a = self.exp.around(sp.step)
+        files = sp.files
+        if files is not None and files.inputs is not None:
+            spec.in_files = [[name, [self._abs(p) for p in paths], glob]
+                             for (name, paths), glob in zip(files.inputs[i], files.globs)]
+            spec.files = files.digests_of(i)
+        if files is not None and files.outputs is not None:
+            spec.outputs = list(files.outputs[i])
+            spec.out_names = list(files.output_names)
+        spec.vars = dict(a.vars)
+        spec.setup = list(a.setup)
+        if a.env or a.metrics is not None:
+            values = {**a.vars, **spec.params, "out": spec.out, "root": self._root,
+                      "step": sp.name, "threads": spec.cpus, "device": spec.device,
+                      "gpus": ",".join(map(str, devices))}
+            spec.user_env = {k: around.fill(t, values) for k, t in a.env.items()}
+            m = a.metrics
+            if m is not None and m.file is not None:
+                spec.metrics = {"file": self._abs(around.fill(m.file, values))}
+            elif m is not None:
+                spec.metrics = {"patterns": [list(p) for p in m.patterns]}
+
+    def _abs(self, path: str) -> str:
+        return os.path.normpath(os.path.join(self._cwd, path))
+
+    def _wrap(self, sp: StepPlan, spec: TaskSpec) -> None:
+        """A command's container and setup lines around it."""
+        a = self.exp.around(sp.step)
+        assert spec.command is not None
+        if a.container is not None:
+            argv, runtime_env = wrap.container_argv(
+                a.container, spec.command, cwd=self._cwd, root=self._root,
+                env=spec.env(), gpus=spec.gpus > 0)
+            spec.user_env = {**spec.user_env, **runtime_env}
+            spec.command, spec.argv = shlex.join(argv), argv
+        if a.setup:
+            script = wrap.with_setup(a.setup, spec.command,
+                                     spec.argv if a.container is not None else None)
+            spec.command, spec.argv = script, [wrap.shell(), "-c", script]
+
+
+def _file_fields(what: str, entries: list[list[Any]] | None) -> dict[str, RawField]:
+    """``{name}`` per named file and ``{inputs}``/``{outputs}`` for all: paths quoted."""
+    if entries is None:
+        return {}
+    out: dict[str, RawField] = {}
+    every: list[str] = []
+    for name, paths, *_ in entries:
+        every.extend(paths)
+        if name:
+            out[name] = RawField(" ".join(shlex.quote(p) for p in paths))
+    out[what] = RawField(" ".join(shlex.quote(p) for p in every))
+    return out
 

@@ -117,7 +117,8 @@ class Outcomes:
             self.report.stopped = True
             self.stop_deadline = float("inf")
 
-    def _skip_downstream(self: Controller, tid: TaskId, label: str) -> None:
+    def _skip_downstream(self: Controller, tid: TaskId, label: str,
+                         why: str = "failed") -> None:
         """Skip what depends on a failed task; a gather with ``allow_missing=True`` instead
         counts the task as finished and runs on what succeeded."""
         todo = [(child, tid[0]) for child in self.children.get(tid, ())]
@@ -137,6 +138,6 @@ class Outcomes:
             self.report.skipped += 1
             self.records.append(TaskRecord(
                 sp.name, sp.keys[i], "skipped", fp=sp.fps[i], code=sp.code,
-                params=sp.param_dict(i), error=f"skipped: upstream {label} failed",
+                params=sp.param_dict(i), error=f"skipped: upstream {label} {why}",
             ))
             todo.extend((c, k) for c in self.children.get(child, ()))

@@ -28,7 +28,7 @@ from typing import Any
 from shoal import resultfile, staging
 from shoal import worker as W
 from shoal.checkpoint import Checkpoints
-from shoal.context import Interrupted, Requeue, TaskContext, Upstream
+from shoal.context import Files, Interrupted, Requeue, TaskContext, Upstream
 from shoal.spec import Experiment
 from shoal.taskspec import TaskSpec
 
@@ -91,7 +91,7 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
     step = exp.steps[first.step]
     for s in specs:
         try:
-            W.prepare_folder(s.out)
+            W.prepare_task(s)
         except OSError as exc:
             return [W.outcome(m, "failed", error=f"cannot prepare task folder {s.out}: {exc}")
                     for m in specs]
@@ -114,7 +114,8 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
                 upstream={n: Upstream(n, u["params"], Path(u["out"]), u["result"])
                           for n, u in s.needs.items()},
                 checkpoint=Checkpoints(s.out, s.fingerprint), _stop=should_stop,
-                _staged=staged,
+                _staged=staged, inputs=Files(s.in_files),
+                outputs=Files(W._output_entries(s)), vars=dict(s.vars),
             ) for s in specs]
             dims = list(first.params)
             pack = PackContext(
@@ -148,6 +149,9 @@ def _finish(spec: TaskSpec, value: Any, started: float) -> dict[str, Any]:
         return W.write_failure(spec, "failed", f"{type(value).__name__}: {value}", started)
     try:
         metrics = W._metrics(value, Path(spec.out))
+        lost = W.missing_output(spec)
+        if lost:
+            return W.write_failure(spec, "failed", lost, started)
         return W.write_success(spec, metrics, started)
     except Exception as exc:
         return W.write_failure(spec, "failed", f"{type(exc).__name__}: {exc}", started)

@@ -162,9 +162,12 @@ def make_result(
     host: str,
     metrics: dict[str, Any] | None,
     run_id: str | None = None,
+    files: dict[str, str] | None = None,
+    outputs: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The JSON document of a task's result file."""
-    return {
+    """The JSON document of a task's result file (``files``: its input files and their
+    digests; ``outputs``: the paths it owns; both only where the step declares them)."""
+    doc = {
         "format": FORMAT,
         "experiment": experiment,
         "step": step,
@@ -181,3 +184,8 @@ def make_result(
         "host": host,
         "metrics": metrics or {},
     }
+    if files is not None:
+        doc["files"] = files
+    if outputs is not None:
+        doc["outputs"] = outputs
+    return doc

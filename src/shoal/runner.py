@@ -36,6 +36,7 @@ def run_experiment(
     slurm: Any = None,
     detach: bool = False,
     max_requeues: int | None = None,
+    missing_inputs: str = "error",
 ) -> Any:
     """Run what the plan says must run; returns the report. Resumes where it stopped.
 
@@ -44,6 +45,8 @@ def run_experiment(
     attaches to the tasks of an earlier ``--detach`` that Slurm still holds. ``detach=True``
     submits every step at once (with dependencies) and returns a
     :class:`~shoal.backends.slurm.detach.DetachReport` without waiting.
+    ``missing_inputs="skip"``: tasks whose input files are missing do not run (nor what
+    depends on them) instead of the run stopping before it starts.
     """
     if backend not in ("local", "slurm"):
         raise ShoalError(f"unknown backend '{backend}' (available: local, slurm)")
@@ -53,11 +56,14 @@ def run_experiment(
         raise ShoalError(f"--jobs {jobs}: give at least 1")
     root: Path = exp.root
     exp.validate()
+    for w in exp.warnings:
+        print(f"shoal: warning: {w}", file=sys.stderr)
     lock = RootLock(root).acquire()
     try:
         shutil.rmtree(root / ".shoal" / "scratch", ignore_errors=True)  # workers' spare logs
         with Store.open(root, create=True) as store:
-            plan = build_plan(exp, root=root, only=only)
+            plan = build_plan(exp, root=root, only=only, store=store,
+                              missing_inputs=missing_inputs)
             from shoal.progress import make_progress
 
             be: Any
@@ -75,7 +81,8 @@ def run_experiment(
                                   options=slurm or SlurmOptions())
                 states = detached.snapshot(root)  # before ingesting: see detach.snapshot
                 if detached.ingest(plan, store):  # what an earlier --detach left
-                    plan = build_plan(exp, root=root, only=only)
+                    plan = build_plan(exp, root=root, only=only, store=store,
+                                      missing_inputs=missing_inputs)
                 be.adopt, alive = detached.live(root, states, prune=True)
                 _cancel_stale(plan, be.adopt)
                 if detach:
@@ -164,7 +171,7 @@ def _cancel_stale(plan: Any, adopt: dict[tuple[str, str], Any]) -> None:
 def print_report(report: RunReport, stream: Any = None) -> None:
     """The closing lines of a run (to stderr by default: the one of the moment)."""
     stream = stream if stream is not None else sys.stderr
-    if report.ran == 0 and not report.adopted:
+    if report.ran == 0 and not report.adopted and not report.blocked:
         print("shoal: nothing to run: every task is done (shoal plan --why explains)",
               file=stream)
         return
@@ -182,5 +189,10 @@ def print_report(report: RunReport, stream: Any = None) -> None:
         print(f"  failed: {label}: {error}", file=stream)
     if len(report.failures) > 10:
         print(f"  ... and {len(report.failures) - 10} more (shoal status)", file=stream)
+    if report.blocked:
+        print(f"shoal: {len(report.blocked)} task(s) not run: an input is missing",
+              file=stream)
+        for _label, why in report.blocked[:10]:
+            print(f"  blocked: {why}", file=stream)
     if report.user_stopped:
         print("shoal: stopped; `shoal run` again resumes", file=stream)

@@ -41,9 +41,11 @@ class RunReport:
     user_stopped: bool = False  # by Ctrl-C / SIGTERM
     warnings: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    blocked: list[tuple[str, str]] = field(default_factory=list)  # (task, missing input)
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.skipped or self.interrupted or self.stopped)
+        return not (self.failed or self.skipped or self.interrupted or self.stopped
+                    or self.blocked)
 
 

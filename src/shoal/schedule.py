@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from shoal.dispatch import SpecBuilder
 from shoal.errors import ShoalError
 from shoal.outcomes import Outcomes, TaskId
-from shoal.plan import CHANGED, DONE, Plan, StepPlan
+from shoal.plan import BLOCKED, CHANGED, DONE, Plan, StepPlan
 from shoal.resources import Resources
 from shoal.runreport import RunOptions, RunReport, StepCounts
 from shoal.slots import Slots
@@ -134,9 +134,30 @@ class Controller(Outcomes):
                     self.ready[k].append(i)
             if checked:
                 self._load_attempts(k, sp)
+            self._block(k, sp)
             for doc in sp.adopted.values():
                 self.records.append(TaskRecord.from_result(doc, "done"))
                 self.report.adopted += 1
+
+    def _block(self, k: int, sp: StepPlan) -> None:
+        """Tasks whose input files are missing (planned with missing_inputs="skip") do not
+        run, and neither does what depends on them; each says why."""
+        for i, s in enumerate(sp.state):
+            tid = (k, i)
+            if s != BLOCKED or tid not in self.waiting:
+                continue
+            if i in self.ready[k]:
+                self.ready[k].remove(i)
+            self.waiting[tid] = -1
+            label = self.plan.task_label(sp, i)
+            why = sp.detail.get(i, "an input is missing")
+            self.report.blocked.append((label, why))
+            self.counts[k].skipped += 1
+            self.records.append(TaskRecord(
+                sp.name, sp.keys[i], "skipped", fp=sp.fps[i], code=sp.code,
+                params=sp.param_dict(i), error=f"not run: {why}",
+            ))
+            self._skip_downstream(tid, label, "is blocked")
 
     def _load_attempts(self, k: int, sp: StepPlan) -> None:
         """Attempts numbers go on across runs while the fingerprint stays the same."""
@@ -191,7 +212,7 @@ class Controller(Outcomes):
                 self._flush(force=True)
             r = self.report
             r.not_started = max(0, len(self.waiting) - r.done - r.failed - r.skipped
-                                - r.interrupted)
+                                - r.interrupted - len(r.blocked))
             self.report.elapsed = time.time() - self.started
             if self.on_progress:
                 self.on_progress(self)

@@ -292,11 +292,14 @@ class Experiment:
         self,
         only: Mapping[str, Sequence[Value]] | None = None,
         root: str | Path | None = None,
+        missing_inputs: str = "error",
     ) -> Plan:
-        """Expand the steps over the grid and decide what would run (reads the store)."""
+        """Expand the steps over the grid and decide what would run (reads the store).
+        ``missing_inputs="skip"``: tasks lacking an input file are *blocked*, not an error."""
         from shoal.plan import build_plan
 
-        return build_plan(self, root=Path(root) if root else self.root, only=only)
+        return build_plan(self, root=Path(root) if root else self.root, only=only,
+                          missing_inputs=missing_inputs)
 
     def run(self, **options: Any) -> Any:
         """Run what the plan says must run (see :func:`shoal.runner.run_experiment`)."""

@@ -130,6 +130,7 @@ class StepFiles:
     ident: list[str] | None = None  # per task: what of its inputs enters the fingerprint
     missing: dict[int, str] = field(default_factory=dict)  # task -> why it cannot run
     outputs: list[list[str]] | None = None  # per task: absolute paths it owns
+    globs: list[bool] = field(default_factory=list)  # per inputs= entry: a glob?
     named_inputs: bool = False
     named_outputs: bool = False
     output_names: list[str] = field(default_factory=list)
@@ -145,7 +146,8 @@ def expand_inputs(fs: FileSet, dims: Sequence[str], vars: dict[str, Any],
                   label: Any) -> StepFiles:
     """Fill the input templates for every task, glob, and digest the files."""
     tpls = [(name, _Template(t, dims, vars)) for name, t in fs.items]
-    out = StepFiles(inputs=[], ident=[], named_inputs=fs.named, memo=digests.memo)
+    out = StepFiles(inputs=[], ident=[], named_inputs=fs.named, memo=digests.memo,
+                    globs=[t.globbed for _, t in tpls])
     assert out.inputs is not None and out.ident is not None
     digest = digests.digest
     base = digests.base
@@ -228,6 +230,9 @@ def check_claims(claims: Iterable[tuple[str, str, str]], protected: dict[str, st
                 continue
             if apath == path and akind == kind == "output" and awho == who:
                 raise SpecError(f"{who}: outputs= names {path} twice")
+            if akind == kind == "output" and awho == who:
+                raise SpecError(f"{who}: outputs= names nested paths ({apath}, {path}); "
+                                "name only the outer one")
             if akind == kind == "output":
                 how = "the same path" if apath == path else "nested paths"
                 raise SpecError(

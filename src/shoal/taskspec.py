@@ -14,9 +14,14 @@ from typing import Any
 from shoal.errors import SpecError
 from shoal.paths import value_text
 
-#: Thread-pool sizes a task gets (= its cpus), so that tasks side by side never oversubscribe.
+#: Thread-pool sizes a task gets (= its cpus), so that tasks side by side never oversubscribe:
+#: OpenMP, BLAS and numexpr, TensorFlow's intra-op pool, numba, BLIS, Rayon (polars).
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+               "NUMBA_NUM_THREADS", "BLIS_NUM_THREADS", "RAYON_NUM_THREADS",
+               "POLARS_MAX_THREADS")
+#: TensorFlow's inter-op pool runs independent ops side by side, each with intra-op threads.
+INTEROP_VAR = "TF_NUM_INTEROP_THREADS"
 
 
 @dataclass
@@ -54,6 +59,17 @@ class TaskSpec:
     allow_missing: bool = False  # a gather's: rows of failed upstream tasks may be missing
     retries: int = 0  # extra attempts the worker itself makes (--detach: no controller)
     packed: bool = False  # one member of a pack: the bundle's specs go to one call
+    # around the code (shoal.around): input files [[name, [paths]]] and their digests
+    # (path -> digest, recorded in the result), owned outputs, vars, env, setup lines, how
+    # a command's metrics are read ({"file": path} or {"patterns": [[name, regex]]})
+    in_files: list[list[Any]] | None = None
+    files: dict[str, str] | None = None
+    outputs: list[str] | None = None
+    out_names: list[str] | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    user_env: dict[str, str] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -68,6 +84,7 @@ class TaskSpec:
     def env(self) -> dict[str, str]:
         """Environment variables the task runs with (threads and GPU visibility)."""
         env = dict.fromkeys(THREAD_VARS, str(self.cpus))
+        env[INTEROP_VAR] = str(min(self.cpus, 2))
         env.update({
             "SHOAL_STEP": self.step,
             "SHOAL_TASK": self.key,
@@ -77,6 +94,8 @@ class TaskSpec:
         })
         if self.devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
+        if self.user_env:  # the step's env= (the user's word wins)
+            env.update(self.user_env)
         return env
 
     def to_dict(self) -> dict[str, Any]:

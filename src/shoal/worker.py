@@ -20,7 +20,7 @@ from typing import Any
 
 from shoal import resultfile, staging
 from shoal.checkpoint import Checkpoints
-from shoal.context import Interrupted, Requeue, TaskContext, Upstream
+from shoal.context import Files, Interrupted, Requeue, TaskContext, Upstream
 from shoal.spec import Experiment, signature_args
 from shoal.tasklog import log_tail, task_log
 from shoal.taskspec import TaskSpec
@@ -66,6 +66,36 @@ def prepare_folder(out: Path | str) -> bool:
             continue
         _remove(entry)
     return False
+
+
+def prepare_task(spec: TaskSpec) -> bool:
+    """:func:`prepare_folder`, then the task's owned outputs removed (a tool that finds its
+    old state must not reuse it) and their parent folders made. True for a new folder."""
+    new = prepare_folder(spec.out)
+    for path in spec.outputs or ():
+        remove_path(path)
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+    return new
+
+
+def remove_path(path: str) -> None:
+    """Remove a file, a link or a folder tree; nothing if it is absent."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def missing_output(spec: TaskSpec) -> str | None:
+    """Why a task that succeeded is still not done: an output it owns was not written."""
+    for path in spec.outputs or ():
+        if not os.path.lexists(path):
+            return (f"the task ended without writing its declared output {path} "
+                    "(outputs=); write it, or fix the template")
+    return None
 
 
 def _remove(entry: os.DirEntry[str]) -> None:
@@ -157,6 +187,13 @@ def _metrics(value: Any, out: Path) -> dict[str, Any]:
     return json.loads(json.dumps(value, default=resultfile._json_default))
 
 
+def _output_entries(spec: TaskSpec) -> list[list[Any]] | None:
+    if spec.outputs is None:
+        return None
+    return [[n, [p], False] for n, p in zip(spec.out_names or [""] * len(spec.outputs),
+                                            spec.outputs)]
+
+
 def outcome(spec: TaskSpec, status: str, **extra: Any) -> dict[str, Any]:
     """The message a worker sends back (the result document for done tasks)."""
     return {"step": spec.step, "key": spec.key, "attempt": spec.attempt, "status": status,
@@ -178,7 +215,7 @@ def write_failure(
         experiment=spec.experiment, step=spec.step, key=spec.key, params=spec.params,
         fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,
         attempt=spec.attempt, started=started, ended=ended or time.time(), host=HOST,
-        metrics=None,
+        metrics=None, files=spec.files, outputs=spec.outputs,
     )
     doc["status"] = status
     doc["error"] = error
@@ -200,7 +237,7 @@ def write_success(
         experiment=spec.experiment, step=spec.step, key=spec.key, params=spec.params,
         fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,
         attempt=spec.attempt, started=started, ended=ended or time.time(), host=HOST,
-        metrics=metrics,
+        metrics=metrics, files=spec.files, outputs=spec.outputs,
     )
     doc["token"] = spec.token
     if names is None or resultfile.ERROR in names:
@@ -214,9 +251,22 @@ def write_success(
 
 
 _env_set: dict[str, str] = {}
+_user_env: dict[str, str | None] = {}  # variables a step's env= set: name -> value before
 
 
-def _apply_env(env: dict[str, str]) -> None:
+def _apply_env(env: dict[str, str], user: dict[str, str] | None = None) -> None:
+    """Set the task's variables; those an earlier task's ``env=`` set and this one's does
+    not are put back as they were."""
+    for k in [k for k in _user_env if not user or k not in user]:
+        old = _user_env.pop(k)
+        _env_set.pop(k, None)
+        if old is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = old
+    for k in user or ():
+        if k not in _user_env:
+            _user_env[k] = os.environ.get(k)
     for k, v in env.items():
         if _env_set.get(k) != v:
             os.environ[k] = v
@@ -229,7 +279,7 @@ def enter_task(spec: TaskSpec) -> None:
     paths resolve there), its variables, its thread limits."""
     if spec.cwd:
         os.chdir(spec.cwd)
-    _apply_env(spec.env())
+    _apply_env(spec.env(), spec.user_env)
     limit_threads(spec.cpus)
 
 
@@ -239,7 +289,7 @@ def run_function(
     """Run a function task in this process; never raises for task errors."""
     started = time.time()
     try:
-        prepare_folder(spec.out)
+        prepare_task(spec)
     except OSError as exc:
         return outcome(spec, "failed", error=f"cannot prepare task folder {spec.out}: {exc}")
     out = Path(spec.out)
@@ -257,7 +307,9 @@ def run_function(
                     for name, u in spec.needs.items()
                 },
                 checkpoint=Checkpoints(out, spec.fingerprint),
-                _stop=should_stop, _staged=staged,
+                inputs=Files(spec.in_files),
+                outputs=Files(_output_entries(spec)),
+                vars=dict(spec.vars), _stop=should_stop, _staged=staged,
             )
             takes, wants_runs = _signature(step)
             kwargs = {d: spec.params[d] for d in takes}
@@ -268,6 +320,9 @@ def run_function(
             if value is Requeue:
                 raise Interrupted("the task returned shoal.Requeue")
             metrics = _metrics(value, out)
+            lost = missing_output(spec)
+            if lost:
+                raise FileNotFoundError(lost)
         except Interrupted as exc:
             print(f"interrupted: {exc}", file=sys.stderr)
             status, error = "interrupted", f"Interrupted: {exc}"

@@ -1,0 +1,226 @@
+"""Files outside the model: inputs= (contents in the fingerprint), outputs= (owned paths),
+end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from shoal.errors import SpecError
+from shoal.loader import load_experiment
+from shoal.plan import build_plan
+from shoal.state import Store
+from test_run import run
+
+INPUTS = """
+exp = shoal.Experiment("ins", grid=shoal.Grid(test_set=range(3)))
+
+locate = exp.command(
+    "locate", "cat {sample} > {out}/copy.txt && echo run >> {out}/../runs.log",
+    per=["test_set"], inputs={"sample": "data/sample_data_{test_set}.txt"})
+
+@exp.gather(over=locate)
+def combine(ctx, runs):
+    return {"n": len(runs)}
+
+@exp.step(per=["test_set"], inputs=["data/sample_data_{test_set}.txt", "data/shared.txt"])
+def read(ctx, test_set):
+    assert len(ctx.inputs) == 2 and ctx.inputs[1].name == "shared.txt"
+    return {"text": ctx.inputs[0].read_text().strip()}
+"""
+
+
+def _data(tmp_path: Path, n: int = 3) -> None:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    for i in range(n):
+        (tmp_path / f"data/sample_data_{i}.txt").write_text(f"sample {i}\n")
+    (tmp_path / "data/shared.txt").write_text("shared\n")
+
+
+def _why(cli, path: Path, *args: str) -> str:
+    rc, out, err = cli("plan", path, "--why", *args)
+    assert rc == 0, err
+    return out
+
+
+def test_editing_one_input_reruns_exactly_its_task_and_downstream(cli, write_exp,
+                                                                   tmp_path: Path) -> None:
+    path = write_exp(INPUTS)
+    _data(tmp_path)
+    run(path, "-j", "2", check=True)
+    assert (tmp_path / "runs/locate/test_set=2/copy.txt").read_text() == "sample 2\n"
+    assert "3 to run" not in _why(cli, path) and "0 to run" in _why(cli, path)
+    time.sleep(0.01)
+    (tmp_path / "data/sample_data_2.txt").write_text("sample 2, edited\n")
+    out = _why(cli, path)
+    assert "3 to run" in out  # locate[2], read[2], combine
+    assert "locate[test_set=2]  input changed: data/sample_data_2.txt" in out
+    assert "read[test_set=2]  input changed: data/sample_data_2.txt" in out
+    assert "combine  upstream locate[test_set=2] will run (changed)" in out
+    res = run(path, "-j", "2", check=True)
+    assert "3 done" in res.stderr
+    assert (tmp_path / "runs/locate/test_set=2/copy.txt").read_text() == "sample 2, edited\n"
+    # the shared input of every `read` task: all three rerun, and nothing else
+    (tmp_path / "data/shared.txt").write_text("shared, edited\n")
+    _rc, out, _ = cli("plan", path, "--json")
+    doc = json.loads(out)
+    assert doc["run"] == 3 and doc["steps"]["read"]["run"] == 3
+
+
+def test_a_touched_but_unchanged_input_reruns_nothing_and_the_digest_is_cached(
+        cli, write_exp, tmp_path: Path) -> None:
+    path = write_exp(INPUTS)
+    _data(tmp_path)
+    time.sleep(2.1)  # (files changed within 2 s are hashed again each time: "racy" digests)
+    run(path, check=True)
+    exp = load_experiment(str(path), {})
+    with Store.open(exp.root) as store:
+        assert len(store.digests()) == 4
+    plan = build_plan(exp, exp.root)
+    assert plan.summary()["run"] == 0
+    os.utime(tmp_path / "data/sample_data_1.txt")  # touched, same contents
+    assert build_plan(exp, exp.root).summary()["run"] == 0
+
+
+def test_a_missing_input_is_one_error_and_keep_going_runs_the_others(cli, write_exp,
+                                                                      tmp_path: Path) -> None:
+    path = write_exp(INPUTS)
+    _data(tmp_path)
+    (tmp_path / "data/sample_data_1.txt").unlink()
+    rc, out, err = cli("plan", path)
+    assert rc == 2
+    assert "input 'sample' data/sample_data_1.txt does not exist (for locate[test_set=1])" in err
+    assert "--keep-going" in err and "Traceback" not in err
+    res = run(path)
+    assert res.returncode == 2 and "does not exist" in res.stderr
+    assert not (tmp_path / "runs/locate").exists()  # nothing ran
+    rc, out, err = cli("plan", path, "--keep-going", "--why")
+    assert rc == 0
+    assert "2 blocked" in out and "blocked  locate[test_set=1]  input 'sample'" in out
+    res = run(path, "--keep-going")
+    assert res.returncode == 1
+    assert "2 task(s) not run: an input is missing" in res.stderr
+    assert (tmp_path / "runs/locate/test_set=0/copy.txt").exists()
+    assert not (tmp_path / "runs/combine/.shoal-result.json").exists()  # its upstream: blocked
+    (tmp_path / "data/sample_data_1.txt").write_text("back\n")
+    res = run(path, check=True)
+    assert "3 done" in res.stderr  # the two blocked tasks and the gather
+
+
+def test_globbed_inputs_and_their_placeholders(cli, write_exp, tmp_path: Path) -> None:
+    path = write_exp("""
+        exp = shoal.Experiment("g", grid=shoal.Grid(k=[0]))
+        exp.command("count", "cat {inputs} | wc -l > {out}/n.txt; echo {parts}",
+                    per=["k"], inputs={"parts": "data/part_*.txt"})
+
+        @exp.step(per=["k"], inputs={"parts": "data/part_*.txt"})
+        def listed(ctx, k):
+            return {"n": len(ctx.inputs["parts"]), "first": ctx.inputs["parts"][0].name}
+    """)
+    (tmp_path / "data").mkdir()
+    for i in range(2):
+        (tmp_path / f"data/part_{i}.txt").write_text(f"{i}\n")
+    run(path, check=True)
+    assert (tmp_path / "runs/count/k=0/n.txt").read_text().strip() == "2"
+    res = json.loads((tmp_path / "runs/listed/k=0/.shoal-result.json").read_text())
+    assert res["metrics"] == {"n": 2, "first": "part_0.txt"}
+    (tmp_path / "data/part_2.txt").write_text("2\n")
+    out = _why(cli, path)
+    assert "input added: data/part_2.txt" in out
+
+
+TRAKLIKE = """
+V = shoal.config("v", 1)
+exp = shoal.Experiment("own", grid=shoal.Grid(model_id=range(2)))
+
+@exp.step(per=["model_id"], outputs=["shared/{model_id}"], version=V)
+def featurize(ctx, model_id):
+    folder = ctx.outputs[0]
+    # a tool that reuses what it finds ("already finalized, skipping") would go stale here
+    assert not folder.exists(), "stale output left in place"
+    folder.mkdir()
+    (folder / "features.txt").write_text(f"{model_id} {V}")
+
+@exp.gather(over=featurize)
+def score(ctx, runs):
+    return {"total": sum(len((Path("shared") / str(m) / "features.txt").read_text())
+                         for m in runs.model_id)}
+"""
+
+
+def test_a_deleted_output_reruns_its_task_and_stale_outputs_go_first(cli, write_exp,
+                                                                      tmp_path: Path) -> None:
+    path = write_exp("from pathlib import Path\n" + TRAKLIKE)
+    run(path, check=True)
+    import shutil
+
+    shutil.rmtree(tmp_path / "shared/1")
+    out = _why(cli, path)
+    assert "featurize[model_id=1]  output missing: shared/1" in out
+    assert "2 to run" in out  # and the gather
+    res = run(path, check=True)
+    assert "2 done" in res.stderr
+    # a changed training: every owned folder is removed before its task runs again
+    (tmp_path / "shared/0/stale.txt").write_text("old")
+    res = run(path, "--config", "v=2", check=True)
+    assert "3 done" in res.stderr
+    assert not (tmp_path / "shared/0/stale.txt").exists()
+    assert (tmp_path / "shared/0/features.txt").read_text() == "0 2"
+
+
+def test_a_task_that_does_not_write_its_output_fails(cli, write_exp, tmp_path: Path) -> None:
+    path = write_exp("""
+        exp = shoal.Experiment("o", grid=shoal.Grid(k=[0]))
+        exp.command("c", "true", per=["k"], outputs={"table": "out/table_{k}.csv"})
+    """)
+    res = run(path)
+    assert res.returncode == 1
+    assert "without writing its declared output" in res.stderr
+    assert (tmp_path / "out").is_dir()  # the parent is made for the task
+
+
+@pytest.mark.parametrize("outputs, message", [
+    ('["shared/{model_id}", "shared/{model_id}"]', "names one path twice"),
+    ('["shared"]', "claim the same path"),
+    ('["shared/{model_id}", "shared/{model_id}/x"]', "names nested paths"),
+    ('["shared/{model_id}", "shared/1/x_{model_id}"]', "claim nested paths"),
+    ('["."]', "holds the experiment folder"),
+    ('["runs/x{model_id}"]', "inside the run root"),
+    ('["data/{model_id}"]', "reads"),
+])
+def test_overlapping_or_dangerous_output_claims_are_refused(cli, write_exp, tmp_path: Path,
+                                                             outputs: str, message: str) -> None:
+    path = write_exp(f"""
+        exp = shoal.Experiment("o", grid=shoal.Grid(model_id=range(2)))
+        exp.command("c", "true", per=["model_id"], outputs={outputs})
+        exp.command("r", "true", per=["model_id"], inputs=["data/0/x.txt"])
+    """)
+    (tmp_path / "data/0").mkdir(parents=True)
+    (tmp_path / "data/0/x.txt").write_text("x")
+    rc, _, err = cli("plan", path)
+    assert rc == 2 and message in err, err
+    assert "Traceback" not in err
+
+
+def test_input_and_output_templates_are_checked_at_plan_time(write_exp) -> None:
+    for opts, message in [
+        ('inputs=["data/{seed}.txt"]', "names unknown placeholder '{seed}'"),
+        ('inputs={"k": "data/{k}.txt"}', "inputs= name 'k' is a grid dimension"),
+        ('inputs={"1x": "d"}', "must be a simple name"),
+        ('outputs=["out/*.txt"]', "is a glob"),
+        ("inputs=3", "must be a path template"),
+        ('vars={"k": 1}', "vars name 'k' is a grid dimension"),
+        ('vars={"out": 1}', "vars name 'out' is a placeholder shoal fills"),
+        ('env={"1BAD": "x"}', "not a valid environment variable name"),
+        ('env={"X": "{nope}"}', "names unknown placeholder '{nope}'"),
+    ]:
+        path = write_exp(f"""
+            exp = shoal.Experiment("t", grid=shoal.Grid(k=[1, 2]))
+            exp.command("c", "true", per=["k"], {opts})
+        """)
+        with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("{", r"\{")):
+            load_experiment(str(path), {}).validate()
