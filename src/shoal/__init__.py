@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from shoal.around import Container
 from shoal.codehash import hash_code
 from shoal.configuration import config
-from shoal.context import Interrupted, Requeue, TaskContext
+from shoal.context import Files, Interrupted, Requeue, TaskContext
 from shoal.errors import ConfigError, ShoalError, SpecError
 from shoal.grid import Grid, Zip, zip
 from shoal.loader import load
@@ -33,7 +34,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Checkpoints",
     "ConfigError",
+    "Container",
     "Experiment",
+    "Files",
     "Grid",
     "Interrupted",
     "PackContext",

@@ -16,7 +16,7 @@ import select
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from shoal import worker as W
@@ -100,7 +100,10 @@ class LocalBackend:
 
         r_in, w_in = os.pipe()
         r_out, w_out = os.pipe()
-        env = {**self._env, **spec.env(), "SHOAL_PARENT_PID": str(os.getpid())}
+        # (a worker's own environment: the shape's, not one task's env=, which each task
+        # sets and undoes in the worker)
+        env = {**self._env, **replace(spec, user_env={}).env(),
+               "SHOAL_PARENT_PID": str(os.getpid())}
         for k in ("SHOAL_STEP", "SHOAL_TASK", "SHOAL_OUT", "SHOAL_ATTEMPT"):
             env.pop(k, None)
         proc = subprocess.Popen(
