@@ -224,3 +224,35 @@ def test_input_and_output_templates_are_checked_at_plan_time(write_exp) -> None:
         """)
         with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("{", r"\{")):
             load_experiment(str(path), {}).validate()
+
+
+def test_clean_lists_what_no_task_owns_and_removes_it_only_with_yes(cli, write_exp,
+                                                                    tmp_path: Path) -> None:
+    path = write_exp("""
+        N = shoal.config("models", 3)
+        exp = shoal.Experiment("c", grid=shoal.Grid(model_id=range(N)))
+
+        @exp.step(per=["model_id"], outputs=["shared/{model_id}"])
+        def featurize(ctx, model_id):
+            ctx.outputs[0].write_text("x")
+    """)
+    run(path, "--config", "models=3", check=True)
+    (tmp_path / "runs/old_step/k=1").mkdir(parents=True)
+    run(path, "--config", "models=2", check=True)  # the grid shrank
+    rc, out, err = cli("clean", path)
+    assert rc == 0
+    assert "would remove 2 task folder(s) and 1 output(s)" in err
+    assert str(tmp_path / "runs/featurize/model_id=2") in out
+    assert str(tmp_path / "runs/old_step") in out
+    assert str(tmp_path / "shared/2") in out
+    assert "shared/0" not in out and "model_id=1" not in out
+    assert (tmp_path / "shared/2").exists()  # a dry run
+    rc, out, err = cli("clean", path, "--yes")
+    assert rc == 0 and "removed" in err
+    assert not (tmp_path / "shared/2").exists()
+    assert not (tmp_path / "runs/featurize/model_id=2").exists()
+    assert (tmp_path / "shared/1").exists() and (tmp_path / "runs/featurize/model_id=1").exists()
+    rc, out, err = cli("clean", path)
+    assert "nothing to clean" in err
+    res = run(path, "--config", "models=2")
+    assert "nothing to run" in res.stderr

@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, only=False)
     p.set_defaults(func=_view("cmd_cancel"))
 
+    p = sub.add_parser("clean", help="list (and with --yes remove) task folders and "
+                       "outputs that no task of the current grid and steps owns")
+    _common(p, only=False)
+    p.add_argument("--yes", action="store_true", help="remove them (default: only list)")
+    p.set_defaults(func=_view("cmd_clean"))
+
     p = sub.add_parser("pack-data", help="write a folder's files into one archive for "
                        "stage= (unpacked once per node instead of read file by file)")
     p.add_argument("folder", metavar="DIR", help="the folder to pack")

@@ -28,6 +28,33 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clean(args: argparse.Namespace) -> int:
+    from shoal import clean
+
+    exp = _load(args, reuse_config=True)
+    found = clean.find(exp)
+    if not found:
+        print(f"shoal: nothing to clean: every task folder and output under {exp.root} "
+              "belongs to a task of the current grid", file=sys.stderr)
+        return 0
+    shown = [*(str(p) for p in found.folders), *found.outputs]
+    verb = "removing" if args.yes else "would remove"
+    print(f"shoal: {verb} {len(found.folders)} task folder(s) and {len(found.outputs)} "
+          f"output(s) that no task of the current grid owns"
+          + (f" (and forget {len(found.records)} stored task(s))" if found.records else ""),
+          file=sys.stderr)
+    for path in shown[:50]:
+        print(f"  {path}")
+    if len(shown) > 50:
+        print(f"  ... and {len(shown) - 50} more")
+    if not args.yes:
+        print("shoal: nothing removed; `shoal clean --yes` removes them", file=sys.stderr)
+        return 0
+    clean.remove(exp, found)
+    print("shoal: removed", file=sys.stderr)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from shoal.report import write_report
 
