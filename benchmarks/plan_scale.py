@@ -10,6 +10,11 @@ Targets, for the whole ``shoal plan --json`` process (start-up, import, expand, 
 * fresh (no run folder yet): < 1 s wall and < 300 MB peak RSS;
 * with every task recorded done: < 1 s wall (and nothing left to run).
 
+``--inputs`` adds a case with one input file per ``train`` task (27,270 files,
+``inputs=["data/{site}/{factor}_{seed}.txt"]``): the plan time fresh (every file read), warm
+(every task done, digests cached in the store: only stat calls), and right after touching 1 %
+of the files (those are read again; their contents are the same, so nothing is to run).
+
 Where Snakemake is installed (next to this Python, on PATH, or ``--snakemake PATH``), the same
 workflow as a Snakefile (``plan_scale.smk``, beside this script) is timed with
 ``snakemake -n --quiet rules --cores 1`` in the same run, and the ratios are printed.
@@ -72,7 +77,7 @@ exp = shoal.Experiment(
 def prep(ctx, site): ...
 
 
-@exp.step(per=["site", "factor", "seed"], needs=[prep], cpus=1, mem="2G", time="20m")
+@exp.step(per=["site", "factor", "seed"], needs=[prep], cpus=1, mem="2G", time="20m"{inputs})
 def train(ctx, site, factor, seed): ...
 
 
@@ -214,12 +219,52 @@ def find_shoal(explicit: str | None) -> list[str] | None:
     return [on_path] if on_path else None
 
 
-def write_experiment(exp_dir: Path, sites: int, seeds: int) -> Path:
-    """Write ``experiment.py``; the sizes are the ``shoal.config`` defaults, so no flags."""
+def write_experiment(exp_dir: Path, sites: int, seeds: int, inputs: bool = False) -> Path:
+    """Write ``experiment.py``; the sizes are the ``shoal.config`` defaults, so no flags.
+    ``inputs``: each train task reads one file of ``data/`` (written here)."""
     exp_dir.mkdir(parents=True, exist_ok=True)
     path = exp_dir / "experiment.py"
-    path.write_text(EXPERIMENT_TEMPLATE.format(sites=sites, seeds=seeds, factors=FACTORS))
+    line = ', inputs=["data/{site}/{factor}_{seed}.txt"]' if inputs else ""
+    path.write_text(EXPERIMENT_TEMPLATE.format(sites=sites, seeds=seeds, factors=FACTORS,
+                                               inputs=line))
+    if inputs:
+        for i in range(sites):
+            folder = exp_dir / "data" / f"{i:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for factor in FACTORS:
+                for seed in range(seeds):
+                    (folder / f"{factor}_{seed}.txt").write_text(f"{i} {factor} {seed}\n" * 8)
     return path
+
+
+def inputs_case(shoal: list[str], root: Path, args: argparse.Namespace) -> dict[str, str]:
+    """The plan times with one input file per train task: fresh, warm, 1 % touched."""
+    exp_dir = root / "with_inputs"
+    write_experiment(exp_dir, args.sites, args.seeds, inputs=True)
+    files = sorted((exp_dir / "data").rglob("*.txt"))
+    time.sleep(2.1)  # (digests of files changed in the last 2 s are not kept: "racy")
+    cmd = [*shoal, "plan", str(exp_dir), "--json"]
+    print(f"shoal with {len(files):,} input files: $ {' '.join(cmd)}")
+    out: dict[str, str] = {}
+    fresh = plan_series("inputs, fresh", cmd, exp_dir, args.repeat, args.timeout, fresh=True)
+    out["fresh"] = fmt_s(fresh.wall_median)
+    seed_done_state(exp_dir)
+    first = plan_series("inputs, done, first plan (hashes, caches)", cmd, exp_dir, 1,
+                        args.timeout, fresh=False)
+    out["first"] = fmt_s(first.wall_median)
+    warm = plan_series("inputs, done, warm", cmd, exp_dir, args.repeat, args.timeout,
+                       fresh=False)
+    out["warm"] = fmt_s(warm.wall_median)
+    out["warm_run"] = str(warm.to_run)
+    touched = files[::100]  # 1 %
+    for f in touched:
+        os.utime(f)
+    after = plan_series(f"inputs, {len(touched)} files touched", cmd, exp_dir, 1,
+                        args.timeout, fresh=False)
+    out["touched"] = fmt_s(after.wall_median)
+    out["touched_n"] = f"{len(touched):,}"
+    out["touched_run"] = str(after.to_run)
+    return out
 
 
 def seed_done_state(
@@ -473,6 +518,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="seconds before one run is killed (1800)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    p.add_argument("--inputs", action="store_true", help="also time the grid with one "
+                   "input file per train task (fresh, warm, 1 %% touched)")
     args = p.parse_args(argv)
     if args.repeat < 1 or args.snakemake_repeat < 1 or args.sites < 1 or args.seeds < 1:
         p.error("--repeat, --snakemake-repeat, --sites and --seeds must be at least 1")
@@ -491,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="shoal-plan-scale-"))
     fresh = done = snake = None
     done_note = snake_note = None
+    with_inputs: dict[str, str] | None = None
     try:
         if not args.snakemake_only:
             print()
@@ -516,6 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            fresh=False)
                 else:
                     done_note = "skipped (the fresh case failed)"
+                if args.inputs:
+                    print()
+                    with_inputs = inputs_case(shoal, root, args)
 
         if not args.shoal_only:
             print()
@@ -536,6 +587,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     report(args, expected, fresh, done, done_note, snake, snake_note)
+    if with_inputs is not None:
+        w = with_inputs
+        line("inputs: fresh (every file read)", w["fresh"], "< 1 s")
+        line("inputs: all done, first plan (reads, caches)", w["first"])
+        line("inputs: all done, warm (stat only)", f"{w['warm']}, to run {w['warm_run']}",
+             "< 1 s")
+        line(f"inputs: after touching {w['touched_n']} files", f"{w['touched']}, to run "
+             f"{w['touched_run']}", "< 1 s")
     return 0
 
 
