@@ -206,3 +206,28 @@ def test_the_experiment_s_container_wraps_its_commands_only(write_exp) -> None:
     assert exp.around("in_it").container == Container("img.sif")
     assert exp.around("outside").container is None
     assert exp.around("f").container is not None  # (function steps: never wrapped)
+
+
+def test_setup_lines_run_before_a_function_step_s_worker(write_exp, tmp_path: Path) -> None:
+    (tmp_path / "env.sh").write_text("export FROM_SETUP=yes\n")
+    path = write_exp("""
+        import os
+        exp = shoal.Experiment("s", grid=shoal.Grid(k=[0, 1]))
+
+        @exp.step(per=["k"], setup="source env.sh")
+        def with_setup(ctx, k):
+            return {"v": os.environ.get("FROM_SETUP")}
+
+        @exp.step(per=["k"], needs=[with_setup])
+        def without(ctx, k):
+            return {"v": os.environ.get("FROM_SETUP")}
+
+        @exp.step(per=["k"], setup=["false"])
+        def broken(ctx, k):
+            return {}
+    """)
+    res = run(path, "-j", "1")
+    assert _result(tmp_path, "with_setup/k=1")["metrics"] == {"v": "yes"}
+    assert _result(tmp_path, "without/k=1")["metrics"] == {"v": None}  # its own worker
+    assert res.returncode == 1 and "broken[k=0]" in res.stderr
+    assert "setup= lines ran before it started: check them (false)" in res.stderr

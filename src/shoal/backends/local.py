@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from shoal import worker as W
+from shoal import wrap
 from shoal.backends.local_commands import CommandRunner, unstarted
 from shoal.errors import ShoalError
 from shoal.taskspec import TaskSpec
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     import subprocess
     from multiprocessing.connection import Connection
 
-Shape = tuple[int, tuple[str, ...]]
+Shape = tuple[int, tuple[str, ...], tuple[str, ...]]  # cpus, GPU devices, setup= lines
 
 
 @dataclass(eq=False)
@@ -40,6 +41,7 @@ class _Worker:
     queue: list[TaskSpec] = field(default_factory=list)  # sent, not yet reported, in order
     started: float = 0.0  # when the head of the queue started
     tasks: int = 0
+    ready: bool = False  # it imported the experiment
 
     @property
     def spec(self) -> TaskSpec | None:
@@ -78,7 +80,7 @@ class LocalBackend:
         if spec.command is not None:
             self.commands.start(specs)
             return
-        shape: Shape = (spec.cpus, tuple(spec.devices))
+        shape: Shape = (spec.cpus, tuple(spec.devices or ()), tuple(spec.setup))
         for dead in [w for w in self.workers if not w.queue and w.proc.poll() is not None]:
             self._close(dead)  # an idle worker that died (OOM…) is not reused
         w = next((w for w in self.workers if not w.queue and w.shape == shape), None)
@@ -106,9 +108,11 @@ class LocalBackend:
                "SHOAL_PARENT_PID": str(os.getpid())}
         for k in ("SHOAL_STEP", "SHOAL_TASK", "SHOAL_OUT", "SHOAL_ATTEMPT"):
             env.pop(k, None)
+        argv = [sys.executable, "-m", "shoal.backends.local_worker", str(r_in), str(w_out)]
+        if spec.setup:  # the step's setup= lines run first, in the shell that execs it
+            argv = [wrap.shell(), "-c", wrap.with_setup(spec.setup, "", argv)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal.backends.local_worker", str(r_in), str(w_out)],
-            pass_fds=(r_in, w_out), env=env, cwd=self.cwd, start_new_session=True,
+            argv, pass_fds=(r_in, w_out), env=env, cwd=self.cwd, start_new_session=True,
             stdin=subprocess.DEVNULL,
         )
         os.close(r_in)
@@ -190,11 +194,15 @@ class LocalBackend:
                 why = _exit_text(code)
                 head, rest = w.queue[0], w.queue[1:]
                 w.queue = []
+                if head.setup and not w.ready:  # (it never got going)
+                    why += ("; the step's setup= lines ran before it started: check them "
+                            f"({'; '.join(head.setup)})")
                 out.append(W.write_failure(head, "failed", f"worker process died ({why})",
                                            w.started))
                 return out + [unstarted(s) for s in rest]
             if msg[0] == "ready":  # the import is done: the task's clock starts now
                 w.started = time.time()
+                w.ready = True
             if msg[0] == "fatal":
                 self._close(w, kill=True)
                 raise ShoalError(f"a worker could not import the experiment: {msg[1]}")

@@ -228,6 +228,7 @@ class SlurmBackend:
                     mem_mb=mem_mb, time_s=job_time, signal_grace=grace,
                     gpus=gpus, partition=o.partition, account=o.account, qos=o.qos,
                     extra=o.extra, dependency=dependency,
+                    setup=bundles[0][0].setup if bundles[0][0].command is None else (),
                 )
                 path = sub / f"array-{offset}.sh"
                 path.write_text(text)
