@@ -49,6 +49,9 @@ def test_locator_example(tmp_path: Path) -> None:
     res = shoal("results", exp, "--root", root, "--step", "by_test_set", "--format", "json")
     rows = json.loads(res.stdout)
     assert sorted(r["test_set"] for r in rows) == [0, 1, 2, 3, 4]
+    locate = json.loads((tmp_path / "runs/locate/test_set=0/.shoal-result.json").read_text())
+    assert set(locate["metrics"]) == {"epochs_run", "val_loss"}  # from what the script printed
+    assert locate["metrics"]["val_loss"] > 0 and locate["metrics"]["epochs_run"] > 1
 
 
 def test_long_training_example_resumes_from_its_checkpoint(tmp_path: Path) -> None:

@@ -77,18 +77,21 @@ def holdout(ctx: shoal.TaskContext, test_set: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the array job
 # One task per test set, the stand-alone script unchanged; {simulate} and {holdout} are the
-# upstream tasks' folders, {out} this task's. locator_nn.py's hash is the step's version.
+# upstream tasks' folders, {out} this task's. The script is an input (editing it reruns the
+# step), the epochs a var (--config epochs=... reruns it too), and the metrics come from
+# what the script prints ("200 epochs, best epoch 61: val loss 0.1234, ...").
 locate = exp.command(
     "locate",
-    "{python} locator_nn.py --matrix {simulate}/genotypes.txt"
-    " --sample_data {holdout}/sample_data.tsv --out {out}/pred"
-    f" --epochs {EPOCHS}",
+    "{python} {script} --matrix {simulate}/genotypes.txt"
+    " --sample_data {holdout}/sample_data.tsv --out {out}/pred --epochs {epochs}",
     per=["test_set"],
     needs=[simulate, holdout],
     cpus=1,
     mem="1G",
     time="10m",
-    version=shoal.hash_code("locator_nn.py"),
+    inputs={"script": "locator_nn.py"},
+    vars={"epochs": EPOCHS},
+    metrics={"epochs_run": r"^(\d+) epochs, best epoch", "val_loss": r"val loss ([0-9.]+)"},
 )
 
 
