@@ -194,3 +194,17 @@ def test_processes_a_function_task_left_running_end_with_the_run(write_exp, tmp_
     while subprocess.run(["pgrep", "-f", "sleep 37.25"], capture_output=True).stdout:
         assert time.monotonic() < deadline, "a process the task started outlived the run"
         time.sleep(0.05)
+
+
+def test_a_broken_pipe_inside_shoal_is_an_error_not_a_quiet_exit(tmp_path) -> None:
+    """A worker that died before it read its first message raised BrokenPipeError in the
+    controller, which the CLI took for `shoal results | head` and exited 0 in silence."""
+    import subprocess
+    import sys
+
+    code = ("import sys, shoal.cli as c\n"
+            "def boom(args):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+            "c.cmd_plan = boom\nsys.exit(c.main(['plan', 'x']))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode != 0 and "BrokenPipeError" in res.stderr

@@ -65,7 +65,7 @@ def _task_dirs(base: str, depth: int) -> list[str]:
     """Keys of the task folders ``depth`` levels below ``base`` (``dim=value`` folders)."""
     level = [""]
     for _ in range(depth):
-        nxt = []
+        nxt: list[str] = []
         for prefix in level:
             try:
                 entries = list(os.scandir(os.path.join(base, prefix) if prefix else base))

@@ -99,29 +99,29 @@ def build_parser() -> argparse.ArgumentParser:
                    default=10.0, help="seconds between plain progress lines")
     p.add_argument("--backend", choices=["local", "slurm"],
                    help="where to run (default: local; slurm when --profile is given)")
-    g = p.add_argument_group("Slurm (--backend slurm)")
-    g.add_argument("--detach", action="store_true", help="submit every step at once (with "
+    sg = p.add_argument_group("Slurm (--backend slurm)")
+    sg.add_argument("--detach", action="store_true", help="submit every step at once (with "
                    "job dependencies) and return; `shoal status` follows, `shoal run` "
                    "attaches again")
-    g.add_argument("--profile", metavar="NAME", help="Slurm settings from NAME.toml beside "
+    sg.add_argument("--profile", metavar="NAME", help="Slurm settings from NAME.toml beside "
                    "the experiment (or profiles/NAME.toml, or ~/.config/shoal/profiles/), or "
                    "a .toml path; flags override it")
-    g.add_argument("--partition", help="sbatch --partition")
-    g.add_argument("--account", help="sbatch --account")
-    g.add_argument("--qos", help="sbatch --qos")
-    g.add_argument("--throttle", type=_at_least(1), metavar="K", help="run at most K elements of "
+    sg.add_argument("--partition", help="sbatch --partition")
+    sg.add_argument("--account", help="sbatch --account")
+    sg.add_argument("--qos", help="sbatch --qos")
+    sg.add_argument("--throttle", type=_at_least(1), metavar="K", help="run at most K elements of "
                    "each array at once (--array=...%%K)")
-    g.add_argument("--tasks-per-job", type=_at_least(1), metavar="N",
+    sg.add_argument("--tasks-per-job", type=_at_least(1), metavar="N",
                    help="tasks bundled per array element (default: as many as fit in 30 "
                    "min by the step's time=)")
-    g.add_argument("--max-time", metavar="TIME", help="longest job (default: the partition's "
+    sg.add_argument("--max-time", metavar="TIME", help="longest job (default: the partition's "
                    "MaxTime); a longer task runs as chained segments (it must checkpoint)")
-    g.add_argument("--signal-grace", metavar="TIME", help="USR2 this long before a job's "
+    sg.add_argument("--signal-grace", metavar="TIME", help="USR2 this long before a job's "
                    "time limit, to checkpoint (seconds, or 5m...; default 90)")
-    g.add_argument("--mem-retry-factor", type=_at_least(1, float), metavar="F",
+    sg.add_argument("--mem-retry-factor", type=_at_least(1, float), metavar="F",
                    help="after OUT_OF_MEMORY, retry (within retries=) with the step's mem "
                    "times F")
-    g.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+    sg.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
                    help="extra sbatch option, e.g. --sbatch=--constraint=v100 (repeatable)")
     p.set_defaults(func=cmd_run)
 
@@ -380,8 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(--root) is writable and its .shoal/state.db intact (shoal status --rescan "
               "rebuilds it)", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # (`shoal results | head`)
-        return 0
+    except BrokenPipeError:
+        if _stdout_closed():  # (`shoal results | head`: quietly)
+            return 0
+        raise  # (another pipe: shoal's own error, not a reader that went away)
     except OSError as exc:  # a path the user gave (-o, --root…) that cannot be used
         if exc.filename is None or os.environ.get("SHOAL_DEBUG"):
             raise  # (not about a path: shoal's own error, with its traceback)
@@ -391,6 +393,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shoal: interrupted", file=sys.stderr)
         return 130
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError):
+        return True
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Workers import the experiment with the same overrides, so every process builds t
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -103,9 +104,9 @@ def load_file(path: str | Path) -> dict[str, Any]:
         if p.suffix == ".json":
             data = json.loads(text)
         else:
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ModuleNotFoundError:  # Python 3.10
+            else:  # Python 3.10
                 import tomli as tomllib
             data = tomllib.loads(text)
     except Exception as exc:  # parse errors of either format

@@ -167,12 +167,13 @@ def _decide_step(
     n_pre = {len(p) for p in prefixes}
     if len(n_pre) == 1:  # every prefix has the same length: one slice for all
         cut = n_pre.pop()
-        sp.run_ids = ids = [r[cut:] if g else None for r, g in zip(recs, good)]
+        sp.run_ids = ids = [r[cut:] if g and r else None for r, g in zip(recs, good)]
         run_ids[name] = ids
     else:
         for i, g in enumerate(good):
-            if g:
-                ids[i] = recs[i][len(prefixes[i]):]
+            rec = recs[i]
+            if g and rec:
+                ids[i] = rec[len(prefixes[i]):]
     sp.state = state = [DONE if g else MISSING for g in good]
     for i, rec in enumerate(recs):
         if rec is None or good[i]:

@@ -68,12 +68,13 @@ def parse_duration(step: str, field: str, value: str | int | float | None) -> fl
         elif m:
             secs = float(m.group(1)) * _DUR_UNITS[(m.group(2) or "s").lower()]
         else:
-            secs = _clock(text)
-            if secs is None:
+            clock = _clock(text)
+            if clock is None:
                 raise SpecError(
                     f"{_said(step, field, value)} is not a duration; write e.g. "
                     f"{_example(field, '20m', '2h', '1d', 'HH:MM:SS')}"
                 )
+            secs = clock
     if secs <= 0:
         raise SpecError(f"{_said(step, field, value)} must be positive")
     return secs

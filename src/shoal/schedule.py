@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shoal import outcomes
 from shoal.dispatch import SpecBuilder
 from shoal.errors import ShoalError
-from shoal.outcomes import Outcomes, TaskId
+from shoal.outcomes import TaskId
 from shoal.plan import BLOCKED, CHANGED, DONE, Plan, StepPlan
 from shoal.resources import Resources
 from shoal.runreport import RunOptions, RunReport, StepCounts
@@ -51,8 +52,15 @@ BUNDLE_S = 0.2  # target length of a bundle of short tasks sent to one worker at
 MAX_BUNDLE = 256
 
 
-class Controller(Outcomes):
+class Controller:
     """Runs the tasks a plan says to run, in dependency order, within the slots."""
+
+    # what it does with an outcome (shoal.outcomes)
+    _max_requeues = outcomes._max_requeues
+    segment = outcomes.segment
+    _max_attempts = outcomes._max_attempts
+    _ingest = outcomes._ingest
+    _skip_downstream = outcomes._skip_downstream
 
     def __init__(
         self, plan: Plan, store: Store, backend: Backend, slots: Slots, options: RunOptions,

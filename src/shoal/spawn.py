@@ -207,7 +207,7 @@ def spawn(path: str, argv: list[str], base_env: dict[str, str], extra_env: dict[
             path, argv, {**base_env, **extra_env},
             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                           (os.POSIX_SPAWN_DUP2, log_fd, 1), (os.POSIX_SPAWN_DUP2, log_fd, 2)],
-            setsigdef=_DEFAULTS, **({"setpgroup": 0} if new_group else {}),
+            setsigdef=_DEFAULTS, **({"setpgroup": 0} if new_group else {}),  # type: ignore[arg-type]
         )
     args = _encoded_args(argv)
     import ctypes

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal import around
+from shoal.around import Container
 from shoal.errors import SpecError
 from shoal.grid import Grid, Value
 from shoal.resources import Resources, parse_duration
@@ -42,7 +43,7 @@ class Experiment:
         vars: Mapping[str, Any] | None = None,
         env: Mapping[str, Any] | None = None,
         setup: str | Sequence[str] | None = None,
-        container: str | around.Container | None = None,
+        container: str | Container | None = None,
     ) -> None:
         if not isinstance(name, str) or not _STEP_NAME.match(name):
             raise SpecError(
@@ -232,7 +233,7 @@ class Experiment:
         vars: Mapping[str, Any] | None = None,
         env: Mapping[str, Any] | None = None,
         setup: str | Sequence[str] | None = None,
-        container: str | around.Container | bool | None = None,
+        container: str | Container | bool | None = None,
         metrics: str | Mapping[str, str] | None = None,
     ) -> Step:
         """Declare a shell-command step. ``{dim}`` fields take the task's values (shell-quoted),

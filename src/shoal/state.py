@@ -251,7 +251,8 @@ class Store:
             sql += " WHERE " + " AND ".join(cond)
         for r in self._query(sql, tuple(args)):
             yield TaskRecord(
-                *r[:7], params=json.loads(r[7]) if r[7] else None, attempts=r[8],
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6],
+                params=json.loads(r[7]) if r[7] else None, attempts=r[8],
                 started=r[9], ended=r[10], duration=r[11], host=r[12],
                 metrics=json.loads(r[13]) if r[13] else None, error=r[14], log_tail=r[15],
             )

@@ -44,9 +44,9 @@ class FileDigests:
 
     def digest(self, path: str) -> str | None:
         """The digest of a file (or a folder's tree) relative to the base; None if absent."""
-        got = self.memo.get(path, False)
-        if got is False:
-            got = self.memo[path] = self._digest(self.abspath(path))
+        if path in self.memo:
+            return self.memo[path]
+        got = self.memo[path] = self._digest(self.abspath(path))
         return got
 
     def _digest(self, full: str) -> str | None:

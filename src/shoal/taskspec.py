@@ -152,8 +152,9 @@ _simple_parts: dict[str, _Parts | None] = {}
 def _fill(template: str, values: dict[str, Any]) -> str:
     """``template`` filled with shell-quoted values: a template whose fields are plain names
     (``{site}``, ``{out:>8}``) is parsed once; others go through the formatter."""
-    parts = _simple_parts.get(template, False)
-    if parts is False:
+    if template in _simple_parts:
+        parts = _simple_parts[template]
+    else:
         parsed = list(string.Formatter().parse(template))
         simple = all(name is None or (name.isidentifier() and conv is None
                                       and "{" not in (spec or ""))

@@ -123,11 +123,12 @@ class StackedLSTM(nn.Module):
         first = lstms[0]
         for m in lstms:
             if m.num_layers != 1 or m.bidirectional or not m.batch_first or not m.bias \
-                    or getattr(m, "proj_size", 0):
+                    or int(getattr(m, "proj_size", 0)):
                 raise ValueError("StackedLSTM stacks single-layer, unidirectional, "
                                  "batch_first nn.LSTM modules with biases")
         self = cls(len(lstms), first.input_size, first.hidden_size,
-                   dtype=first.weight_ih_l0.dtype, device=first.weight_ih_l0.device, mode=mode)
+                   dtype=first.weight_ih_l0.dtype,  # type: ignore[arg-type]
+                   device=first.weight_ih_l0.device, mode=mode)
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             setattr(self, name, _stack([getattr(m, f"{name}_l0") for m in lstms]))
         return self

@@ -152,8 +152,8 @@ def _check_step(exp: Experiment, s: Step, dims: tuple[str, ...]) -> None:
     upstream = {exp.resolve(r, by=s.name).name for r in s.needs}
     validate_around.check(exp, s, upstream)
     if s.command is not None:
-        extra = validate_around.command_fields(exp, s)
-        allowed = set(s.per) | set(TEMPLATE_FIELDS) | set(extra)
+        file_fields = validate_around.command_fields(exp, s)
+        allowed = set(s.per) | set(TEMPLATE_FIELDS) | set(file_fields)
         for name in upstream & set(exp.grid.dims):
             raise SpecError(
                 f"step '{s.name}': upstream step '{name}' has the name of a grid dimension, so "
@@ -172,7 +172,7 @@ def _check_step(exp: Experiment, s: Step, dims: tuple[str, ...]) -> None:
                 raise SpecError(
                     f"step '{s.name}': the command template names unknown placeholder "
                     f"'{{{f}}}'{hint}; it may use its dimensions ({', '.join(s.per) or 'none'}), "
-                    f"{', '.join('{' + t + '}' for t in [*TEMPLATE_FIELDS, *extra])}, or an "
+                    f"{', '.join('{' + t + '}' for t in [*TEMPLATE_FIELDS, *file_fields])}, or an "
                     f"upstream step from needs= (its folder). Write {{{{ and }}}} for literal "
                     "braces"
                 )

@@ -119,7 +119,8 @@ class LocalBackend:
         os.close(w_out)
         w = _Worker(proc, Connection(w_in, readable=False), Connection(r_out, writable=False),
                     shape)
-        w.inbox.send(("init", self.target, self.config, self.cwd))
+        with contextlib.suppress(OSError):  # (one that died at once: poll() reports it)
+            w.inbox.send(("init", self.target, self.config, self.cwd))
         self.workers.append(w)
         return w
 

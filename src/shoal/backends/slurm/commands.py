@@ -132,9 +132,9 @@ def final_states(job_ids: Iterable[str]) -> dict[tuple[str, int], str]:
         with open(cfg["JobCompLoc"]) as fh:
             for line in fh:
                 d = dict(re.findall(r"(\w+)=(\S*)", line))
-                job, index = d.get("ArrayJobId"), d.get("ArrayTaskId")
-                if job in wanted and index and index.isdigit():
-                    out[(job, int(index))] = d.get("JobState", "")  # the last line wins
+                array, task = d.get("ArrayJobId", ""), d.get("ArrayTaskId", "")
+                if array in wanted and task.isdigit():
+                    out[(array, int(task))] = d.get("JobState", "")  # the last line wins
     except OSError:
         pass
     return out

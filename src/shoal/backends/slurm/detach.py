@@ -70,7 +70,7 @@ def submit(plan: Plan, store: Store, backend: SlurmBackend, retries: int | None)
         n_seg = backend.segments(sp.name, step.resources.time_s)
         if n_seg > 1:
             raise ShoalError(
-                f"step '{sp.name}': time={step.resources.time_s / 3600:g}h needs {n_seg} "
+                f"step '{sp.name}': time={(step.resources.time_s or 0) / 3600:g}h needs {n_seg} "
                 f"chained jobs (longest job: {backend.max_time(sp.name) or 0:g} s), and "
                 "--detach has no controller to chain them; run attached (without --detach) "
                 "or raise --max-time"

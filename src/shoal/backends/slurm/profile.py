@@ -20,6 +20,7 @@ Flags given on the command line override the profile's defaults.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,9 @@ def find(name: str, exp_dir: Path | None) -> Path:
 
 def load(path: Path) -> dict[str, Any]:
     """Read and check a profile: ``{"defaults": {...}, "steps": {step: {...}}}``."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:  # Python 3.10
         import tomli as tomllib
     try:
         with open(path, "rb") as fh:
