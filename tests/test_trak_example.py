@@ -43,6 +43,18 @@ def run(exp: Path, *config: str):
     return np.load(exp / "runs" / "scores" / "scores.npy").copy()
 
 
+def run_side_by_side(exps: list[Path], *config: str) -> list:
+    """``run`` for independent experiment folders at once, one worker each (most of a run is
+    the worker importing torch, trak and scikit-learn)."""
+    cmd = [*shoal_cmd(), "run", "-j", "1", "--progress", "none", *SMALL, *config]
+    procs = [subprocess.Popen([*cmd, str(e)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for e in exps]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-2000:] + err[-3000:]
+    return [np.load(e / "runs" / "scores" / "scores.npy").copy() for e in exps]
+
+
 def plan(exp: Path, *config: str) -> dict:
     res = shoal("plan", exp, "--json", *SMALL, *config)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -60,8 +72,8 @@ def test_trak_rerun_after_retraining_equals_a_fresh_run(tmp_path: Path) -> None:
     assert metrics["top1_same_label"] > 0.5  # the attributions make sense (chance ~0.1)
     assert plan(exp)["run"] == 0
 
-    b = run(exp, "epochs=7")  # retrained: featurize and the gather rerun in the same save_dir
-    c = run(copy_example(tmp_path / "c"), "epochs=7")  # the same, from scratch
+    # retrained: featurize and the gather rerun in the same save_dir (b), and from scratch (c)
+    b, c = run_side_by_side([exp, copy_example(tmp_path / "c")], "epochs=7")
     assert np.allclose(b, c, rtol=1e-4, atol=1e-5), float(np.abs(b - c).max())
     assert not np.allclose(a, b, rtol=1e-2, atol=1e-2), "retraining changed nothing"
 

@@ -191,6 +191,8 @@ def finish_command(
     segment's end) is *interrupted*: it goes out again, using no retry."""
     if ended is None:
         ended = time.time()
+    if returncode < 0:  # killed: what it started elsewhere must go too
+        cleanup(spec)
     # what the command may have left: checkpoints, metrics (the folder was emptied before
     # it ran, so no old error file is left; two lookups cost less than listing the folder)
     out = spec.out
@@ -220,6 +222,18 @@ def finish_command(
         return write_failure(spec, "interrupted", f"stopped on request: {_ended(returncode)}",
                              started, ended)
     return write_failure(spec, "failed", _ended(returncode), started, ended)
+
+
+def cleanup(spec: TaskSpec) -> None:
+    """After a command was killed: run its cleanup command (``podman rm --force NAME``: a
+    container outlives its killed runtime), briefly, quietly."""
+    if not spec.cleanup:
+        return
+    import subprocess
+
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(spec.cleanup, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=30, check=False)
 
 
 def _ended(returncode: int) -> str:

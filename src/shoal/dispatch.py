@@ -159,9 +159,11 @@ class SpecBuilder:
         a = self.exp.around(sp.step)
         assert spec.command is not None
         if a.container is not None:
+            name = f"shoal-{spec.token}"
             argv, runtime_env = wrap.container_argv(
                 a.container, spec.command, cwd=self._cwd, root=self._root,
-                env=spec.env(), gpus=spec.gpus > 0)
+                env=spec.env(), gpus=spec.gpus > 0, name=name)
+            spec.cleanup = wrap.remove_argv(a.container, name)
             spec.user_env = {**spec.user_env, **runtime_env}
             spec.command, spec.argv = shlex.join(argv), argv
         if a.setup:

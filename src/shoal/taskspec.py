@@ -70,6 +70,7 @@ class TaskSpec:
     user_env: dict[str, str] = field(default_factory=dict)
     setup: list[str] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
+    cleanup: list[str] | None = None  # run after the command was killed (a container's rm)
 
     @property
     def label(self) -> str:

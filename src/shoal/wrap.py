@@ -19,9 +19,12 @@ from shoal.around import Container
 
 
 def container_argv(c: Container, inner: str, *, cwd: str, root: str,
-                   env: Mapping[str, str], gpus: bool) -> tuple[list[str], dict[str, str]]:
+                   env: Mapping[str, str], gpus: bool,
+                   name: str | None = None) -> tuple[list[str], dict[str, str]]:
     """The argv running ``inner`` (a shell command) in ``c``, and the variables the
-    runtime's own process needs (apptainer reads the task's variables from them)."""
+    runtime's own process needs (apptainer reads the task's variables from them).
+    ``name``: the container's name (podman, docker), to remove it if the runtime is
+    killed (the container would outlive it)."""
     binds = list(dict.fromkeys([cwd, root, *c.bind]))
     kind = c.kind
     if kind in ("apptainer", "singularity"):
@@ -34,6 +37,8 @@ def container_argv(c: Container, inner: str, *, cwd: str, root: str,
         argv += ["--pwd", cwd, *c.options, c.image, "/bin/sh", "-c", inner]
         return argv, {f"{prefix}{k}": v for k, v in env.items()}
     argv = [c.runtime, "run", "--rm", "--init"]
+    if name:
+        argv += ["--name", name]
     for b in binds:
         argv += ["-v", f"{b}:{b}"]
     argv += ["-w", cwd]
@@ -45,6 +50,17 @@ def container_argv(c: Container, inner: str, *, cwd: str, root: str,
         argv += ["--user", f"{os.getuid()}:{os.getgid()}"]
     argv += [*c.options, c.image, "/bin/sh", "-c", inner]
     return argv, {}
+
+
+def remove_argv(c: Container, name: str) -> list[str] | None:
+    """The command that removes a container left running by a killed runtime (podman and
+    docker: the container outlives a SIGKILL of its ``run`` process); None for apptainer,
+    whose processes are the task's own."""
+    if c.kind == "podman":
+        return [c.runtime, "rm", "--force", "--time", "0", name]
+    if c.kind == "docker":
+        return [c.runtime, "rm", "--force", name]
+    return None
 
 
 def shell() -> str:

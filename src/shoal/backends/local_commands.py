@@ -270,6 +270,7 @@ class CommandRunner:
             if e.kill_reason:
                 os.write(e.fd, f"shoal: {e.kill_reason}\n".encode())  # (why it ended)
                 e.log.close(e.fd, e.spec.out, e.fresh, e.lingering)
+                C.cleanup(e.spec)
                 return W.write_failure(e.spec, e.kill_status, e.kill_reason, e.started,
                                        e.ended)
             return C.end_command(e.spec, e.log, e.fd, e.fresh, e.code, e.started, e.lingering,
