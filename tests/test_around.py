@@ -231,3 +231,14 @@ def test_setup_lines_run_before_a_function_step_s_worker(write_exp, tmp_path: Pa
     assert _result(tmp_path, "without/k=1")["metrics"] == {"v": None}  # its own worker
     assert res.returncode == 1 and "broken[k=0]" in res.stderr
     assert "setup= lines ran before it started: check them (false)" in res.stderr
+
+
+def test_a_function_step_s_setup_lines_go_into_its_slurm_array_script() -> None:
+    from shoal.backends.slurm import script
+
+    text = script.render(job_name="j", size=2, throttle=None, output="o/%A_%a.out",
+                         python="/py", submission="/sub", offset=0, cpus=1,
+                         setup=["module load cuda/12.1", "source env.sh"])
+    body = text.split("\n\n", 1)[1]
+    assert body.startswith("set -e\nmodule load cuda/12.1\nsource env.sh\nset +e\n")
+    assert body.rstrip().endswith("exec /py -m shoal.backends.slurm.element /sub 0")
