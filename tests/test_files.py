@@ -256,3 +256,20 @@ def test_clean_lists_what_no_task_owns_and_removes_it_only_with_yes(cli, write_e
     assert "nothing to clean" in err
     res = run(path, "--config", "models=2")
     assert "nothing to run" in res.stderr
+
+
+def test_an_output_remade_by_another_run_root_makes_the_task_out_of_date(
+        cli, write_exp, tmp_path: Path) -> None:
+    """Outputs live outside the run root: a second root of the same experiment folder
+    removes and rewrites them. The first root must not take its task as done on them."""
+    path = write_exp("from pathlib import Path\n" + TRAKLIKE)
+    run(path, "--root", str(tmp_path / "a"), check=True)
+    run(path, "--root", str(tmp_path / "b"), "--config", "v=2", check=True)
+    rc, out, _ = cli("plan", path, "--root", str(tmp_path / "a"), "--why")
+    assert rc == 0
+    assert "featurize[model_id=0]  output changed since it ran: shared/0" in out
+    assert "3 to run" in out
+    run(path, "--root", str(tmp_path / "a"), check=True)
+    assert (tmp_path / "shared/0/features.txt").read_text() == "0 1"
+    rc, out, _ = cli("plan", path, "--root", str(tmp_path / "a"))
+    assert "0 to run" in out

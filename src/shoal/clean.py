@@ -42,7 +42,7 @@ def find(exp: Experiment) -> Orphans:
         found.records = [(s, k) for s, k in store._query("SELECT step, key FROM tasks")
                          if k not in keys.get(s, ())]
         for name in {s for (s,) in store._query("SELECT DISTINCT step FROM tasks")}:
-            for outs in store.column(name, "outputs").values():
+            for outs in store.column(name, "outputs").values():  # (path -> stamp)
                 found.outputs.extend(o for o in outs if o not in claimed)
     protected = (base, str(root))
     found.outputs = sorted({o for o in found.outputs if os.path.lexists(o)

@@ -116,24 +116,39 @@ def decide(plans: dict[str, StepPlan], store: Store, root: Path,
             _adopt(sp, root / name, run_ids)
         files = sp.files
         if files is not None:
-            if files.outputs is not None:
-                _outputs_exist(sp, files.outputs, base)
+            if files.outputs is not None and DONE in sp.state:
+                _outputs_intact(sp, files.outputs, store.column(name, "outputs"), base)
             for i, why in files.missing.items():  # an input is missing: it cannot run
                 sp.state[i] = BLOCKED
                 sp.detail[i] = why
                 sp.run_ids[i] = None
 
 
-def _outputs_exist(sp: StepPlan, outputs: list[list[str]], base: str | None) -> None:
-    """A done task whose owned outputs are not all there is missing (to run again)."""
-    lexists = os.path.lexists
+def _outputs_intact(sp: StepPlan, outputs: list[list[str]], stamps: dict[str, Any],
+                    base: str | None) -> None:
+    """A done task whose owned outputs are not all there is missing; one whose output is
+    not what it left (removed and made again by another run root, rewritten) is changed."""
+    lstat = os.lstat
     for i, s in enumerate(sp.state):
         if s != DONE:
             continue
-        gone = next((o for o in outputs[i] if not lexists(o)), None)
-        if gone is not None:
-            sp.state[i] = MISSING
-            sp.detail[i] = f"output missing: {_shown(gone, base)}"
+        doc = sp.adopted.get(i)
+        left = (doc.get("outputs") if doc else stamps.get(sp.keys[i])) or {}
+        why = state = None
+        for o in outputs[i]:
+            try:
+                st = lstat(o)
+            except OSError:
+                why, state = f"output missing: {_shown(o, base)}", MISSING
+                break
+            stamp = left.get(o) if isinstance(left, dict) else None
+            if stamp and [st.st_ino, st.st_mtime_ns] != stamp:
+                why, state = (f"output changed since it ran: {_shown(o, base)} (another run "
+                              "root, or by hand)"), CHANGED
+                break
+        if why is not None and state is not None:
+            sp.state[i] = state
+            sp.detail[i] = why
             sp.run_ids[i] = None
             sp.adopted.pop(i, None)
 

@@ -163,10 +163,11 @@ def make_result(
     metrics: dict[str, Any] | None,
     run_id: str | None = None,
     files: dict[str, str] | None = None,
-    outputs: list[str] | None = None,
+    outputs: dict[str, list[int] | None] | None = None,
 ) -> dict[str, Any]:
     """The JSON document of a task's result file (``files``: its input files and their
-    digests; ``outputs``: the paths it owns; both only where the step declares them)."""
+    digests; ``outputs``: the paths it owns, with [inode, mtime_ns] of each once it is done;
+    both only where the step declares them)."""
     doc = {
         "format": FORMAT,
         "experiment": experiment,

@@ -97,7 +97,8 @@ class TaskRecord:
     error: str | None = None
     log_tail: str | None = None
     files: dict[str, str] | None = None  # input files it ran with: path -> digest
-    outputs: list[str] | None = None  # the paths outside its folder it owns
+    # the paths outside its folder it owns -> [inode, mtime_ns] as it left them (done)
+    outputs: dict[str, list[int] | None] | None = None
 
     @property
     def decision(self) -> str:

@@ -89,6 +89,22 @@ def remove_path(path: str) -> None:
             os.unlink(path)
 
 
+def output_stamps(spec: TaskSpec, done: bool) -> dict[str, list[int] | None] | None:
+    """The task's outputs as recorded with its result: path -> [inode, mtime_ns] of what it
+    left there (done), or None (not done). A later change of that stamp — the path removed
+    and made again by another run, or rewritten — makes the task out of date."""
+    if spec.outputs is None:
+        return None
+    out: dict[str, list[int] | None] = {}
+    for path in spec.outputs:
+        try:
+            st = os.lstat(path) if done else None
+        except OSError:
+            st = None
+        out[path] = [st.st_ino, st.st_mtime_ns] if st is not None else None
+    return out
+
+
 def missing_output(spec: TaskSpec) -> str | None:
     """Why a task that succeeded is still not done: an output it owns was not written."""
     for path in spec.outputs or ():
@@ -215,7 +231,7 @@ def write_failure(
         experiment=spec.experiment, step=spec.step, key=spec.key, params=spec.params,
         fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,
         attempt=spec.attempt, started=started, ended=ended or time.time(), host=HOST,
-        metrics=None, files=spec.files, outputs=spec.outputs,
+        metrics=None, files=spec.files, outputs=output_stamps(spec, False),
     )
     doc["status"] = status
     doc["error"] = error
@@ -237,7 +253,7 @@ def write_success(
         experiment=spec.experiment, step=spec.step, key=spec.key, params=spec.params,
         fingerprint=spec.fingerprint, code=spec.code, inputs=spec.inputs,
         attempt=spec.attempt, started=started, ended=ended or time.time(), host=HOST,
-        metrics=metrics, files=spec.files, outputs=spec.outputs,
+        metrics=metrics, files=spec.files, outputs=output_stamps(spec, True),
     )
     doc["token"] = spec.token
     if names is None or resultfile.ERROR in names:
