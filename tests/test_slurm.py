@@ -186,3 +186,39 @@ def test_out_of_memory_is_retried_with_more_memory(write_exp, tmp_path: Path) ->
     scripts = list((tmp_path / "runs/.shoal/slurm").glob("*/array-0.sh"))
     mems = sorted(s.read_text().split("--mem=")[1].split("M")[0] for s in scripts)
     assert mems == ["150", "450"]
+
+
+def test_slurm_tasks_see_inputs_own_outputs_and_run_their_setup_lines(write_exp,
+                                                                       tmp_path: Path) -> None:
+    """inputs=, outputs=, vars=, env=, setup= and metrics= on Slurm array elements."""
+    _need_slurm()
+    (tmp_path / "env.sh").write_text("export FROM_SETUP=yes\n")
+    (tmp_path / "data").mkdir()
+    for k in range(2):
+        (tmp_path / f"data/in_{k}.txt").write_text(f"input {k}\n")
+    path = write_exp(r"""
+        import os
+        exp = shoal.Experiment("sl_files", grid=shoal.Grid(k=[0, 1]), vars={"tag": "t"})
+
+        @exp.step(per=["k"], inputs={"data": "data/in_{k}.txt"}, outputs=["shared/{k}.txt"],
+                  setup="source env.sh", env={"MY": "my {k}"})
+        def f(ctx, k):
+            ctx.outputs[0].write_text(ctx.inputs["data"].read_text())
+            return {"setup": os.environ.get("FROM_SETUP"), "my": os.environ["MY"],
+                    "tag": ctx.vars["tag"]}
+
+        exp.command("c", "cat {data}; echo 'score={tag}{k} 0.25' && echo score: 0.25", per=["k"],
+                    inputs={"data": "data/in_{k}.txt"}, setup="source env.sh",
+                    metrics={"score": r"score: (\S+)"})
+    """)
+    res = slurm_run(path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads((tmp_path / "runs/f/k=1/.shoal-result.json").read_text())
+    assert doc["metrics"] == {"setup": "yes", "my": "my 1", "tag": "t"}
+    assert (tmp_path / "shared/1.txt").read_text() == "input 1\n"
+    assert json.loads((tmp_path / "runs/c/k=0/.shoal-result.json").read_text())[
+        "metrics"] == {"score": 0.25}
+    (tmp_path / "data/in_1.txt").write_text("input 1, edited\n")
+    res = slurm_run(path)
+    assert res.returncode == 0 and "2 done" in res.stderr, res.stderr[-3000:]
+    assert (tmp_path / "shared/1.txt").read_text() == "input 1, edited\n"

@@ -229,6 +229,7 @@ class SlurmBackend:
                     gpus=gpus, partition=o.partition, account=o.account, qos=o.qos,
                     extra=o.extra, dependency=dependency,
                     setup=bundles[0][0].setup if bundles[0][0].command is None else (),
+                    cwd=bundles[0][0].cwd,
                 )
                 path = sub / f"array-{offset}.sh"
                 path.write_text(text)

@@ -28,6 +28,7 @@ def render(
     dependency: str | None = None,
     signal_grace: int | None = 90,
     setup: Sequence[str] = (),
+    cwd: str | None = None,
 ) -> str:
     """The ``#SBATCH`` script running elements ``offset .. offset+size-1`` of a submission."""
     array = f"0-{size - 1}" + (f"%{throttle}" if throttle else "")
@@ -52,8 +53,10 @@ def render(
         if value:
             lines.append(f"#SBATCH --{flag}={value}")
     lines += [f"#SBATCH {x}" for x in extra]
-    if setup:  # a function step's setup= lines (a command step runs its own)
-        lines += ["", "set -e", *setup, "set +e"]
+    if setup:  # a function step's setup= lines (a command step runs its own), run where
+        # its tasks run: the experiment's folder
+        lines += ["", "set -e", *([f"cd {shlex.quote(cwd)}"] if cwd else []), *setup,
+                  "set +e"]
     lines += [
         "",
         "# one array element runs one bundle of shoal tasks; each task writes its own result;",
