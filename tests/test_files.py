@@ -273,3 +273,17 @@ def test_an_output_remade_by_another_run_root_makes_the_task_out_of_date(
     assert (tmp_path / "shared/0/features.txt").read_text() == "0 1"
     rc, out, _ = cli("plan", path, "--root", str(tmp_path / "a"))
     assert "0 to run" in out
+
+
+def test_read_only_views_show_blocked_tasks_instead_of_failing(cli, write_exp,
+                                                               tmp_path: Path) -> None:
+    path = write_exp(INPUTS)
+    _data(tmp_path)
+    run(path, check=True)
+    (tmp_path / "data/sample_data_0.txt").unlink()  # raw data removed after the run
+    rc, out, err = cli("status", path)
+    assert rc == 0, err
+    rc, out, err = cli("results", path, "--step", "locate", "--format", "json")
+    assert rc == 0, err
+    rows = {r["test_set"]: r["status"] for r in json.loads(out)}
+    assert rows == {0: "blocked", 1: "done", 2: "done"}

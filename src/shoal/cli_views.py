@@ -68,7 +68,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from shoal.results import results, summary, write_table
 
     exp = _load(args, reuse_config=True)
-    plan = exp.plan()
+    plan = exp.plan(missing_inputs="skip")
     if args.by or args.metric or args.summary:
         frame = summary(exp, args.step, by=args.by, metrics=args.metric or None,
                         level=args.level, plan=plan)
@@ -84,7 +84,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from shoal.resultfile import LOG
 
     exp = _load(args, reuse_config=True)
-    plan = exp.plan()
+    plan = exp.plan(missing_inputs="skip")
     if args.step not in plan.steps:
         raise ShoalError(f"unknown step '{args.step}' (steps: {', '.join(plan.steps)})")
     sp = plan.steps[args.step]
@@ -152,7 +152,7 @@ def _follow_detached(exp: Any) -> dict[str, Any] | None:
         with RootLock(exp.root).acquire("shoal status"), \
                 Store.open(exp.root, create=True) as store:
             states = detach.snapshot(exp.root)
-            detach.ingest(exp.plan(), store)
+            detach.ingest(exp.plan(missing_inputs="skip"), store)
             tasks, alive = detach.live(exp.root, states, prune=True)
     except LockedError:
         return None  # a controller attached to it reports progress
@@ -160,7 +160,7 @@ def _follow_detached(exp: Any) -> dict[str, Any] | None:
         print(f"shoal: warning: cannot ask Slurm about the detached jobs: {exc}",
               file=sys.stderr)
         return None
-    plan = exp.plan()
+    plan = exp.plan(missing_inputs="skip")
     done = {(name, sp.keys[i]) for name, sp in plan.steps.items()
             for i, s in enumerate(sp.state) if s == DONE}
     tasks = {t: v for t, v in tasks.items() if t not in done}
@@ -183,7 +183,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from shoal.lock import RootLock
 
     slurm = _follow_detached(exp)
-    plan = exp.plan()
+    plan = exp.plan(missing_inputs="skip")
     live = RootLock(exp.root).held_by_other()
     with Store.open(exp.root) as store:
         stored = store.counts()

@@ -111,7 +111,7 @@ def build_report(exp: Experiment, plan: Plan | None = None) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    plan = plan or exp.plan()
+    plan = plan or exp.plan(missing_inputs="skip")
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>shoal report: "
              f"{esc(exp.name)}</title><style>{_CSS}</style></head><body>"]

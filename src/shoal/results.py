@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
-from shoal.plan import CHANGED, DONE, FAILED, Plan
+from shoal.plan import BLOCKED, CHANGED, DONE, FAILED, Plan
 from shoal.state import Store
 from shoal.stats import t_ppf
 
@@ -42,7 +42,7 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
     """One row per task of ``step``: params, status, attempts, timings, host, metrics, out."""
     import pandas as pd
 
-    plan = plan or exp.plan()
+    plan = plan or exp.plan(missing_inputs="skip")
     name = step or default_step(plan)
     if name not in plan.steps:
         raise ShoalError(f"unknown step '{name}' (steps: {', '.join(plan.steps)})")
@@ -78,6 +78,8 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
             status.append("failed")
         elif st == CHANGED:
             status.append("changed")
+        elif st == BLOCKED:
+            status.append("blocked")
         else:
             status.append(row[0] if row and row[0] in ("running", "interrupted", "skipped")
                           else "missing")
@@ -88,7 +90,7 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
     frame = pd.DataFrame({d: [p[k] for p in sp.params] for k, d in enumerate(sp.dims)})
     frame["status"] = pd.Categorical(
         status, categories=["done", "changed", "failed", "missing", "running", "interrupted",
-                            "skipped", "lost"])
+                            "skipped", "lost", "blocked"])
     frame["attempts"] = pd.array(attempts, dtype="Int64")
     frame["duration"] = pd.array(duration, dtype="Float64").astype("float64")
     frame["started"] = pd.to_datetime(pd.Series(started, dtype="float64"), unit="s", utc=True)
@@ -184,7 +186,7 @@ def summary(
                          f"and 1{pct}, e.g. --level 0.95")
     import pandas as pd
 
-    plan = plan or exp.plan()
+    plan = plan or exp.plan(missing_inputs="skip")
     frame = results(exp, step, plan=plan)
     name = step or default_step(plan)
     dims = plan.steps[name].dims
