@@ -78,6 +78,7 @@ def complete(
                 fingerprint=sp.fps[i], code=sp.code, inputs=task_inputs(sp, i, run_ids),
                 attempt=1, started=now, ended=now + 1, host=socket.gethostname(),
                 metrics=metrics(name, params) if metrics else {"value": 1.0},
+                files=sp.files.digests_of(i) if sp.files and sp.files.inputs else None,
             )
             if (name, key) in bad:
                 doc["status"] = "failed"

@@ -123,3 +123,42 @@ def test_code_change_marks_exactly_the_step_and_its_downstream(case, data) -> No
     for s in specs:
         states = set(plan.steps[s.name].state)
         assert states == ({CHANGED} if s.name in affected else {DONE}), (s.name, target)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 4), m=st.integers(1, 3), edited=st.sets(st.integers(0, 3)),
+       shared=st.booleans(), touched=st.sets(st.integers(0, 3)))
+def test_editing_inputs_reruns_exactly_their_readers_and_what_follows(
+        n: int, m: int, edited: set[int], shared: bool, touched: set[int]) -> None:
+    import os
+
+    edited = {a for a in edited if a < n}
+    with tempfile.TemporaryDirectory() as d:
+        base = Path(d)
+        (base / "data").mkdir()
+        for a in range(n):
+            (base / f"data/{a}.txt").write_text(f"input {a}")
+        (base / "data/shared.txt").write_text("shared")
+        exp = shoal.Experiment("files", grid=shoal.Grid(a=range(n), b=range(m)),
+                               root=base / "runs")
+        inputs = [f"{base}/data/{{a}}.txt"] + ([f"{base}/data/shared.txt"] if shared else [])
+        read = exp.step(make_fn("read", ("a",), False, 1), per=["a"], inputs=inputs)
+        train = exp.step(make_fn("train", ("a", "b"), False, 2), per=["a", "b"],
+                         needs=[read])
+        exp.gather(make_fn("combine", (), True, 3), over=train)
+        complete(exp)
+        assert exp.plan().summary()["run"] == 0
+        for a in touched:  # a new timestamp, the same contents: nothing reruns for it
+            if a < n:
+                os.utime(base / f"data/{a}.txt")
+        for a in edited:
+            (base / f"data/{a}.txt").write_text(f"input {a}, edited")
+        plan = exp.plan()
+        ran = {(sp.name, sp.params[i]) for sp, i in plan.to_run()}
+        expect = ({("read", (a,)) for a in edited}
+                  | {("train", (a, b)) for a in edited for b in range(m)}
+                  | ({("combine", ())} if edited else set()))
+        assert ran == expect
+        for sp, i in plan.to_run():
+            if sp.name == "read":
+                assert sp.detail[i] == f"input changed: {base}/data/{sp.params[i][0]}.txt"

@@ -284,8 +284,10 @@ def _code_cause(sp: StepPlan, rcode: str | None) -> str | None:
 def _files_cause(sp: StepPlan, i: int, ran: dict[str, str] | None) -> str | None:
     """Which input file changed since the task ran (``ran``: path -> digest it ran with)."""
     files = sp.files
-    if files is None or files.inputs is None or ran is None:
+    if files is None or files.inputs is None:
         return None
+    if ran is None:  # (a record without them: the code and upstream are the same)
+        return "input files changed since it ran" if not sp.deps else None
     now = files.digests_of(i)
     for path, digest in now.items():
         if path not in ran:
@@ -303,6 +305,6 @@ def _change_cause(sp: StepPlan, i: int) -> str:
             if d.up.state[j] != DONE:
                 return _up_cause(d.up, j)
     names = ", ".join(f"'{d.up.name}'" for d in sp.deps)
-    return f"upstream {names} changed since it ran"
+    return f"upstream {names} changed since it ran" if names else "changed since it ran"
 
 

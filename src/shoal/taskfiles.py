@@ -11,6 +11,7 @@ import string
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from stat import S_ISDIR
 from typing import TYPE_CHECKING, Any
 
 from shoal.codehash import blake2b
@@ -40,26 +41,54 @@ class FileDigests:
         self.hashed = 0  # files read in this plan (for benchmarks)
 
     def abspath(self, path: str) -> str:
-        return os.path.normpath(os.path.join(self.base, path))
+        full = path if path.startswith("/") else f"{self.base}/{path}"
+        if "/." in full or "//" in full or full.endswith("/"):
+            full = os.path.normpath(full)
+        return full
 
     def digest(self, path: str) -> str | None:
         """The digest of a file (or a folder's tree) relative to the base; None if absent."""
-        if path in self.memo:
-            return self.memo[path]
-        got = self.memo[path] = self._digest(self.abspath(path))
+        memo = self.memo
+        if path in memo:
+            return memo[path]
+        got = memo[path] = self._digest(self.abspath(path))
         return got
+
+    def digest_all(self, paths: Iterable[str]) -> dict[str, str | None]:
+        """:meth:`digest` of many paths (the memo, which then holds them all)."""
+        memo, cache, stat, base = self.memo, self.cache, os.stat, self.base
+        for path in paths:
+            if path in memo:
+                continue
+            full = path if path.startswith("/") else f"{base}/{path}"
+            if "/." in full or "//" in full or full.endswith("/"):
+                full = os.path.normpath(full)
+            known = cache.get(full)
+            if known is not None:  # (the common case: a file seen before, unchanged)
+                try:
+                    st = stat(full)
+                except OSError:
+                    st = None
+                if st is not None and known[0] == st.st_size and \
+                        known[1] == st.st_mtime_ns and known[2] == st.st_ctime_ns and \
+                        known[3] == st.st_ino and not S_ISDIR(st.st_mode):
+                    memo[path] = known[4]
+                    continue
+            memo[path] = self._digest(full)
+        return memo
 
     def _digest(self, full: str) -> str | None:
         try:
             st = os.stat(full)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if os.path.isdir(full):
+        if S_ISDIR(st.st_mode):
             return self._tree(full)
-        key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         known = self.cache.get(full)
-        if known is not None and tuple(known[:4]) == key:
+        if known is not None and known[0] == st.st_size and known[1] == st.st_mtime_ns \
+                and known[2] == st.st_ctime_ns and known[3] == st.st_ino:
             return known[4]
+        key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         digest = _hash_file(full)
         self.hashed += 1
         if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > RACY_S:
@@ -100,26 +129,46 @@ class _Template:
         parsed = list(string.Formatter().parse(tpl))
         simple = all(name is None or (name.isidentifier() and not spec and conv is None)
                      for _, name, spec, conv in parsed)
-        self.parts: list[tuple[str, int | None, str]] | None = None
+        # a simple template becomes a positional format string over the dimensions it
+        # uses (vars filled in once): "data/{site}/{seed}.txt" -> "data/{}/{}.txt", [0, 2]
+        self.fmt: str | None = None
+        self.pos: list[int] = []
         if simple:
-            self.parts = []
+            fmt = []
             for lit, name, _, _ in parsed:
-                if name is None:
-                    self.parts.append((lit, None, ""))
-                elif name in dims:
-                    self.parts.append((lit, dims.index(name), ""))
-                else:
-                    self.parts.append((lit, None, value_text(vars[name])))
+                fmt.append(lit.replace("{", "{{").replace("}", "}}"))
+                if name in dims:
+                    fmt.append("{}")
+                    self.pos.append(dims.index(name))
+                elif name is not None:
+                    fmt.append(value_text(vars[name]).replace("{", "{{").replace("}", "}}"))
+            self.fmt = "".join(fmt)
         self.dims = dims
         self.globbed = any(c in tpl for c in _GLOB)
 
     def fill(self, point: Sequence[Any]) -> str:
-        if self.parts is not None:
-            return "".join([lit + (value_text(point[k]) if k is not None else text)
-                            for lit, k, text in self.parts])
+        if self.fmt is not None:
+            return self.fmt.format(*[_text(point[k]) for k in self.pos])
         from shoal.around import fill
 
         return fill(self.tpl, {**self.vars, **dict(zip(self.dims, point))})
+
+
+_texts: dict[Any, str] = {}
+
+
+def _text(value: Any) -> str:
+    """:func:`value_text`, remembered per value (not for bools: True == 1 as a key)."""
+    if value.__class__ is str:
+        return value
+    if value.__class__ is bool:
+        return value_text(value)
+    got = _texts.get(value)
+    if got is None:
+        got = value_text(value)
+        if len(_texts) < 100_000:
+            _texts[value] = got
+    return got
 
 
 @dataclass(eq=False)
@@ -144,35 +193,43 @@ class StepFiles:
 def expand_inputs(fs: FileSet, dims: Sequence[str], vars: dict[str, Any],
                   params: list[tuple[Any, ...]], digests: FileDigests,
                   label: Any) -> StepFiles:
-    """Fill the input templates for every task, glob, and digest the files."""
+    """Fill the input templates for every task, glob, and digest the files (each path
+    once: a file many tasks read is looked at once)."""
     tpls = [(name, _Template(t, dims, vars)) for name, t in fs.items]
     out = StepFiles(inputs=[], ident=[], named_inputs=fs.named, memo=digests.memo,
                     globs=[t.globbed for _, t in tpls])
-    assert out.inputs is not None and out.ident is not None
-    digest = digests.digest
     base = digests.base
-    for i, p in enumerate(params):
-        entries: list[Entry] = []
-        parts: list[str] = []
-        for name, t in tpls:
-            path = t.fill(p)
-            if t.globbed:
-                found = sorted(glob.glob(path, root_dir=None if os.path.isabs(path) else base))
-                if not found:
-                    out.missing.setdefault(i, f"no file matches input "
-                                               f"{_named(name)}{path} (for {label(i)})")
-                entries.append((name, found))
-                for f in found:
-                    parts.append(f"{name}:{f}={digest(f)}")
-                continue
-            d = digest(path)
-            if d is None:
-                out.missing.setdefault(i, f"input {_named(name)}{path} does not exist "
+    columns: list[list[list[str]]] = []  # per template: per task, its paths
+    for name, t in tpls:
+        filled = [t.fill(p) for p in params]
+        if t.globbed:
+            found = [sorted(glob.glob(f, root_dir=None if os.path.isabs(f) else base))
+                     for f in filled]
+            for i, (f, hits) in enumerate(zip(filled, found)):
+                if not hits:
+                    out.missing.setdefault(i, f"no file matches input {_named(name)}{f} "
+                                              f"(for {label(i)})")
+            columns.append(found)
+        else:
+            columns.append([[f] for f in filled])
+    memo = digests.digest_all({f for col in columns for paths in col for f in paths})
+    for (name, t), col in zip(tpls, columns):
+        if t.globbed:
+            continue
+        for i, paths in enumerate(col):
+            if memo[paths[0]] is None:
+                out.missing.setdefault(i, f"input {_named(name)}{paths[0]} does not exist "
                                           f"(for {label(i)})")
-            entries.append((name, [path]))
-            parts.append(f"{name}:{path}={d}")
-        out.inputs.append(entries)
-        out.ident.append(";".join(parts))
+    names = [name for name, _ in tpls]
+    if len(tpls) == 1:
+        name, col = names[0], columns[0]
+        out.inputs = [[(name, paths)] for paths in col]
+        out.ident = [";".join([f"{name}:{f}={memo[f]}" for f in paths]) for paths in col]
+    else:
+        rows = list(zip(*columns))
+        out.inputs = [list(zip(names, row)) for row in rows]
+        out.ident = [";".join([f"{n}:{f}={memo[f]}" for n, paths in zip(names, row)
+                               for f in paths]) for row in rows]
     return out
 
 
