@@ -287,3 +287,24 @@ def test_read_only_views_show_blocked_tasks_instead_of_failing(cli, write_exp,
     assert rc == 0, err
     rows = {r["test_set"]: r["status"] for r in json.loads(out)}
     assert rows == {0: "blocked", 1: "done", 2: "done"}
+
+
+def test_a_folder_input_sees_changes_deep_inside_and_through_symbolic_links(
+        cli, write_exp, tmp_path: Path) -> None:
+    path = write_exp("""
+        exp = shoal.Experiment("d", grid=shoal.Grid(k=[0]))
+        exp.command("c", "ls {data} > {out}/ls.txt", per=["k"], inputs={"data": "data"})
+    """)
+    (tmp_path / "data/sub").mkdir(parents=True)
+    (tmp_path / "data/sub/a.txt").write_text("a")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/b.txt").write_text("b")
+    (tmp_path / "data/linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "data/loop").symlink_to(tmp_path / "data")  # a loop must not hang planning
+    run(path, check=True)
+    assert "0 to run" in _why(cli, path)
+    (tmp_path / "elsewhere/b.txt").write_text("b, edited")  # behind a link
+    assert "input changed: data" in _why(cli, path)
+    run(path, check=True)
+    (tmp_path / "data/sub/a.txt").write_text("a, edited")  # deep inside
+    assert "input changed: data" in _why(cli, path)

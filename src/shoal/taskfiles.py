@@ -97,8 +97,19 @@ class FileDigests:
         return digest
 
     def _tree(self, folder: str) -> str:
+        """A folder's digest: the relative names and digests of the files below it, through
+        symbolic links (each real folder once: a link loop ends)."""
         h = blake2b(digest_size=16)
-        for dirpath, dirnames, filenames in os.walk(folder):
+        seen: set[tuple[int, int]] = set()
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+            try:
+                st = os.stat(dirpath)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                dirnames[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
             dirnames.sort()
             rel = os.path.relpath(dirpath, folder)
             for name in sorted(filenames):
