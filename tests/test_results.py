@@ -185,3 +185,25 @@ def test_report_loads_in_headless_chromium(cli, write_exp, tmp_path) -> None:
     images = page.count("<img ")
     assert images >= 4
     assert f'data-images-ok="{images}/{images}"' in res.stdout
+
+
+def test_json_export_round_trips_floats_exactly(cli, write_exp, tmp_path) -> None:
+    """pandas' to_json kept 10 significant digits: 1e-12 was exported as 0.0."""
+    import json as _json
+
+    from test_run import run
+
+    path = write_exp("""
+        exp = shoal.Experiment("j", grid=shoal.Grid(k=[0]))
+
+        @exp.step(per=["k"])
+        def t(ctx, k):
+            return {"tiny": 1e-12, "exact": 0.1 + 0.2, "big": 123456789.12345679, "n": 7}
+    """)
+    run(path, check=True)
+    rc, out, err = cli("results", path, "--format", "json")
+    assert rc == 0, err
+    row = _json.loads(out)[0]
+    assert row["tiny"] == 1e-12 and row["exact"] == 0.1 + 0.2
+    assert row["big"] == 123456789.12345679 and row["n"] == 7 and row["k"] == 0
+    assert row["status"] == "done" and row["started"].endswith("+00:00")

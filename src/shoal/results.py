@@ -240,7 +240,7 @@ def write_table(frame: pd.DataFrame, fmt: str, path: Path | None) -> str | None:
     if fmt == "csv":
         text = frame.to_csv(index=False)
     elif fmt == "json":
-        text = frame.to_json(orient="records", date_format="iso", indent=None)
+        text = _json_records(frame)
     else:
         shown = frame.drop(columns=[c for c in ("out",) if c in frame.columns])
         for col in ("started", "ended"):
@@ -252,6 +252,31 @@ def write_table(frame: pd.DataFrame, fmt: str, path: Path | None) -> str | None:
         Path(path).write_text(text + ("" if text.endswith("\n") else "\n"))
         return None
     return text
+
+
+def _json_records(frame: pd.DataFrame) -> str:
+    """The rows as a JSON list of objects, numbers exact (Python's shortest round-trip
+    repr; pandas' to_json keeps 10 significant digits: 1e-12 became 0.0), times as ISO
+    8601, missing values (NaN, NA, NaT) as null."""
+    import math
+
+    import pandas as pd
+
+    def plain(v: Any) -> Any:
+        if v is None or v is pd.NaT or v is pd.NA:
+            return None
+        if isinstance(v, pd.Timestamp):
+            return v.isoformat()
+        item = getattr(v, "item", None)  # numpy scalars
+        if callable(item) and not isinstance(v, (str, bytes)):
+            v = item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    rows = [{str(k): plain(v) for k, v in row.items()}
+            for row in frame.to_dict(orient="records")]
+    return json.dumps(rows, default=str)
 
 
 class _pd_options:
