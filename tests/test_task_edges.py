@@ -208,3 +208,16 @@ def test_a_broken_pipe_inside_shoal_is_an_error_not_a_quiet_exit(tmp_path) -> No
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode != 0 and "BrokenPipeError" in res.stderr
+
+
+def test_a_task_path_over_the_system_limit_is_a_plan_time_error(cli, write_exp) -> None:
+    """It failed at run time, with an error thousands of characters long and no log."""
+    dims = {f"d{k:02d}": ["v" * 240] for k in range(18)}
+    path = write_exp(f"""
+        exp = shoal.Experiment("long", grid=shoal.Grid(**{dims!r}))
+        exp.command("c", "true", per={list(dims)!r})
+    """)
+    rc, _, err = cli("plan", path)
+    assert rc == 2
+    assert "over the system's limit" in err and "shorten the values of dimension" in err
+    assert len(err) < 600

@@ -144,6 +144,8 @@ def expand(exp: Experiment, digests: FileDigests | None = None,
         sp = StepPlan(step, dims, params, _keys(params, [caches[d] for d in dims]),
                       step_code(step, exp))
         sp.index = dict(zip(params, range(len(params))))
+        if root is not None:
+            _check_path_length(sp, root)
         for ref in step.needs:
             up = plans[exp.resolve(ref, by=step.name).name]
             get = _getter([dims.index(d) for d in up.dims])
@@ -163,6 +165,35 @@ def expand(exp: Experiment, digests: FileDigests | None = None,
     if any(sp.files is not None and sp.files.outputs is not None for sp in plans.values()):
         _check_outputs(exp, plans, digests, root)
     return plans
+
+
+#: What shoal adds below a task folder: "/.shoal-result.json.<16 hex>.tmp" and some margin.
+_OWN_FILES = 64
+
+
+def _check_path_length(sp: StepPlan, root: Path) -> None:
+    """A task folder whose path (with shoal's files in it) exceeds the system's limit is an
+    error before anything runs (it failed at run time, with a message of its own length)."""
+    if not sp.keys:
+        return
+    key = max(sp.keys, key=len)
+    folder = f"{root}/{sp.name}/{key}"
+    size = len(os.fsencode(folder)) + _OWN_FILES
+    try:
+        limit = os.pathconf(root if root.exists() else "/", "PC_PATH_MAX")
+    except (OSError, ValueError):
+        limit = 4096
+    if size > limit:
+        longest = sp.keys.index(key)
+        parts = key.split("/")
+        widest = max(parts, key=len).partition("=")[0]
+        raise SpecError(
+            f"step '{sp.name}': the folder of task {_label(sp, longest)[:80]}... would be "
+            f"{size - _OWN_FILES} bytes long, and with shoal's files over the system's limit "
+            f"of {limit}; shorten the values of dimension '{widest}' (a short id, the long "
+            "value looked up inside the step), drop dimensions from per=, or use a shorter "
+            "--root"
+        )
 
 
 def _files(exp: Experiment, sp: StepPlan, digests: FileDigests) -> StepFiles | None:
