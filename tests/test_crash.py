@@ -91,3 +91,44 @@ def test_sigkill_controller_five_times(tmp_path: Path) -> None:
     status = subprocess.run([*shoal_cmd(), "status", str(path), "--json"],
                             capture_output=True, text=True, check=True)
     assert json.loads(status.stdout)["done"] == N + 1
+
+
+def test_a_run_whose_state_folder_vanishes_stops_cleanly(write_exp, tmp_path) -> None:
+    """`rm -rf runs/.shoal` mid-run took the lock with it: a second `shoal run` started
+    beside the first, and tasks ran twice."""
+    import shutil
+    import subprocess
+    import time
+
+    from test_run import shoal_cmd
+
+    path = write_exp("""
+        import time
+        exp = shoal.Experiment("v", grid=shoal.Grid(i=range(40)))
+
+        @exp.step(per=["i"])
+        def slow(ctx, i):
+            time.sleep(0.5)
+            return {"i": i}
+    """)
+    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "-j", "2", "--progress", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not list((tmp_path / "runs/slow").glob("*/.shoal-result.json")):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        shutil.rmtree(tmp_path / "runs/.shoal")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, err
+    assert "vanished during the run" in err and "Traceback" not in err
+    done = len(list((tmp_path / "runs/slow").glob("*/.shoal-result.json")))
+    assert done < 40  # it stopped, it did not run everything
+    res = subprocess.run([*shoal_cmd(), "status", str(path), "--rescan"], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([*shoal_cmd(), "run", str(path), "-j", "2", "--progress", "none"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and f"{40 - done} done" in res.stderr, res.stderr

@@ -333,6 +333,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_report(report)
     if report.user_stopped:
         return 130
+    if report.aborted:
+        return 2
     return 0 if report.ok else 1
 
 

@@ -65,6 +65,24 @@ class RootLock:
             os.close(fd)
         return False
 
+    def lost(self) -> str | None:
+        """Why this controller no longer holds the root (its lock file was removed or
+        replaced, e.g. ``rm -rf runs/.shoal``: a second controller could start), or None."""
+        if self.fd is None:
+            return None
+        try:
+            mine, there = os.fstat(self.fd), os.stat(self.path)
+        except FileNotFoundError:
+            there = None
+        except OSError:
+            return None
+        if there is None or (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+            return (f"{self.path.parent} vanished during the run (its lock and store with "
+                    "it), so another `shoal run` could start beside this one: stopping. The "
+                    "result files of finished tasks are kept; `shoal status --rescan` rebuilds "
+                    "the store, then `shoal run` goes on")
+        return None
+
     def release(self) -> None:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)

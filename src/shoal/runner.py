@@ -113,6 +113,7 @@ def run_experiment(
             opts = RunOptions(retries=retries, keep_going=keep_going, grace_s=grace_s,
                               max_requeues=max_requeues)
             ctl = Controller(plan, store, be, slots, opts)
+            ctl.guard = lock.lost
             for w in ctl.report.warnings:
                 print(f"shoal: warning: {w}", file=sys.stderr)
             store.set_meta("config", json.dumps(exp.config, sort_keys=True))
@@ -189,6 +190,8 @@ def print_report(report: RunReport, stream: Any = None) -> None:
         print(f"  failed: {label}: {error}", file=stream)
     if len(report.failures) > 10:
         print(f"  ... and {len(report.failures) - 10} more (shoal status)", file=stream)
+    if report.aborted:
+        print(f"shoal: error: {report.aborted}", file=stream)
     if report.blocked:
         print(f"shoal: {len(report.blocked)} task(s) not run: an input is missing",
               file=stream)

@@ -42,10 +42,11 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     blocked: list[tuple[str, str]] = field(default_factory=list)  # (task, missing input)
+    aborted: str | None = None  # why the run stopped by itself (its run root vanished...)
 
     @property
     def ok(self) -> bool:
         return not (self.failed or self.skipped or self.interrupted or self.stopped
-                    or self.blocked)
+                    or self.blocked or self.aborted)
 
 

@@ -90,6 +90,9 @@ class Controller:
         self.stop_deadline = 0.0
         self.started = time.time()
         self.on_progress = on_progress
+        #: checked about once a second: why the run must stop by itself (None: go on)
+        self.guard: Callable[[], str | None] | None = None
+        self._last_guard = 0.0
         self._last_flush = 0.0
         self._timeouts = any(sp.step.timeout_s is not None for sp in self.sps)
         self._last_check = 0.0
@@ -262,6 +265,12 @@ class Controller:
             now = time.time()
             self._check_time(now)
             self._note_long_runs(now)
+            if self.guard is not None and now - self._last_guard >= 1.0:
+                self._last_guard = now
+                why = self.guard()
+                if why and self.report.aborted is None:
+                    self.report.aborted = why
+                    self.request_stop()
 
     def _note_long_runs(self, now: float) -> None:
         """A member of a bundle that has run a second is stored as running too (its
