@@ -132,3 +132,46 @@ def test_a_run_whose_state_folder_vanishes_stops_cleanly(write_exp, tmp_path) ->
     res = subprocess.run([*shoal_cmd(), "run", str(path), "-j", "2", "--progress", "none"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and f"{40 - done} done" in res.stderr, res.stderr
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_a_rerun_after_freeing_space_completes(
+        tmp_path) -> None:
+    """A disk that filled mid-run: tracebacks from the workers' error handlers, then the
+    controller died on `database or disk is full` with nothing saying why."""
+    import os
+    import subprocess
+
+    import pytest
+
+    from test_run import shoal_cmd
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        (disk / "experiment.py").write_text(
+            "import shoal\n"
+            "exp = shoal.Experiment('full', grid=shoal.Grid(i=range(60)))\n\n"
+            "@exp.step(per=['i'])\n"
+            "def write(ctx, i):\n"
+            "    (ctx.out / 'blob.bin').write_bytes(b'x' * 60_000)\n"
+            "    return {'i': i}\n")
+        cmd = [*shoal_cmd(), "run", str(disk), "-j", "2", "--progress", "none"]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stderr
+        assert "Traceback" not in res.stderr
+        assert "cannot write the store" in res.stderr and "is its disk full?" in res.stderr
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        res = subprocess.run([*shoal_cmd(), "status", str(disk), "--rescan"],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        res = subprocess.run([*shoal_cmd(), "plan", str(disk), "--json"],
+                             capture_output=True, text=True, timeout=60)
+        assert '"run": 0' in res.stdout
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -379,8 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = getattr(exc, "filename", None)
         where = f" ({what})" if what else ""
         print(f"shoal: error: {type(exc).__name__}: {exc}{where}; check the run root "
-              "(--root) is writable and its .shoal/state.db intact (shoal status --rescan "
-              "rebuilds it)", file=sys.stderr)
+              "(--root) is writable, its disk not full and its .shoal/state.db intact "
+              "(shoal status --rescan rebuilds it)", file=sys.stderr)
         return 2
     except BrokenPipeError:
         if _stdout_closed():  # (`shoal results | head`: quietly)

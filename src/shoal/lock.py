@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from shoal.errors import LockedError
+from shoal.errors import LockedError, ShoalError
 from shoal.state import STATE_DIR
 
 
@@ -20,6 +20,15 @@ class RootLock:
         self.fd: int | None = None
 
     def acquire(self, what: str = "shoal run") -> RootLock:
+        try:
+            return self._acquire(what)
+        except OSError as exc:  # (a full disk, a read-only file system...)
+            raise ShoalError(
+                f"cannot take the run root's lock {self.path}: {exc.strerror or exc}; free "
+                "space on that disk or choose another run root (--root)"
+            ) from None
+
+    def _acquire(self, what: str) -> RootLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -35,10 +44,14 @@ class RootLock:
                 f"{what} needs it to end: wait for it or stop it (Ctrl-C) — {readers} keep "
                 "working meanwhile"
             ) from None
-        os.ftruncate(fd, 0)
         info = {"pid": os.getpid(), "host": os.uname().nodename, "since": time.time(),
                 "what": what}
-        os.write(fd, json.dumps(info).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(info).encode())
+        except OSError:
+            os.close(fd)
+            raise
         self.fd = fd
         return self
 

@@ -16,6 +16,7 @@ by the function fails the whole pack. A pack occupies the step's resources once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -129,11 +130,13 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
             value = step.fn(pack, **kwargs)
             results = _member_results(pack, value)
         except Interrupted as exc:
-            print(f"interrupted: {exc}", file=sys.stderr)
+            with contextlib.suppress(OSError):  # (the log's disk may be full)
+                print(f"interrupted: {exc}", file=sys.stderr)
             outcomes = [W.write_failure(s, "interrupted", f"Interrupted: {exc}", started)
                         for s in specs]
         except BaseException as exc:  # the whole pack failed
-            traceback.print_exc()
+            with contextlib.suppress(OSError):
+                traceback.print_exc()
             error = f"{type(exc).__name__}: {exc}"
             outcomes = [W.write_failure(s, "failed", error, started) for s in specs]
     _share_log(specs, offset)

@@ -8,6 +8,7 @@ workers' result files also hold.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from shoal.plan import BLOCKED, CHANGED, DONE, Plan, StepPlan
 from shoal.resources import Resources
 from shoal.runreport import RunOptions, RunReport, StepCounts
 from shoal.slots import Slots
-from shoal.state import Store, TaskRecord
+from shoal.state import Store, TaskRecord, db_path
 from shoal.taskspec import TaskSpec
 from shoal.worker import HOST
 
@@ -415,4 +416,13 @@ class Controller:
         rows, self.attempt_rows = self.attempt_rows, []
         if len(recs) > 1:  # a task that started and ended since the last flush: its last
             recs = list({(r.step, r.key): r for r in recs}.values())  # record only
-        self.store.put(recs, attempts=rows)
+        try:
+            self.store.put(recs, attempts=rows)
+        except (sqlite3.OperationalError, OSError) as exc:  # a full disk, a vanished store
+            self.records, self.attempt_rows = recs + self.records, rows + self.attempt_rows
+            if self.report.aborted is None:
+                self.report.aborted = (
+                    f"cannot write the store {db_path(self.plan.root)}: {exc} (is its disk "
+                    "full?): stopping. What finished is in the tasks' result files: free "
+                    "space, then `shoal status --rescan` and `shoal run` go on")
+                self.request_stop()

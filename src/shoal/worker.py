@@ -340,10 +340,12 @@ def run_function(
             if lost:
                 raise FileNotFoundError(lost)
         except Interrupted as exc:
-            print(f"interrupted: {exc}", file=sys.stderr)
+            with contextlib.suppress(OSError):  # (the log's disk may be full)
+                print(f"interrupted: {exc}", file=sys.stderr)
             status, error = "interrupted", f"Interrupted: {exc}"
         except BaseException as exc:  # a task error (even SystemExit) must not kill the worker
-            traceback.print_exc()
+            with contextlib.suppress(OSError):
+                traceback.print_exc()
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         else:
             status, error = "done", ""

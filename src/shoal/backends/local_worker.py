@@ -75,7 +75,11 @@ def main(argv: list[str]) -> int:
                 if worker.stop_requested():  # asked to stop: start nothing more
                     result = worker.outcome(spec, "unstarted")
                 else:
-                    result = worker.run_function(spec, exp)
+                    try:
+                        result = worker.run_function(spec, exp)
+                    except Exception as exc:  # (shoal's own writes failed: a full disk...)
+                        result = worker.outcome(spec, "failed",
+                                                error=f"{type(exc).__name__}: {exc}")
                 try:
                     outbox.send(("done", result))
                 except (BrokenPipeError, OSError):
