@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from test_run import shoal_cmd
 
 N = 300
@@ -175,3 +177,50 @@ def test_a_full_disk_ends_the_run_with_one_line_and_a_rerun_after_freeing_space_
         assert '"run": 0' in res.stdout
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("kind", ["command", "function"])
+def test_what_a_task_started_dies_with_a_killed_controller(write_exp, tmp_path,
+                                                            kind: str) -> None:
+    """kill -9 of `shoal run` left a command (and what a function task started) running: it
+    went on writing into the folder of the next run's attempt of the same task."""
+    import signal
+    import subprocess
+    import time
+
+    from test_run import shoal_cmd
+
+    body = {
+        "command": """
+            exp.command("slow", "echo started > {out}/started; sleep 3; "
+                        "echo attempt=$SHOAL_ATTEMPT >> {out}/../x_{k}", per=["k"])
+        """,
+        "function": """
+            import subprocess
+            @exp.step(per=["k"])
+            def slow(ctx, k):
+                subprocess.Popen(["sh", "-c", f"sleep 3; echo attempt={ctx.attempt} >> "
+                                  f"{ctx.out}/../x_{k}"], start_new_session=True)
+                (ctx.out / "started").write_text("yes")
+                import time
+                time.sleep(3)
+        """,
+    }[kind]
+    path = write_exp('exp = shoal.Experiment("k", grid=shoal.Grid(k=[0]))\n'
+                     + __import__("textwrap").dedent(body))
+    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "--progress", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "runs/slow/k=0/started").exists():
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    res = subprocess.run([*shoal_cmd(), "run", str(path), "--progress", "none"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    time.sleep(3.5)  # (what the killed run started would have written by now)
+    assert (tmp_path / "runs/slow/x_0").read_text() == "attempt=2\n"

@@ -32,6 +32,7 @@ class SpecBuilder:
         # staged archives unpack in node-local scratch on a cluster, in the root locally
         self.stage_dir = None if node_stage else f"{self._root}/.shoal/stage"
         self._stage: dict[str, list[str]] = {}
+        self.run_id = resultfile.unique_id()  # this run (RUN_MARK in every task's env)
 
     def archives(self, sp: StepPlan) -> list[str]:
         """The step's ``stage=`` archives (the experiment's first), as absolute paths."""
@@ -107,6 +108,7 @@ class SpecBuilder:
             mem_mb=step.resources.mem_mb, time_s=step.resources.time_s,
             timeout_s=step.timeout_s, needs=needs, gather=gather,
             token=resultfile.unique_id(), stage=self.archives(sp), stage_dir=self.stage_dir,
+            run_id=self.run_id,
         )
         self._around(sp, i, spec, devices)
         if step.command is not None:

@@ -22,6 +22,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                "POLARS_MAX_THREADS")
 #: TensorFlow's inter-op pool runs independent ops side by side, each with intra-op threads.
 INTEROP_VAR = "TF_NUM_INTEROP_THREADS"
+#: Every process of a run's tasks carries it (a local run's supervisor finds them by it).
+RUN_MARK = "SHOAL_RUN_ID"
 
 
 @dataclass
@@ -71,6 +73,7 @@ class TaskSpec:
     setup: list[str] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
     cleanup: list[str] | None = None  # run after the command was killed (a container's rm)
+    run_id: str = ""  # the run that dispatched it (RUN_MARK in its environment)
 
     @property
     def label(self) -> str:
@@ -93,6 +96,8 @@ class TaskSpec:
             "SHOAL_ATTEMPT": str(self.attempt),
             "SHOAL_CHECKPOINTS": f"{self.out}/.shoal-checkpoints",
         })
+        if self.run_id:
+            env[RUN_MARK] = self.run_id
         if self.devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
         if self.user_env:  # the step's env= (the user's word wins)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from shoal import worker as W
 from shoal import wrap
 from shoal.backends.local_commands import CommandRunner, unstarted
+from shoal.backends.supervisor import Supervisor
 from shoal.errors import ShoalError
 from shoal.taskspec import TaskSpec
 
@@ -60,6 +61,7 @@ class LocalBackend:
     workers: list[_Worker] = field(default_factory=list)
     _env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     _commands: CommandRunner | None = None
+    _supervisor: Supervisor | None = None
     _poller: Any = None
     _polled: tuple[int, ...] = ()
 
@@ -69,6 +71,14 @@ class LocalBackend:
             self._commands = CommandRunner(self.cwd, self._env)
         return self._commands
 
+    def _watch(self, spec: TaskSpec) -> Supervisor:
+        """The run's supervisor (started with the first task): it ends what the tasks
+        started if this controller dies."""
+        if self._supervisor is None:
+            self._supervisor = Supervisor(spec.run_id or "unknown")
+            self.commands.supervisor = self._supervisor
+        return self._supervisor
+
     # ------------------------------------------------------------------ starting
     def start(self, specs: list[TaskSpec]) -> None:
         """Run ``specs`` (one slot's worth: same shape) one after the other in one worker.
@@ -77,6 +87,7 @@ class LocalBackend:
         them back to back and reports each as it ends.
         """
         spec = specs[0]
+        self._watch(spec)
         if spec.command is not None:
             self.commands.start(specs)
             return
@@ -117,6 +128,7 @@ class LocalBackend:
         )
         os.close(r_in)
         os.close(w_out)
+        self._watch(spec).add_group(proc.pid)  # (its own session: pgid = pid)
         w = _Worker(proc, Connection(w_in, readable=False), Connection(r_out, writable=False),
                     shape)
         with contextlib.suppress(OSError):  # (one that died at once: poll() reports it)
@@ -146,6 +158,8 @@ class LocalBackend:
             w.proc.wait(timeout=5 if not kill else 10)
         if w in self.workers:
             self.workers.remove(w)
+        if self._supervisor is not None:
+            self._supervisor.remove_group(w.proc.pid)
 
     # ------------------------------------------------------------------ progress
     @property
@@ -257,6 +271,9 @@ class LocalBackend:
                 self._close(w, kill=True)
         if self._commands is not None:
             self._commands.shutdown()
+        if self._supervisor is not None:
+            self._supervisor.close()
+            self._supervisor = None
 
 
 

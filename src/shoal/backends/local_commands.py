@@ -19,13 +19,16 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal import command as C
 from shoal import spawn
 from shoal import worker as W
 from shoal.tasklog import TaskLog
 from shoal.taskspec import TaskSpec
+
+if TYPE_CHECKING:
+    from shoal.backends.supervisor import Supervisor
 
 WAKE_EVERY = 32  # successes that wake the controller up (see CommandRunner._post)
 PLACE_LOG_AFTER = 0.5  # s a command runs before its log is put in its folder (if silent)
@@ -121,6 +124,7 @@ class CommandRunner:
     _handoff: queue.SimpleQueue[_Bundle | None] = field(default_factory=queue.SimpleQueue)
     _idle: int = 0  # threads waiting on _handoff for their next bundle
     _idle_lock: threading.Lock = field(default_factory=threading.Lock)
+    supervisor: Supervisor | None = None  # told each command's process group
 
     def __post_init__(self) -> None:
         self._rfd, self._wfd = os.pipe()
@@ -191,7 +195,12 @@ class CommandRunner:
                     p, nxt = nxt, None
                     spec = p.spec
                     started = time.time()
+                    sup = self.supervisor
+                    if sup is not None and spec.cleanup:
+                        sup.add_cleanup(spec.token, spec.cleanup)
                     pid = C.start_command(p, self.env, True)
+                    if sup is not None and pid is not None:
+                        sup.add_group(pid)
                     with b.lock:  # a kill or stop that came during the spawn: now
                         b.unplaced = p.log
                         b.started, b.pid, b.current = started, pid, spec  # (glimpsed lock-free)
@@ -202,6 +211,8 @@ class CommandRunner:
                 if ended is not None:
                     done, ended = ended, None
                     outcome = self._record(done)
+                    if self.supervisor is not None and done.spec.cleanup:
+                        self.supervisor.remove_cleanup(done.spec.token)
                     b.logs.append(done.log)  # (before the post: it may be the bundle's last)
                     self._post(b, outcome)
                 if spec is None:
@@ -217,6 +228,8 @@ class CommandRunner:
                     _, status = os.waitpid(pid, 0)
                     ended.code = os.waitstatus_to_exitcode(status)
                     ended.lingering = _group_alive(pid)  # (something it started still runs)
+                    if self.supervisor is not None and not ended.lingering:
+                        self.supervisor.remove_group(pid)
                     if ended.lingering and self.stopping:  # (killed at the stop's deadline)
                         self.lingering.append(pid)
                 spec = None
