@@ -19,7 +19,7 @@ from typing import Any
 
 from shoal import resultfile
 from shoal import worker as W
-from shoal.backends.slurm import commands, profile, script
+from shoal.backends.slurm import commands, manifest, profile, script
 from shoal.taskspec import TaskSpec
 
 
@@ -235,6 +235,9 @@ class SlurmBackend:
                 path.write_text(text)
                 job = commands.sbatch(str(path))
                 ids.append(job)
+                manifest.add(self.root, {  # (at once: a controller killed now loses none)
+                    f"{job}_{k}": [[s.step, s.key, s.token, s.fingerprint]
+                                   for s in bundles[offset + k]] for k in range(n)})
                 self.sbatch_calls += 1
                 with open(jobs_file(self.root), "a") as fh:  # for `shoal cancel`
                     fh.write(f"{job}\t{step}\t{n}\t{time.time():.0f}\n")

@@ -13,8 +13,6 @@ tasks it runs and their dispatch tokens.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,9 @@ from typing import Any
 from shoal import resultfile
 from shoal.backends.slurm import commands
 from shoal.backends.slurm.backend import SlurmBackend
+from shoal.backends.slurm.manifest import load as _load
+from shoal.backends.slurm.manifest import manifest_path
+from shoal.backends.slurm.manifest import write as _write_manifest
 from shoal.dispatch import SpecBuilder
 from shoal.errors import ShoalError
 from shoal.plan import DONE, Plan, StepPlan
@@ -32,10 +33,6 @@ from shoal.worker import HOST
 
 # (step, key) -> (job, index, token, fingerprint)
 Live = dict[tuple[str, str], tuple[str, int, str, "str | None"]]
-
-
-def manifest_path(root: Path) -> Path:
-    return root / ".shoal" / "slurm" / "detached.json"
 
 
 @dataclass
@@ -107,42 +104,18 @@ def submit(plan: Plan, store: Store, backend: SlurmBackend, retries: int | None)
             bundles = [specs[o:o + size] for o in range(0, len(specs), size)]
         work.append((sp, bundles, records))
 
-    elements: dict[str, list[list[str]]] = {}
-    for sp, bundles, records in work:
+    for sp, bundles, records in work:  # (each array is in the manifest once submitted)
         backend.pending = bundles
         ups = {d.up.name for d in sp.deps}
         after = [job for name in ups for job in report.arrays.get(name, [])]
-        before = set(backend.elements)
-        try:
-            report.arrays[sp.name] = backend._submit(
-                dependency="afterany:" + ":".join(after) if after else None)
-        finally:
-            for key in set(backend.elements) - before:
-                el = backend.elements[key]
-                elements[f"{el.job}_{el.index}"] = [
-                    [s.step, s.key, s.token, s.fingerprint] for s in el.specs]
-            _write_manifest(plan.root, {"submitted": now, "elements": elements})
+        report.arrays[sp.name] = backend._submit(
+            dependency="afterany:" + ":".join(after) if after else None)
         report.tasks[sp.name] = sum(len(b) for b in bundles)
         store.put(records)
     backend.elements.clear()  # nothing follows them from here
     report.sbatch_calls = backend.sbatch_calls
     report.elapsed = time.time() - t0
     return report
-
-
-def _write_manifest(root: Path, doc: dict[str, Any]) -> None:
-    path = manifest_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
-
-
-def _load(root: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(manifest_path(root).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def snapshot(root: Path) -> dict[tuple[str, int], str] | None:
