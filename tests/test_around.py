@@ -80,7 +80,7 @@ def test_setup_lines_run_before_the_command_and_their_failure_fails_the_task(
     assert res.returncode == 1
     assert (tmp_path / "runs/good/k=0/a.txt").read_text() == "yes\n"
     assert not (tmp_path / "runs/bad/k=0/a.txt").exists()
-    assert "bad[k=0]: command exited with status 1" in res.stderr
+    assert "bad[k=0]: command exited with status 86 (its setup= lines failed" in res.stderr
 
 
 def test_metrics_from_log_patterns_csv_and_json_files(write_exp, tmp_path: Path) -> None:
@@ -158,8 +158,9 @@ def test_apptainer_command_text_is_the_seed_s_style() -> None:
     assert argv == ["/usr/bin/podman", "run", "--rm", "--init", "-v", "/e:/e", "-v",
                     "/e/runs:/e/runs", "-w", "/e", "-e", "A", "img", "/bin/sh", "-c", "true"]
     assert env == {}
-    assert with_setup(["module load apptainer"], "", ["apptainer", "exec", "x y"]) == (
-        "set -e\nmodule load apptainer\nset +e\nexec apptainer exec 'x y'")
+    assert with_setup(["module load apptainer"], "", ["apptainer", "exec", "x y"]).split(
+        "\n")[1:] == ["set -e", "module load apptainer", "set +e", "SHOAL_SETUP_DONE=1",
+                      "exec apptainer exec 'x y'"]
 
 
 def test_container_and_setup_compose_in_the_dispatched_command(write_exp, tmp_path) -> None:
@@ -182,10 +183,10 @@ def test_container_and_setup_compose_in_the_dispatched_command(write_exp, tmp_pa
             plan.steps["locate"], 0, 1, 2, [])
     assert spec.argv is not None and spec.argv[1:] == ["-c", spec.command]
     lines = (spec.command or "").splitlines()
-    assert lines[:3] == ["set -e", "module load apptainer", "set +e"]
+    assert lines[1:5] == ["set -e", "module load apptainer", "set +e", "SHOAL_SETUP_DONE=1"]
     inner = (f"python /locator/scripts/locator.py --sample_data {tmp_path}/data/potr_m_pred0.txt"
              f" --out {tmp_path}/runs/locate/test_set=0/pred")
-    assert lines[3] == ("exec apptainer exec --cleanenv --bind " + f"{tmp_path} --bind "
+    assert lines[5] == ("exec apptainer exec --cleanenv --bind " + f"{tmp_path} --bind "
                         f"{tmp_path}/runs --pwd {tmp_path} locator.sif /bin/sh -c "
                         + shlex.quote(inner))
     assert spec.env()["APPTAINERENV_OMP_NUM_THREADS"] == "2"

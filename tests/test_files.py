@@ -100,10 +100,12 @@ def test_a_missing_input_is_one_error_and_keep_going_runs_the_others(cli, write_
     assert not (tmp_path / "runs/locate").exists()  # nothing ran
     rc, out, err = cli("plan", path, "--keep-going", "--why")
     assert rc == 0
-    assert "2 blocked" in out and "blocked  locate[test_set=1]  input 'sample'" in out
+    assert "4 to run, 3 blocked" in out  # combine needs the blocked locate task
+    assert "blocked  locate[test_set=1]  input 'sample'" in out
+    assert "blocked  combine  upstream locate[test_set=1] is blocked" in out
     res = run(path, "--keep-going")
     assert res.returncode == 1
-    assert "2 task(s) not run: an input is missing" in res.stderr
+    assert "3 task(s) not run: an input is missing" in res.stderr
     assert (tmp_path / "runs/locate/test_set=0/copy.txt").exists()
     assert not (tmp_path / "runs/combine/.shoal-result.json").exists()  # its upstream: blocked
     (tmp_path / "data/sample_data_1.txt").write_text("back\n")
@@ -308,3 +310,52 @@ def test_a_folder_input_sees_changes_deep_inside_and_through_symbolic_links(
     run(path, check=True)
     (tmp_path / "data/sub/a.txt").write_text("a, edited")  # deep inside
     assert "input changed: data" in _why(cli, path)
+
+
+def test_a_task_whose_outputs_changed_removes_what_it_owned_before(cli, write_exp,
+                                                                   tmp_path: Path) -> None:
+    """Its old outputs were left behind, and the record that named them was overwritten:
+    `shoal clean` could no longer find them."""
+    path = write_exp("""
+        NAME = shoal.config("name", "old")
+        exp = shoal.Experiment("o", grid=shoal.Grid(k=[0]))
+        exp.command("c", "echo x > {outputs}", per=["k"], outputs=["res/" + NAME + "_{k}.txt"])
+        exp.command("d", "mkdir -p {outputs}", per=["k"], outputs=["keep/" + NAME])
+    """)
+    run(path, check=True)
+    assert (tmp_path / "res/old_0.txt").exists()
+    run(path, "--config", "name=new", check=True)
+    assert (tmp_path / "res/new_0.txt").exists()
+    assert not (tmp_path / "res/old_0.txt").exists()
+    assert not (tmp_path / "keep/old").exists()
+
+
+def test_outputs_that_later_steps_write_into_stay_done(cli, write_exp, tmp_path: Path) -> None:
+    """A folder output stamped with its mtime went out of date each time a later step added
+    a file inside it (TRAK's shared layout): every run reran both steps."""
+    path = write_exp("""
+        exp = shoal.Experiment("s", grid=shoal.Grid(k=[0]))
+        a = exp.command("a", "mkdir -p {outputs} && echo a > {outputs}/a.txt", per=["k"],
+                        outputs=["shared/{k}"])
+        exp.command("b", "echo b > shared/{k}/b.txt", per=["k"], needs=[a])
+    """)
+    run(path, check=True)
+    rc, out, _ = cli("plan", path)
+    assert "0 to run" in out
+
+
+def test_dangerous_paths_are_refused_through_symbolic_links_and_empty_vars(
+        cli, write_exp, tmp_path: Path) -> None:
+    (tmp_path / "alias").symlink_to(tmp_path)
+    for opts, message in [
+        (f'outputs=["{tmp_path}/alias/runs/x{{k}}"]', "inside the run root"),
+        ('outputs=["{d}/x"], vars={"d": ""}', "takes the var 'd', which is empty"),
+        ('inputs=["."]', "holds the run root"),
+        ('metrics="results_{k}.csv"', "outside the task's folder"),
+    ]:
+        path = write_exp(f"""
+            exp = shoal.Experiment("t", grid=shoal.Grid(k=[1]))
+            exp.command("c", "true", per=["k"], {opts})
+        """)
+        rc, _, err = cli("plan", path)
+        assert rc == 2 and message in err, (opts, err)

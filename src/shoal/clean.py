@@ -47,6 +47,9 @@ def find(exp: Experiment) -> Orphans:
     protected = (base, str(root))
     found.outputs = sorted({o for o in found.outputs if os.path.lexists(o)
                             and not any(_within(p, o) for p in protected)})
+    if found.outputs and claimed:  # (an old path holding, or inside, a current output: kept)
+        found.outputs = [o for o in found.outputs
+                         if not any(_within(c, o) or _within(o, c) for c in claimed)]
     if root.is_dir():
         for entry in sorted(os.scandir(root), key=lambda e: e.name):
             if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):

@@ -20,6 +20,7 @@ from shoal.spawn import spawn, wait_exited
 from shoal.tasklog import TaskLog, task_log
 from shoal.taskspec import TaskSpec
 from shoal.worker import HOST, missing_output, outcome, prepare_task, write_failure, write_success
+from shoal.wrap import SETUP_FAILED
 
 METRICS = resultfile.METRICS  # what a command writes to report its metrics
 _child: int | None = None
@@ -221,7 +222,10 @@ def finish_command(
     if stopped:
         return write_failure(spec, "interrupted", f"stopped on request: {_ended(returncode)}",
                              started, ended)
-    return write_failure(spec, "failed", _ended(returncode), started, ended)
+    why = _ended(returncode)
+    if spec.setup and returncode == SETUP_FAILED:
+        why += " (its setup= lines failed before the command ran: its log says how)"
+    return write_failure(spec, "failed", why, started, ended)
 
 
 def cleanup(spec: TaskSpec) -> None:

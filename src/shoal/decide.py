@@ -122,6 +122,28 @@ def decide(plans: dict[str, StepPlan], store: Store, root: Path,
                 sp.state[i] = BLOCKED
                 sp.detail[i] = why
                 sp.run_ids[i] = None
+        _block_downstream(sp)
+
+
+def _block_downstream(sp: StepPlan) -> None:
+    """A task that needs a blocked task cannot run either (a gather with allow_missing=True
+    runs on what it has)."""
+    deps = [d for d in sp.deps if BLOCKED in d.up.state
+            and not (d.many and sp.step.allow_missing)]
+    if not deps:
+        return
+    state = sp.state
+    for d in deps:
+        ustate = d.up.state
+        for i, s in enumerate(state):
+            if s in (DONE, BLOCKED):
+                continue
+            js = d.idx[i] if d.many else (d.idx[i],)
+            j = next((j for j in js if ustate[j] == BLOCKED), None)
+            if j is not None:
+                state[i] = BLOCKED
+                sp.detail[i] = _up_cause(d.up, j)
+                sp.run_ids[i] = None
 
 
 def _outputs_intact(sp: StepPlan, outputs: list[list[str]], stamps: dict[str, Any],
@@ -142,7 +164,7 @@ def _outputs_intact(sp: StepPlan, outputs: list[list[str]], stamps: dict[str, An
                 why, state = f"output missing: {_shown(o, base)}", MISSING
                 break
             stamp = left.get(o) if isinstance(left, dict) else None
-            if stamp and [st.st_ino, st.st_mtime_ns] != stamp:
+            if stamp and [st.st_ino, st.st_mtime_ns][:len(stamp)] != stamp:
                 why, state = (f"output changed since it ran: {_shown(o, base)} (another run "
                               "root, or by hand)"), CHANGED
                 break

@@ -3,6 +3,7 @@ and a gather's ``runs``), the rendered command, resources, a dispatch token."""
 
 from __future__ import annotations
 
+import bisect
 import os
 import shlex
 import sys
@@ -33,6 +34,8 @@ class SpecBuilder:
         self.stage_dir = None if node_stage else f"{self._root}/.shoal/stage"
         self._stage: dict[str, list[str]] = {}
         self.run_id = resultfile.unique_id()  # this run (RUN_MARK in every task's env)
+        self._old: dict[str, dict[str, Any]] = {}  # step -> key -> outputs it last had
+        self._claims: list[str] | None = None  # every output of the plan, sorted
 
     def archives(self, sp: StepPlan) -> list[str]:
         """The step's ``stage=`` archives (the experiment's first), as absolute paths."""
@@ -140,6 +143,7 @@ class SpecBuilder:
         if files is not None and files.outputs is not None:
             spec.outputs = list(files.outputs[i])
             spec.out_names = list(files.output_names)
+            spec.stale_outputs = self._stale(sp, i, spec.outputs) or None
         spec.vars = dict(a.vars)
         spec.setup = list(a.setup)
         if a.env or a.metrics is not None:
@@ -152,6 +156,21 @@ class SpecBuilder:
                 spec.metrics = {"file": self._abs(around.fill(m.file, values))}
             elif m is not None:
                 spec.metrics = {"patterns": [list(p) for p in m.patterns]}
+
+    def _stale(self, sp: StepPlan, i: int, current: list[str]) -> list[str]:
+        """What the task owned when it last ran that it does not own now (its outputs=
+        changed), unless a task of the plan claims it, or a path in or around it."""
+        old = self._old.get(sp.name)
+        if old is None:
+            old = self._old[sp.name] = self.store.column(sp.name, "outputs")
+        before = old.get(sp.keys[i])
+        if not before:
+            return []
+        if self._claims is None:
+            self._claims = sorted({o for s in self.plan.steps.values() if s.files
+                                   and s.files.outputs for outs in s.files.outputs
+                                   for o in outs})
+        return [p for p in before if p not in current and not _near(p, self._claims)]
 
     def _abs(self, path: str) -> str:
         return os.path.normpath(os.path.join(self._cwd, path))
@@ -172,6 +191,24 @@ class SpecBuilder:
             script = wrap.with_setup(a.setup, spec.command,
                                      spec.argv if a.container is not None else None)
             spec.command, spec.argv = script, [wrap.shell(), "-c", script]
+
+
+def _near(path: str, claims: list[str]) -> bool:
+    """Whether ``path`` is, holds or lies inside one of the sorted ``claims``."""
+    k = bisect.bisect_left(claims, path)
+    if k < len(claims) and claims[k] == path:
+        return True
+    inside = path.rstrip("/") + "/"
+    k = bisect.bisect_left(claims, inside)
+    if k < len(claims) and claims[k].startswith(inside):
+        return True
+    parent = os.path.dirname(path)
+    while parent and parent != "/":
+        k = bisect.bisect_left(claims, parent)
+        if k < len(claims) and claims[k] == parent:
+            return True
+        parent = os.path.dirname(parent)
+    return False
 
 
 def _file_fields(what: str, entries: list[list[Any]] | None) -> dict[str, RawField]:

@@ -162,7 +162,7 @@ def expand(exp: Experiment, digests: FileDigests | None = None,
         sp.files = _files(exp, sp, digests)
         sp.fps = _fingerprints(sp)
         plans[step.name] = sp
-    if any(sp.files is not None and sp.files.outputs is not None for sp in plans.values()):
+    if any(sp.files is not None for sp in plans.values()):
         _check_outputs(exp, plans, digests, root)
     return plans
 
@@ -203,11 +203,11 @@ def _files(exp: Experiment, sp: StepPlan, digests: FileDigests) -> StepFiles | N
     vars = dict(a.vars)
     if a.inputs is not None:
         files = expand_inputs(a.inputs, sp.dims, vars, sp.params, digests,
-                              lambda i: _label(sp, i))
+                              lambda i: _label(sp, i), sp.name)
     else:
         files = StepFiles()
     if a.outputs is not None:
-        expand_outputs(files, a.outputs, sp.dims, vars, sp.params, digests.base)
+        expand_outputs(files, a.outputs, sp.dims, vars, sp.params, digests.base, sp.name)
     return files
 
 
@@ -219,6 +219,27 @@ def _check_outputs(exp: Experiment, plans: dict[str, StepPlan], digests: FileDig
                    root: Path | None) -> None:
     """Each output belongs to one task; none holds the experiment or the run root."""
     claims: list[tuple[str, str, str]] = []
+    real: dict[str, str] = {}
+
+    def resolved(path: str) -> str:  # (through symbolic links in its folders)
+        folder, name = os.path.split(path)
+        got = real.get(folder)
+        if got is None:
+            got = real[folder] = os.path.realpath(folder)
+        return f"{got.rstrip('/')}/{name}" if name else got
+
+    if root is not None and not any(sp.files and sp.files.outputs for sp in plans.values()):
+        spot = os.path.realpath(root)  # (inputs only: folders may hold the root, files not)
+        for p, digest in digests.memo.items():
+            if not (digest or "").startswith("tree:"):
+                continue
+            full = resolved(digests.abspath(p))
+            if spot == full or spot.startswith(full.rstrip("/") + "/"):
+                who = next(f"task {_label(sp, i)}" for sp in plans.values() if sp.files
+                           and sp.files.inputs for i, entries in enumerate(sp.files.inputs)
+                           if any(p in paths for _, paths in entries))
+                check_claims([(full, "input", who)], {spot: "the run root"})
+        return
     for sp in plans.values():
         files = sp.files
         if files is None:
@@ -228,17 +249,17 @@ def _check_outputs(exp: Experiment, plans: dict[str, StepPlan], digests: FileDig
                 who = f"task {_label(sp, i)}"
                 if len(set(outs)) != len(outs):
                     raise SpecError(f"{who}: outputs= names one path twice ({outs})")
-                claims.extend((o, "output", who) for o in outs)
+                claims.extend((resolved(o), "output", who) for o in outs)
         if files.inputs is not None:
             for i, entries in enumerate(files.inputs):
                 who = f"task {_label(sp, i)}"
-                claims.extend((digests.abspath(p), "input", who)
+                claims.extend((resolved(digests.abspath(p)), "input", who)
                               for _, paths in entries for p in paths)
-    protected = {digests.base: "the experiment folder"}
+    protected = {os.path.realpath(digests.base): "the experiment folder"}
     if exp.source is not None:
-        protected[str(exp.source)] = "the experiment file"
+        protected[os.path.realpath(exp.source)] = "the experiment file"
     if root is not None:
-        protected[os.path.normpath(os.path.abspath(root))] = "the run root"
+        protected[os.path.realpath(root)] = "the run root"
     check_claims(claims, protected)
 
 

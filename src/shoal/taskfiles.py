@@ -135,9 +135,17 @@ def _hash_file(path: str) -> str:
 class _Template:
     """A path template compiled once: plain-name fields are joined without the formatter."""
 
-    def __init__(self, tpl: str, dims: Sequence[str], vars: dict[str, Any]) -> None:
+    def __init__(self, tpl: str, dims: Sequence[str], vars: dict[str, Any],
+                 owner: str = "") -> None:
         self.tpl, self.vars = tpl, vars
         parsed = list(string.Formatter().parse(tpl))
+        for _, name, _, _ in parsed:  # an empty var would make 'x/{v}/y' 'x//y', '{v}/y' '/y'
+            if name in vars and value_text(vars[name]) == "":
+                raise SpecError(
+                    f"{owner}: template {tpl!r} takes the var '{name}', which is empty; a "
+                    "path made with it would point elsewhere (a relative path could become "
+                    "absolute): give it a value"
+                )
         simple = all(name is None or (name.isidentifier() and not spec and conv is None)
                      for _, name, spec, conv in parsed)
         # a simple template becomes a positional format string over the dimensions it
@@ -165,20 +173,21 @@ class _Template:
         return fill(self.tpl, {**self.vars, **dict(zip(self.dims, point))})
 
 
-_texts: dict[Any, str] = {}
+_texts: dict[tuple[type, Any], str] = {}
 
 
 def _text(value: Any) -> str:
-    """:func:`value_text`, remembered per value (not for bools: True == 1 as a key)."""
-    if value.__class__ is str:
+    """:func:`value_text`, remembered per value and type (0, 0.0 and False are one dict
+    key, but "0", "0.0" and "false" as text)."""
+    cls = value.__class__
+    if cls is str:
         return value
-    if value.__class__ is bool:
-        return value_text(value)
-    got = _texts.get(value)
+    key = (cls, value)
+    got = _texts.get(key)
     if got is None:
         got = value_text(value)
         if len(_texts) < 100_000:
-            _texts[value] = got
+            _texts[key] = got
     return got
 
 
@@ -203,10 +212,10 @@ class StepFiles:
 
 def expand_inputs(fs: FileSet, dims: Sequence[str], vars: dict[str, Any],
                   params: list[tuple[Any, ...]], digests: FileDigests,
-                  label: Any) -> StepFiles:
+                  label: Any, step: str = "") -> StepFiles:
     """Fill the input templates for every task, glob, and digest the files (each path
     once: a file many tasks read is looked at once)."""
-    tpls = [(name, _Template(t, dims, vars)) for name, t in fs.items]
+    tpls = [(name, _Template(t, dims, vars, f"step '{step}', inputs=")) for name, t in fs.items]
     out = StepFiles(inputs=[], ident=[], named_inputs=fs.named, memo=digests.memo,
                     globs=[t.globbed for _, t in tpls])
     base = digests.base
@@ -249,9 +258,9 @@ def _named(name: str) -> str:
 
 
 def expand_outputs(files: StepFiles, fs: FileSet, dims: Sequence[str], vars: dict[str, Any],
-                   params: list[tuple[Any, ...]], base: str) -> None:
+                   params: list[tuple[Any, ...]], base: str, step: str = "") -> None:
     """Fill the output templates for every task (absolute, normalised paths)."""
-    tpls = [_Template(t, dims, vars) for _, t in fs.items]
+    tpls = [_Template(t, dims, vars, f"step '{step}', outputs=") for _, t in fs.items]
     join, norm = os.path.join, os.path.normpath
     files.outputs = [[norm(join(base, t.fill(p))) for t in tpls] for p in params]
     files.named_outputs = fs.named
@@ -277,6 +286,16 @@ def check_claims(claims: Iterable[tuple[str, str, str]], protected: dict[str, st
             first_reader.setdefault(p, who)
         else:
             owned.add((p, kind, who))
+    for spot, what in protected.items():  # an input holding the run root changes each run
+        if what != "the run root":
+            continue
+        for p, who in first_reader.items():
+            if _within(spot, p):
+                raise SpecError(f"{who}: input {p} holds the run root ({spot}), so its "
+                                "contents would change with every run and the task never be "
+                                "done: name the data inside it, or move the run root (--root)")
+    if not owned:
+        return  # (no outputs: nothing else can clash)
     owned.update((p, "input", who) for p, who in first_reader.items())
     # by path components ("a/b" sorts before "a/b-x" and "a/b/c" right after "a/b")
     rows = sorted(owned, key=lambda r: (r[0].replace("/", "\0"), r[1], r[2]))

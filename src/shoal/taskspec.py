@@ -68,6 +68,7 @@ class TaskSpec:
     files: dict[str, str] | None = None
     outputs: list[str] | None = None
     out_names: list[str] | None = None
+    stale_outputs: list[str] | None = None  # what it owned before outputs= changed
     vars: dict[str, Any] = field(default_factory=dict)
     user_env: dict[str, str] = field(default_factory=dict)
     setup: list[str] = field(default_factory=list)

@@ -67,6 +67,13 @@ def check(exp: Experiment, s: Step, upstream: set[str]) -> None:
                                 "the exact paths the task owns")
     for var, tpl in a.env.items():
         _check_fields(exp, s, f"env {var}", tpl, _ENV_FIELDS)
+        packed = [f for f in around.fields(tpl) if f in s.pack]
+        if packed:
+            raise SpecError(
+                f"step '{s.name}': env {var}= names the packed dimension '{packed[0]}', but "
+                "the members of a pack run in one process with one environment; read it "
+                "from the member's params instead, or drop it from pack="
+            )
     if s.command is None and s.opts.get("container"):
         raise SpecError(
             f"step '{s.name}': container= runs command steps (exp.command); a function "
@@ -75,6 +82,14 @@ def check(exp: Experiment, s: Step, upstream: set[str]) -> None:
         )
     if a.metrics is not None and a.metrics.file is not None:
         _check_fields(exp, s, "metrics", a.metrics.file, ("out", "root", "step"))
+        owned = [t for _, t in a.outputs.items] if a.outputs is not None else []
+        if not a.metrics.file.startswith("{out}") and a.metrics.file not in owned:
+            raise SpecError(
+                f"step '{s.name}': metrics={a.metrics.file!r} is outside the task's folder "
+                "and not one of its outputs=, so a file an earlier attempt left could be "
+                "read as this one's: write it under {out}/, or list the same template in "
+                "outputs= (removed before each attempt)"
+            )
     if s.command is not None:
         _check_values(exp, s)
 

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import time
 import traceback
@@ -72,6 +73,8 @@ def prepare_task(spec: TaskSpec) -> bool:
     """:func:`prepare_folder`, then the task's owned outputs removed (a tool that finds its
     old state must not reuse it) and their parent folders made. True for a new folder."""
     new = prepare_folder(spec.out)
+    for path in spec.stale_outputs or ():  # (its old outputs: nobody else owns them now)
+        remove_path(path)
     for path in spec.outputs or ():
         remove_path(path)
         parent = os.path.dirname(path)
@@ -90,9 +93,10 @@ def remove_path(path: str) -> None:
 
 
 def output_stamps(spec: TaskSpec, done: bool) -> dict[str, list[int] | None] | None:
-    """The task's outputs as recorded with its result: path -> [inode, mtime_ns] of what it
-    left there (done), or None (not done). A later change of that stamp — the path removed
-    and made again by another run, or rewritten — makes the task out of date."""
+    """The task's outputs as recorded with its result: path -> [inode, mtime_ns] of a file it
+    left there, [inode] of a folder (done), or None (not done). A later change of that stamp
+    — the path removed and made again by another run, a file rewritten — makes the task out
+    of date."""
     if spec.outputs is None:
         return None
     out: dict[str, list[int] | None] = {}
@@ -101,7 +105,12 @@ def output_stamps(spec: TaskSpec, done: bool) -> dict[str, list[int] | None] | N
             st = os.lstat(path) if done else None
         except OSError:
             st = None
-        out[path] = [st.st_ino, st.st_mtime_ns] if st is not None else None
+        if st is None:
+            out[path] = None
+        elif stat.S_ISDIR(st.st_mode):  # (a later step may add files inside: its inode)
+            out[path] = [st.st_ino]
+        else:
+            out[path] = [st.st_ino, st.st_mtime_ns]
     return out
 
 

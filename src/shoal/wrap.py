@@ -69,8 +69,17 @@ def shell() -> str:
     return shutil.which("bash") or "/bin/sh"
 
 
+#: The status of a script whose setup lines failed, or ended the shell, before its command.
+SETUP_FAILED = 86
+
+_TRAP = ("trap 's=$?; if [ -z \"${SHOAL_SETUP_DONE:-}\" ]; then echo \"shoal: the "
+         "setup= lines of the step ended the shell (status $s) before the command ran\" >&2; "
+         f"exit {SETUP_FAILED}; fi; exit $s' EXIT")
+
+
 def with_setup(setup: Sequence[str], command: str, argv: list[str] | None) -> str:
-    """A script running the ``setup`` lines (any failure ends it: ``set -e``), then the
-    command (``exec`` when it is one program, so that it receives stop signals itself)."""
+    """A script running the ``setup`` lines (any failure ends it: ``set -e``; so does a
+    line that exits the shell, even with status 0: the command must run), then the command
+    (``exec`` when it is one program, so that it receives stop signals itself)."""
     body = f"exec {shlex.join(argv)}" if argv else command
-    return "\n".join(["set -e", *setup, "set +e", body])
+    return "\n".join([_TRAP, "set -e", *setup, "set +e", "SHOAL_SETUP_DONE=1", body])
