@@ -243,3 +243,36 @@ def test_a_function_step_s_setup_lines_go_into_its_slurm_array_script() -> None:
     body = text.split("\n\n", 1)[1]
     assert body.startswith("set -e\nmodule load cuda/12.1\nsource env.sh\nset +e\n")
     assert body.rstrip().endswith("exec /py -m shoal.backends.slurm.element /sub 0")
+
+
+def test_bare_dash_warnings_see_redirections_negative_numbers_and_double_dash(cli,
+                                                                           write_exp) -> None:
+    for template, warned in [
+        ("echo {name}>out.txt", True),
+        ("echo {name}; true", True),
+        ("head -n 1 x | grep {name}|wc", True),
+        ("echo -- {name}", False),
+        ("echo --name={name}", False),
+        ("tail {shift} f", True),
+    ]:
+        path = write_exp(f"""
+            exp = shoal.Experiment("d", grid=shoal.Grid(name=["-n", "ok"], shift=[-3, 2]))
+            exp.command("c", {template!r}, per=["name", "shift"])
+        """)
+        rc, _, err = cli("plan", path)
+        assert rc == 0
+        assert ("bare argument" in err) == warned, (template, err)
+
+
+def test_a_setup_line_that_exits_the_shell_fails_the_task(write_exp, tmp_path: Path) -> None:
+    """`exit 0` in setup= ended the shell with status 0: the task was done, its command
+    never ran."""
+    path = write_exp("""
+        exp = shoal.Experiment("s", grid=shoal.Grid(k=[0]))
+        exp.command("c", "echo ran > {out}/ran.txt", per=["k"], setup=["true", "exit 0"])
+    """)
+    res = run(path)
+    assert res.returncode == 1 and "its setup= lines failed" in res.stderr
+    assert not (tmp_path / "runs/c/k=0/ran.txt").exists()
+    log = (tmp_path / "runs/c/k=0/.shoal.log").read_text()
+    assert "setup= lines of the step ended the shell (status 0)" in log

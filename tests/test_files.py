@@ -341,7 +341,7 @@ def test_outputs_that_later_steps_write_into_stay_done(cli, write_exp, tmp_path:
     """)
     run(path, check=True)
     rc, out, _ = cli("plan", path)
-    assert "0 to run" in out
+    assert rc == 0 and "0 to run" in out
 
 
 def test_dangerous_paths_are_refused_through_symbolic_links_and_empty_vars(
@@ -359,3 +359,71 @@ def test_dangerous_paths_are_refused_through_symbolic_links_and_empty_vars(
         """)
         rc, _, err = cli("plan", path)
         assert rc == 2 and message in err, (opts, err)
+
+
+def test_int_and_float_values_keep_their_own_text_in_file_paths(write_exp,
+                                                                tmp_path: Path) -> None:
+    """0 and 0.0 shared one cache entry: `seed=0` filled `res/seed0.0.txt` after a float."""
+    path = write_exp("""
+        exp = shoal.Experiment("n", grid=shoal.Grid(seed=[0, 1], dropout=[0.0, 0.5]))
+        exp.command("f", "touch {outputs}", per=["dropout"], outputs=["res/dropout{dropout}.txt"])
+        exp.command("i", "touch {outputs}", per=["seed"], outputs=["res/seed{seed}.txt"])
+    """)
+    run(path, check=True)
+    names = sorted(p.name for p in (tmp_path / "res").iterdir())
+    assert names == ["dropout0.0.txt", "dropout0.5.txt", "seed0.txt", "seed1.txt"]
+
+
+def test_a_glob_input_that_matches_an_output_is_refused_before_the_first_run(
+        cli, write_exp) -> None:
+    path = write_exp("""
+        exp = shoal.Experiment("g", grid=shoal.Grid(k=[0, 1]))
+        a = exp.command("a", "touch {outputs}", per=["k"], outputs=["parts/{k}.txt"])
+        exp.command("b", "cat {inputs}", per=["k"], inputs=["parts/*.txt"])
+    """)
+    rc, _, err = cli("plan", path)
+    assert rc == 2 and "input glob 'parts/*.txt' matches" in err and "needs=" in err
+
+
+def test_clean_keeps_an_old_output_that_holds_a_current_one(cli, write_exp,
+                                                            tmp_path: Path) -> None:
+    path = write_exp("""
+        OLD = shoal.config("old", True)
+        exp = shoal.Experiment("c", grid=shoal.Grid(k=[0]))
+        if OLD:
+            exp.command("a", "mkdir -p {outputs}", per=["k"], outputs=["res/{k}"])
+        else:
+            exp.command("b", "mkdir -p {outputs}", per=["k"], outputs=["res/{k}/sub"])
+    """)
+    run(path, check=True)
+    run(path, "--config", "old=false", check=True)
+    rc, out, err = cli("clean", path, "--config", "old=false", "--yes")
+    assert rc == 0 and "removed 1 task folder(s) and 0 output(s)" in err, err + out
+    assert (tmp_path / "res/0/sub").is_dir()  # b's output, inside a's old one: kept
+
+
+def test_csv_metrics_with_a_bom_a_blank_last_row_and_an_upper_case_suffix(
+        write_exp, tmp_path: Path) -> None:
+    path = write_exp(r"""
+        exp = shoal.Experiment("m", grid=shoal.Grid(k=[0]))
+        exp.command("bom", "cp bom.csv {out}/H.CSV", per=["k"], metrics="{out}/H.CSV")
+        exp.command("long", "printf 'a,b\n1,2,3\n' > {out}/h.csv", per=["k"],
+                    metrics="{out}/h.csv")
+    """)
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfepoch,loss\n1,0.5\n2,0.25\n,\n")
+    res = run(path)
+    doc = json.loads((tmp_path / "runs/bom/k=0/.shoal-result.json").read_text())
+    assert doc["metrics"] == {"epoch": 2, "loss": 0.25}
+    assert "more cells than the header" in res.stderr
+
+
+def test_env_naming_a_packed_dimension_is_refused(write_exp) -> None:
+    path = write_exp("""
+        exp = shoal.Experiment("p", grid=shoal.Grid(seed=[0, 1]))
+
+        @exp.step(per=["seed"], pack=["seed"], env={"SEED": "{seed}"})
+        def t(ctx, seed):
+            return [{} for _ in ctx.members]
+    """)
+    with pytest.raises(SpecError, match="names the packed dimension 'seed'"):
+        load_experiment(str(path), {}).validate()

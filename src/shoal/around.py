@@ -224,6 +224,9 @@ def parse_container(owner: str, value: Any) -> Container | bool | None:
                         f"shoal.Container(image, runtime=...), got {value!r}")
     if not value.image.strip():
         raise SpecError(f"{owner}: container= needs an image")
+    if any("\0" in x for x in (value.image, value.runtime, *value.bind, *value.options)):
+        raise SpecError(f"{owner}: container= holds a NUL byte, which no command line can "
+                        "carry; remove it")
     if value.kind not in RUNTIMES:
         raise SpecError(f"{owner}: container runtime {value.runtime!r} is not one shoal "
                         f"knows ({', '.join(RUNTIMES)}); name one of them (or a path to it)")

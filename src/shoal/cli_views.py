@@ -38,7 +38,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
               "belongs to a task of the current grid", file=sys.stderr)
         return 0
     shown = [*(str(p) for p in found.folders), *found.outputs]
-    verb = "removing" if args.yes else "would remove"
+    if args.yes:
+        clean.remove(exp, found)  # (under the root's lock: refused during a run)
+    verb = "removed" if args.yes else "would remove"
     print(f"shoal: {verb} {len(found.folders)} task folder(s) and {len(found.outputs)} "
           f"output(s) that no task of the current grid owns"
           + (f" (and forget {len(found.records)} stored task(s))" if found.records else ""),
@@ -49,9 +51,6 @@ def cmd_clean(args: argparse.Namespace) -> int:
         print(f"  ... and {len(shown) - 50} more")
     if not args.yes:
         print("shoal: nothing removed; `shoal clean --yes` removes them", file=sys.stderr)
-        return 0
-    clean.remove(exp, found)
-    print("shoal: removed", file=sys.stderr)
     return 0
 
 

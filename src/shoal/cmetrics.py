@@ -28,12 +28,19 @@ def read(spec: TaskSpec) -> dict[str, Any]:
 def _from_file(path: str) -> dict[str, Any]:
     if not os.path.exists(path):
         raise ValueError(f"its metrics file {path} (metrics=) was not written")
-    if path.endswith((".csv", ".tsv")):
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t" if path.endswith(".tsv") else ","))
+    if path.lower().endswith((".csv", ".tsv")):
+        tab = path.lower().endswith(".tsv")
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # (a BOM is no name)
+            rows = [r for r in csv.DictReader(fh, delimiter="\t" if tab else ",",
+                                              restkey="\0extra")
+                    if any((v or "").strip() for k, v in r.items() if k != "\0extra")]
         if not rows:
-            raise ValueError(f"its metrics file {path} (metrics=) has a header but no rows")
-        return {k: number(v) for k, v in rows[-1].items() if k}
+            raise ValueError(f"its metrics file {path} (metrics=) has no row of values")
+        last = rows[-1]
+        if "\0extra" in last:
+            raise ValueError(f"its metrics file {path} (metrics=): the last row has more "
+                             "cells than the header has names")
+        return {k: number(v) for k, v in last.items() if k}
     data = resultfile.read_metrics(path)
     return data or {}
 

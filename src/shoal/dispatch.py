@@ -172,6 +172,14 @@ class SpecBuilder:
                                    for o in outs})
         return [p for p in before if p not in current and not _near(p, self._claims)]
 
+    def _binds(self, spec: TaskSpec) -> list[str]:
+        """The folders of the task's inputs and outputs that the container would not see
+        (outside the experiment folder and the run root): mounted at the same paths."""
+        paths = [*(p for _, ps, *_ in spec.in_files or () for p in ps), *(spec.outputs or ())]
+        inside = (self._cwd.rstrip("/") + "/", self._root.rstrip("/") + "/")
+        return list(dict.fromkeys(os.path.dirname(p) for p in paths
+                                  if not p.startswith(inside)))
+
     def _abs(self, path: str) -> str:
         return os.path.normpath(os.path.join(self._cwd, path))
 
@@ -183,7 +191,7 @@ class SpecBuilder:
             name = f"shoal-{spec.token}"
             argv, runtime_env = wrap.container_argv(
                 a.container, spec.command, cwd=self._cwd, root=self._root,
-                env=spec.env(), gpus=spec.gpus > 0, name=name)
+                env=spec.env(), gpus=spec.gpus > 0, name=name, extra_binds=self._binds(spec))
             spec.cleanup = wrap.remove_argv(a.container, name)
             spec.user_env = {**spec.user_env, **runtime_env}
             spec.command, spec.argv = shlex.join(argv), argv

@@ -9,6 +9,7 @@ because it is *missing*, *failed* or *changed* (with the cause).
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -255,12 +256,33 @@ def _check_outputs(exp: Experiment, plans: dict[str, StepPlan], digests: FileDig
                 who = f"task {_label(sp, i)}"
                 claims.extend((resolved(digests.abspath(p)), "input", who)
                               for _, paths in entries for p in paths)
+    _check_globs(plans, claims, digests)
     protected = {os.path.realpath(digests.base): "the experiment folder"}
     if exp.source is not None:
         protected[os.path.realpath(exp.source)] = "the experiment file"
     if root is not None:
         protected[os.path.realpath(root)] = "the run root"
     check_claims(claims, protected)
+
+
+def _check_globs(plans: dict[str, StepPlan], claims: list[tuple[str, str, str]],
+                 digests: FileDigests) -> None:
+    """A glob input that would match a task's output: it matched nothing (or less) while
+    that task had not run, and more once it had — an input that changes under the plan."""
+    outputs = [p for p, kind, _ in claims if kind == "output"]
+    for sp in plans.values():
+        for pattern, i in (sp.files.patterns.items() if sp.files else ()):
+            full = digests.abspath(pattern)
+            depth = full.count("/")
+            hit = next((o for o in fnmatch.filter(outputs, full)
+                        if "**" in full or o.count("/") == depth), None)
+            if hit is not None:
+                owner = next(who for p, kind, who in claims if p == hit and kind == "output")
+                raise SpecError(
+                    f"task {_label(sp, i)}: its input glob {pattern!r} matches {hit}, an "
+                    f"output of {owner}; a file that a task writes is no input to hash at "
+                    "plan time: depend on that step with needs= instead, or narrow the glob"
+                )
 
 
 def _fingerprints(sp: StepPlan) -> list[str]:

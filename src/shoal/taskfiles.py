@@ -82,6 +82,9 @@ class FileDigests:
             st = os.stat(full)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:  # (a link loop, no permission...)
+            raise SpecError(f"input {full} cannot be read: {exc.strerror or exc}; fix the "
+                            "file or its path in inputs=") from None
         if S_ISDIR(st.st_mode):
             return self._tree(full)
         known = self.cache.get(full)
@@ -89,7 +92,11 @@ class FileDigests:
                 and known[2] == st.st_ctime_ns and known[3] == st.st_ino:
             return known[4]
         key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-        digest = _hash_file(full)
+        try:
+            digest = _hash_file(full)
+        except OSError as exc:
+            raise SpecError(f"input {full} cannot be read: {exc.strerror or exc}; fix its "
+                            "permissions or its path in inputs=") from None
         self.hashed += 1
         if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > RACY_S:
             self.fresh.append((full, *key, digest))
@@ -101,7 +108,12 @@ class FileDigests:
         symbolic links (each real folder once: a link loop ends)."""
         h = blake2b(digest_size=16)
         seen: set[tuple[int, int]] = set()
-        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        def unreadable(exc: OSError) -> None:
+            raise SpecError(f"input folder {folder}: {exc.filename} cannot be read "
+                            f"({exc.strerror}); fix its permissions or the path in inputs=")
+
+        for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable,
+                                                    followlinks=True):
             try:
                 st = os.stat(dirpath)
             except OSError:
@@ -204,6 +216,7 @@ class StepFiles:
     named_outputs: bool = False
     output_names: list[str] = field(default_factory=list)
     memo: dict[str, str | None] = field(default_factory=dict, repr=False)  # path -> digest
+    patterns: dict[str, int] = field(default_factory=dict)  # glob inputs as filled -> a task
 
     def digests_of(self, i: int) -> dict[str, str]:
         """Task ``i``'s input files (as filled) and their digests (``-`` where missing)."""
@@ -225,6 +238,8 @@ def expand_inputs(fs: FileSet, dims: Sequence[str], vars: dict[str, Any],
         if t.globbed:
             found = [sorted(glob.glob(f, root_dir=None if os.path.isabs(f) else base))
                      for f in filled]
+            for i, f in enumerate(filled):
+                out.patterns.setdefault(f, i)
             for i, (f, hits) in enumerate(zip(filled, found)):
                 if not hits:
                     out.missing.setdefault(i, f"no file matches input {_named(name)}{f} "

@@ -152,6 +152,9 @@ def _check_step(exp: Experiment, s: Step, dims: tuple[str, ...]) -> None:
     upstream = {exp.resolve(r, by=s.name).name for r in s.needs}
     validate_around.check(exp, s, upstream)
     if s.command is not None:
+        if "\0" in s.command:
+            raise SpecError(f"step '{s.name}': the command template holds a NUL byte, which "
+                            "no command line can carry; remove it")
         file_fields = validate_around.command_fields(exp, s)
         allowed = set(s.per) | set(TEMPLATE_FIELDS) | set(file_fields)
         for name in upstream & set(exp.grid.dims):

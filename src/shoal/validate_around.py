@@ -123,7 +123,9 @@ def _check_fields(exp: Experiment, s: Step, what: str, tpl: str,
                 ) from None
 
 
-_BARE = re.compile(r"(?:^|\s)\{([A-Za-z_]\w*)(?:![rsa])?(?::[^{}]*)?\}(?=\s|$)")
+_BARE = re.compile(r"(?:^|(?<=[\s(]))\{([A-Za-z_]\w*)(?:![rsa])?(?::[^{}]*)?\}"
+                   r"(?=[\s;|&<>)]|$)")
+_SEPARATOR = re.compile(r"[;|&\n]")
 
 
 def _check_values(exp: Experiment, s: Step) -> None:
@@ -144,8 +146,12 @@ def _check_values(exp: Experiment, s: Step) -> None:
         name = m.group(1)
         cands = values.get(name, ()) if name in s.per else (
             [a.vars[name]] if name in a.vars else ())
-        dash = next((v for v in cands if isinstance(v, str) and v.startswith("-")), None)
+        dash = next((v for v in cands if (isinstance(v, str) and v.startswith("-")) or (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0)), None)
         if dash is None:
+            continue
+        before = _SEPARATOR.split(s.command[:m.start()])[-1]  # (this command's words)
+        if "--" in before.split():  # the program reads no options after --
             continue
         note = (f"step '{s.name}': {{{name}}} is a bare argument of the command and "
                 f"{name}={dash!r} starts with '-', so the program may read it as an option; "

@@ -19,13 +19,14 @@ from shoal.around import Container
 
 
 def container_argv(c: Container, inner: str, *, cwd: str, root: str,
-                   env: Mapping[str, str], gpus: bool,
-                   name: str | None = None) -> tuple[list[str], dict[str, str]]:
+                   env: Mapping[str, str], gpus: bool, name: str | None = None,
+                   extra_binds: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:
     """The argv running ``inner`` (a shell command) in ``c``, and the variables the
     runtime's own process needs (apptainer reads the task's variables from them).
     ``name``: the container's name (podman, docker), to remove it if the runtime is
-    killed (the container would outlive it)."""
-    binds = list(dict.fromkeys([cwd, root, *c.bind]))
+    killed (the container would outlive it). ``extra_binds``: the folders of the task's
+    inputs and outputs outside the experiment folder and the run root."""
+    binds = list(dict.fromkeys([cwd, root, *c.bind, *extra_binds]))
     kind = c.kind
     if kind in ("apptainer", "singularity"):
         prefix = "APPTAINERENV_" if kind == "apptainer" else "SINGULARITYENV_"
