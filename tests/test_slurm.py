@@ -222,3 +222,42 @@ def test_slurm_tasks_see_inputs_own_outputs_and_run_their_setup_lines(write_exp,
     res = slurm_run(path)
     assert res.returncode == 0 and "2 done" in res.stderr, res.stderr[-3000:]
     assert (tmp_path / "shared/1.txt").read_text() == "input 1, edited\n"
+
+
+def test_a_killed_attached_run_s_arrays_are_adopted_not_submitted_again(write_exp,
+                                                                         tmp_path: Path) -> None:
+    """kill -9 of an attached `shoal run --backend slurm` left its arrays running, and the
+    next run submitted every unfinished task again: each ran twice, at once, in one folder."""
+    import signal
+    import time
+
+    _need_slurm()
+    path = write_exp("""
+        import os, time
+        exp = shoal.Experiment("adopt", grid=shoal.Grid(i=range(6)))
+
+        @exp.step(per=["i"])
+        def t(ctx, i):
+            with open(ctx.out.parent / f"ran_{i}", "a") as fh:
+                fh.write(os.environ.get("SLURM_JOB_ID", "?") + "\\n")
+            time.sleep(4)
+            return {"i": i}
+    """)
+    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "--backend", "slurm",
+                             "--tasks-per-job", "1", "--progress", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not list((tmp_path / "runs/t").glob("ran_*")):
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    res = slurm_run(path, "--tasks-per-job", "1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for i in range(6):
+        runs = (tmp_path / f"runs/t/ran_{i}").read_text().split()
+        assert len(runs) == 1, (i, runs)  # adopted: each task ran once
+    assert "nothing to run" in slurm_run(path).stderr
