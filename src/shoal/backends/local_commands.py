@@ -159,13 +159,10 @@ class CommandRunner:
 
     def _serve(self, b: _Bundle | None) -> None:
         """A runner thread: run bundles until told to end (None)."""
-        try:
-            while b is not None:
-                self._run(b)
-                self._release(b)
-                b = self._handoff.get()
-        finally:
-            spawn.release()
+        while b is not None:
+            self._run(b)
+            self._release(b)
+            b = self._handoff.get()
 
     def _new_log(self, spec: TaskSpec) -> TaskLog:
         return TaskLog(f"{spec.root}/.shoal/scratch", f"-cmd{next(self._nlogs)}")
