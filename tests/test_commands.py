@@ -1,4 +1,4 @@
-"""Command steps on the local backend: the GIL-free spawn, the pipelined runner threads, their
+"""Command steps on the local backend: the spawn, the pipelined runner threads, their
 wake-ups, and what a command task leaves in its folder."""
 
 from __future__ import annotations
