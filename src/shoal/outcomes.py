@@ -21,8 +21,7 @@ TaskId = tuple[int, int]  # (step index, task index)
 def _max_requeues(self: Controller, sp: StepPlan) -> int:
     """Interruptions a task may have in one run: ``max_requeues``, plus the segments of
     a task longer than the cluster's longest job."""
-    segments = getattr(self.backend, "segments", None)
-    extra = int(segments(sp.name, sp.step.resources.time_s)) - 1 if segments else 0
+    extra = self.backend.segments(sp.name, sp.step.resources.time_s) - 1
     return self.options.max_requeues + extra
 
 def segment(self: Controller, tid: TaskId) -> tuple[int, int] | None:
@@ -30,10 +29,8 @@ def segment(self: Controller, tid: TaskId) -> tuple[int, int] | None:
     k = tid[0]
     n = self._segments.get(k)
     if n is None:
-        segments = getattr(self.backend, "segments", None)
         sp = self.sps[k]
-        n = self._segments[k] = (
-            int(segments(sp.name, sp.step.resources.time_s)) if segments else 1)
+        n = self._segments[k] = self.backend.segments(sp.name, sp.step.resources.time_s)
     return (self.requeues.get(tid, 0) + 1, n) if n > 1 else None
 
 def _max_attempts(self: Controller, sp: StepPlan) -> int:

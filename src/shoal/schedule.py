@@ -13,9 +13,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from shoal import outcomes
+from shoal.backends.base import Backend
 from shoal.dispatch import SpecBuilder
 from shoal.errors import ShoalError
 from shoal.outcomes import TaskId
@@ -26,17 +27,6 @@ from shoal.slots import Slots
 from shoal.state import Store, TaskRecord, db_path
 from shoal.taskspec import TaskSpec
 from shoal.worker import HOST
-
-
-class Backend(Protocol):
-    running: int
-
-    def start(self, specs: list[TaskSpec]) -> None: ...
-    def poll(self, timeout: float) -> list[dict[str, Any]]: ...
-    def kill(self, spec: TaskSpec, reason: str, status: str = ...) -> list[dict[str, Any]]: ...
-    def running_specs(self) -> list[tuple[TaskSpec, float]]: ...
-    def signal_stop(self, deadline: float) -> None: ...
-    def shutdown(self) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -97,11 +87,11 @@ class Controller:
         self._last_flush = 0.0
         self._timeouts = any(sp.step.timeout_s is not None for sp in self.sps)
         self._last_check = 0.0
-        self.builder = SpecBuilder(plan, store, getattr(backend, "assigns_devices", True),
+        self.builder = SpecBuilder(plan, store, backend.assigns_devices,
                                    lambda: self._flush(force=True),
-                                   node_stage=getattr(backend, "stages_on_node", False))
+                                   node_stage=backend.stages_on_node)
         self._over = [{d.up.name for d in s.deps if d.many} for s in self.sps]
-        self._defers_start = bool(getattr(backend, "defers_start", False))
+        self._defers_start = backend.defers_start
         self._unflushed_starts = False
         self._stored_running: set[tuple[str, str, int]] = set()  # (step, key, attempt)
         self._last_note = 0.0
@@ -332,9 +322,10 @@ class Controller:
         this run) go in bundles of about ``BUNDLE_S`` seconds, so that the controller's
         round trip per task does not dominate; never so many that other slots go idle.
         A cluster backend decides by its own rule (tasks per job, the step's time=)."""
-        decide = getattr(self.backend, "bundle_size", None)
-        if decide is not None:
-            return int(decide(self.sps[k].name, self.sps[k].step.resources.time_s, queued))
+        own = self.backend.bundle_size(self.sps[k].name, self.sps[k].step.resources.time_s,
+                                       queued)
+        if own is not None:
+            return own
         n_done, total = self.durations[k]
         if n_done < 2:
             return 1

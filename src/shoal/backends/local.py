@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal import worker as W
 from shoal import wrap
+from shoal.backends.base import Backend
 from shoal.backends.local_commands import CommandRunner, unstarted
 from shoal.backends.supervisor import Supervisor
 from shoal.errors import ShoalError
@@ -51,7 +52,7 @@ class _Worker:
 
 
 @dataclass
-class LocalBackend:
+class LocalBackend(Backend):
     """Runs task specs on this machine."""
 
     target: str

@@ -2,9 +2,10 @@
 
 A command needs no Python worker, and a round trip through one costs more than a short
 command. Each slot's bundle of commands runs in a thread that starts them one after the
-other (:mod:`shoal.spawn`: ``os.posix_spawn``, each command in its own process group) and posts their outcomes. A thread starts the next command as soon as one exits and
-writes the finished one's log and result file while the next runs. The controller wakes up
-on a pipe, written once until it drains the outcomes; it never waits on a runner's lock.
+other (:mod:`shoal.spawn`: ``os.posix_spawn``, each command in its own process group) and
+posts their outcomes. A thread starts the next command as soon as one exits and writes the
+finished one's log and result file while the next runs. The controller wakes up on a pipe,
+written once until it drains the outcomes; it never waits on a runner's lock.
 """
 
 from __future__ import annotations

@@ -15,10 +15,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from shoal import resultfile
 from shoal import worker as W
+from shoal.backends.base import Backend
 from shoal.backends.slurm import commands, manifest, profile, script
 from shoal.taskspec import TaskSpec
 
@@ -113,16 +114,16 @@ class _Element:
 
 
 @dataclass(eq=False)
-class SlurmBackend:
+class SlurmBackend(Backend):
     """Runs task specs as Slurm job arrays."""
 
     root: Path
     experiment: str
     options: SlurmOptions = field(default_factory=SlurmOptions)
     python: str = sys.executable
-    assigns_devices: bool = False  # Slurm sets CUDA_VISIBLE_DEVICES itself
-    stages_on_node: bool = True  # stage= archives unpack in the node's scratch
-    defers_start: bool = True  # start() only collects; poll() submits
+    assigns_devices: ClassVar[bool] = False  # Slurm sets CUDA_VISIBLE_DEVICES itself
+    stages_on_node: ClassVar[bool] = True  # stage= archives unpack in the node's scratch
+    defers_start: ClassVar[bool] = True  # start() only collects; poll() submits
     pending: list[list[TaskSpec]] = field(default_factory=list)
     elements: dict[tuple[str, int], _Element] = field(default_factory=dict)
     sbatch_calls: int = 0

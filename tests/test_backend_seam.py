@@ -1,0 +1,81 @@
+"""The one seam: an engine is a subclass of shoal.backends.base.Backend, and the controller
+needs nothing else from it (no undeclared hooks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal import worker
+from shoal.backends.base import Backend
+from shoal.backends.local import LocalBackend
+from shoal.backends.slurm import SlurmBackend
+from shoal.loader import load_experiment
+from shoal.plan import build_plan
+from shoal.runreport import RunOptions
+from shoal.schedule import Controller
+from shoal.slots import Slots
+from shoal.state import Store
+from shoal.taskspec import TaskSpec
+
+
+class InProcess(Backend):
+    """A minimal engine: runs each function task in this process, at once."""
+
+    def __init__(self, exp: Any) -> None:
+        self.exp, self.done, self.started = exp, [], 0
+
+    @property
+    def running(self) -> int:
+        return len(self.done)
+
+    def start(self, specs: list[TaskSpec]) -> None:
+        self.started += len(specs)
+        self.done.extend(worker.run_function(s, self.exp) for s in specs)
+
+    def poll(self, timeout: float) -> list[dict[str, Any]]:
+        out, self.done = self.done, []
+        return out
+
+    def kill(self, spec: TaskSpec, reason: str, status: str = "failed") -> list[dict[str, Any]]:
+        return []
+
+    def running_specs(self) -> list[tuple[TaskSpec, float]]:
+        return []
+
+    def signal_stop(self, deadline: float) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_a_backend_is_a_subclass_of_the_seam_and_any_subclass_runs_a_plan(write_exp,
+                                                                          tmp_path: Path) -> None:
+    assert issubclass(LocalBackend, Backend) and issubclass(SlurmBackend, Backend)
+    with pytest.raises(TypeError):
+        Backend()  # type: ignore[abstract]
+    path = write_exp("""
+        exp = shoal.Experiment("seam", grid=shoal.Grid(i=range(5)))
+
+        @exp.step(per=["i"])
+        def square(ctx, i):
+            return {"v": i * i}
+
+        @exp.gather(over=square)
+        def total(ctx, runs):
+            return {"sum": int(runs.v.sum())}
+    """)
+    exp = load_experiment(str(path), {})
+    be = InProcess(exp)
+    assert be.bundle_size("square", None, 5) is None and be.segments("square", 60.0) == 1
+    with Store.open(exp.root, create=True) as store:
+        plan = build_plan(exp, exp.root, store=store)
+        report = Controller(plan, store, be, Slots.local(2, [], None), RunOptions()).run()
+    assert report.done == 6 and be.started == 6
+    doc = json.loads((tmp_path / "runs/total/.shoal-result.json").read_text())
+    assert doc["metrics"] == {"sum": 30}
+    assert build_plan(exp, exp.root).summary()["run"] == 0
