@@ -112,3 +112,24 @@ def _clean_modules() -> Iterable[None]:
         if name in ("experiment",) or name.startswith("shoal_experiment"):
             del sys.modules[name]
     sys.path[:] = path
+
+
+def kill9_when(args: list[str], ready: Callable[[], bool], timeout: float = 60) -> None:
+    """Start ``shoal ARGS``, wait until ``ready()`` (failing if the run ends first), then
+    SIGKILL it, as the OOM killer or a lost machine would."""
+    import signal
+    import subprocess
+
+    from test_run import shoal_cmd
+
+    proc = subprocess.Popen([*shoal_cmd(), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + timeout
+        while not ready():
+            assert time.time() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()

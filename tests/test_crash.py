@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import kill9_when
 from test_run import shoal_cmd
 
 N = 300
@@ -184,7 +185,6 @@ def test_what_a_task_started_dies_with_a_killed_controller(write_exp, tmp_path,
                                                             kind: str) -> None:
     """kill -9 of `shoal run` left a command (and what a function task started) running: it
     went on writing into the folder of the next run's attempt of the same task."""
-    import signal
     import subprocess
     import time
 
@@ -208,17 +208,8 @@ def test_what_a_task_started_dies_with_a_killed_controller(write_exp, tmp_path,
     }[kind]
     path = write_exp('exp = shoal.Experiment("k", grid=shoal.Grid(k=[0]))\n'
                      + __import__("textwrap").dedent(body))
-    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "--progress", "none"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 60
-        while not (tmp_path / "runs/slow/k=0/started").exists():
-            assert time.time() < deadline and proc.poll() is None
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
+    kill9_when(["run", str(path), "--progress", "none"],
+               (tmp_path / "runs/slow/k=0/started").exists)
     res = subprocess.run([*shoal_cmd(), "run", str(path), "--progress", "none"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import kill9_when
 from shoal.backends.slurm import script
 from test_run import shoal_cmd
 
@@ -228,8 +229,6 @@ def test_a_killed_attached_run_s_arrays_are_adopted_not_submitted_again(write_ex
                                                                          tmp_path: Path) -> None:
     """kill -9 of an attached `shoal run --backend slurm` left its arrays running, and the
     next run submitted every unfinished task again: each ran twice, at once, in one folder."""
-    import signal
-    import time
 
     _need_slurm()
     path = write_exp("""
@@ -243,18 +242,9 @@ def test_a_killed_attached_run_s_arrays_are_adopted_not_submitted_again(write_ex
             time.sleep(4)
             return {"i": i}
     """)
-    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "--backend", "slurm",
-                             "--tasks-per-job", "1", "--progress", "none"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while not list((tmp_path / "runs/t").glob("ran_*")):
-            assert time.time() < deadline and proc.poll() is None
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
+    kill9_when(["run", str(path), "--backend", "slurm", "--tasks-per-job", "1",
+                "--progress", "none"], lambda: bool(list((tmp_path / "runs/t").glob("ran_*"))),
+               timeout=120)
     res = slurm_run(path, "--tasks-per-job", "1")
     assert res.returncode == 0, res.stderr[-3000:]
     for i in range(6):
