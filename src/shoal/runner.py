@@ -80,7 +80,11 @@ def run_experiment(
                 be = SlurmBackend(root=root, experiment=exp.name,
                                   options=slurm or SlurmOptions())
                 states = detached.snapshot(root)  # before ingesting: see detach.snapshot
-                if detached.ingest(plan, store):  # what an earlier --detach left
+                if states is not None:  # (an element that ended before the snapshot left
+                    # its result file: planned again, it counts as done, not resubmitted)
+                    plan = build_plan(exp, root=root, only=only, store=store,
+                                      missing_inputs=missing_inputs)
+                if detached.ingest(plan, store):  # what an earlier run or --detach left
                     plan = build_plan(exp, root=root, only=only, store=store,
                                       missing_inputs=missing_inputs)
                 be.adopt, alive = detached.live(root, states, prune=True)

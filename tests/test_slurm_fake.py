@@ -1,0 +1,163 @@
+"""The Slurm backend against a Slurm double (tests/fakeslurm.py): submission, following,
+out-of-memory retries, preemption and adoption, in seconds and without a cluster."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from fakeslurm import FakeSlurm
+from shoal.backends.slurm import SlurmOptions, manifest
+from shoal.loader import load_experiment
+
+BODY = """
+exp = shoal.Experiment("fake", grid=shoal.Grid(i=range(4)))
+
+@exp.step(per=["i"], mem="1G", retries=1)
+def t(ctx, i):
+    return {"i": i, "attempt": ctx.attempt}
+
+@exp.gather(over=t)
+def total(ctx, runs):
+    return {"n": len(runs)}
+"""
+
+
+def _run(path: Path, **options):
+    exp = load_experiment(str(path), {})
+    opts = SlurmOptions(poll_s=0.01, max_poll_s=0.05, tasks_per_job=1, **options)
+    return exp.run(backend="slurm", slurm=opts, progress="none")
+
+
+def _metrics(tmp_path: Path, rel: str) -> dict:
+    return json.loads((tmp_path / "runs" / rel / ".shoal-result.json").read_text())["metrics"]
+
+
+def test_a_plan_runs_through_the_double_and_each_array_is_listed_once_submitted(
+        monkeypatch, write_exp, tmp_path: Path) -> None:
+    fake = FakeSlurm().install(monkeypatch)
+    report = _run(write_exp(BODY))
+    assert report.done == 5 and report.ok
+    assert fake.sbatch_calls == 2  # one array per step
+    assert _metrics(tmp_path, "total") == {"n": 4}
+    listed = manifest.load(tmp_path / "runs")
+    assert listed is not None and len(listed["elements"]) == 5
+    assert "#SBATCH --mem=1024M" in fake.scripts["100"]
+
+
+def test_an_element_out_of_memory_is_retried_with_more_memory(monkeypatch, write_exp,
+                                                               tmp_path: Path) -> None:
+    def oom_once(fake: FakeSlurm, job: str, index: int, text: str) -> str | None:
+        first = job == "100" and index == 2
+        return "OUT_OF_MEMORY" if first else None
+
+    fake = FakeSlurm(decide=oom_once).install(monkeypatch)
+    report = _run(write_exp(BODY), mem_retry_factor=2.0)
+    assert report.done == 5, report.failures
+    retry = [text for text in fake.scripts.values() if "--mem=2048M" in text]
+    assert len(retry) == 1  # the task that ran out of memory, with twice the memory
+    assert _metrics(tmp_path, "t/i=2")["attempt"] == 2
+
+
+def test_a_preempted_element_goes_out_again_without_using_a_retry(monkeypatch, write_exp,
+                                                                  tmp_path: Path) -> None:
+    def preempt_once(fake: FakeSlurm, job: str, index: int, text: str) -> str | None:
+        return "PREEMPTED" if job == "100" and index == 1 else None
+
+    FakeSlurm(decide=preempt_once).install(monkeypatch)
+    report = _run(write_exp(BODY.replace("retries=1", "retries=0")))
+    assert report.done == 5 and report.ok, report.failures
+
+
+def test_elements_of_a_killed_run_are_adopted_not_submitted_again(monkeypatch, write_exp,
+                                                                  tmp_path: Path) -> None:
+    """The manifest a killed controller left names queued elements: the next run follows
+    them and submits only what no element holds."""
+    path = write_exp(BODY)
+    held = FakeSlurm(decide=lambda fake, job, index, text: "PENDING").install(monkeypatch)
+    exp = load_experiment(str(path), {})
+    opts = SlurmOptions(poll_s=0.01, max_poll_s=0.05, tasks_per_job=1)
+    # a run that submitted its first array and died: its elements stay queued
+    from shoal.backends.slurm import SlurmBackend
+    from shoal.dispatch import SpecBuilder
+    from shoal.plan import build_plan
+    from shoal.state import Store
+
+    with Store.open(exp.root, create=True) as store:
+        plan = build_plan(exp, exp.root, store=store)
+        builder = SpecBuilder(plan, store, False, lambda: None, node_stage=True)
+        be = SlurmBackend(root=exp.root, experiment=exp.name, options=opts)
+        be.pending = [[builder.build(plan.steps["t"], i, 1, 1, [])] for i in range(4)]
+        be._submit()
+    assert held.sbatch_calls == 1 and len(manifest.load(exp.root)["elements"]) == 4
+
+    def run_held(fake: FakeSlurm, job: str, index: int, text: str) -> str | None:
+        return None
+
+    held.decide = run_held
+    original = held._squeue
+    seen = []
+
+    def squeue_then_run(args: list[str]) -> str:  # queued at the run's start; then they end
+        seen.append(args)
+        if len(seen) > 1:
+            for (job, index), state in list(held.states.items()):
+                if state == "PENDING":
+                    held.execute(job, index)
+        return original(args)
+
+    monkeypatch.setattr(held, "_squeue", squeue_then_run)
+    report = exp.run(backend="slurm", slurm=opts, progress="none")
+    assert report.done == 5, report.failures
+    assert held.sbatch_calls == 2, [c[:3] for c in held.calls]  # the gather only
+    for i in range(4):
+        assert _metrics(tmp_path, f"t/i={i}")["attempt"] == 1
+
+
+@pytest.mark.parametrize("bad", ["FAILED", "NODE_FAIL"])
+def test_an_element_that_ends_without_a_result_fails_its_task_with_the_state(
+        monkeypatch, write_exp, tmp_path: Path, bad: str) -> None:
+    FakeSlurm(decide=lambda fake, job, index, text: bad if index == 0 else None).install(
+        monkeypatch)
+    report = _run(write_exp(BODY.replace("retries=1", "retries=0")))
+    assert report.failed == 1 and report.skipped == 1  # the task, and the gather
+    label, error = report.failures[0]
+    assert label == "t[i=0]" and re.search(bad, error), error
+
+
+def test_elements_that_ended_before_the_run_looked_are_not_submitted_again(
+        monkeypatch, write_exp, tmp_path: Path) -> None:
+    """The plan was made before the first squeue: an element that ended in between had
+    left its result file, yet its task was planned to run, and ran a second time."""
+    path = write_exp(BODY)
+    fake = FakeSlurm(decide=lambda fake, job, index, text: "PENDING").install(monkeypatch)
+    exp = load_experiment(str(path), {})
+    opts = SlurmOptions(poll_s=0.01, max_poll_s=0.05, tasks_per_job=1)
+    from shoal.backends.slurm import SlurmBackend
+    from shoal.dispatch import SpecBuilder
+    from shoal.plan import build_plan
+    from shoal.state import Store
+
+    with Store.open(exp.root, create=True) as store:
+        plan = build_plan(exp, exp.root, store=store)
+        builder = SpecBuilder(plan, store, False, lambda: None, node_stage=True)
+        be = SlurmBackend(root=exp.root, experiment=exp.name, options=opts)
+        be.pending = [[builder.build(plan.steps["t"], i, 1, 1, [])] for i in range(4)]
+        be._submit()
+    fake.decide = None
+    original = fake._squeue
+
+    def end_now(args: list[str]) -> str:  # they end right when the run first asks
+        for (job, index), state in list(fake.states.items()):
+            if state == "PENDING":
+                fake.execute(job, index)
+        return original(args)
+
+    monkeypatch.setattr(fake, "_squeue", end_now)
+    report = exp.run(backend="slurm", slurm=opts, progress="none")
+    assert report.ok and fake.sbatch_calls == 2  # the gather only
+    for i in range(4):
+        assert _metrics(tmp_path, f"t/i={i}")["attempt"] == 1
