@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shoal.api import Experiment
 from shoal.around import Container
 from shoal.codehash import hash_code
 from shoal.configuration import config
@@ -27,7 +28,7 @@ from shoal.context import Files, Interrupted, Requeue, TaskContext
 from shoal.errors import ConfigError, ShoalError, SpecError
 from shoal.grid import Grid, Zip, zip
 from shoal.loader import load
-from shoal.spec import Experiment, Step
+from shoal.spec import Step
 
 __version__ = "0.1.0"
 

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shoal.cli import _load, _table
+from shoal.cli_common import _load, _table
 from shoal.errors import ShoalError
+from shoal.plan import build_plan
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -67,7 +68,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from shoal.results import results, summary, write_table
 
     exp = _load(args, reuse_config=True)
-    plan = exp.plan(missing_inputs="skip")
+    plan = build_plan(exp, exp.root, missing_inputs="skip")
     if args.by or args.metric or args.summary:
         frame = summary(exp, args.step, by=args.by, metrics=args.metric or None,
                         level=args.level, plan=plan)
@@ -83,7 +84,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from shoal.resultfile import LOG
 
     exp = _load(args, reuse_config=True)
-    plan = exp.plan(missing_inputs="skip")
+    plan = build_plan(exp, exp.root, missing_inputs="skip")
     if args.step not in plan.steps:
         raise ShoalError(f"unknown step '{args.step}' (steps: {', '.join(plan.steps)})")
     sp = plan.steps[args.step]
@@ -151,7 +152,7 @@ def _follow_detached(exp: Any) -> dict[str, Any] | None:
         with RootLock(exp.root).acquire("shoal status"), \
                 Store.open(exp.root, create=True) as store:
             states = detach.snapshot(exp.root)
-            detach.ingest(exp.plan(missing_inputs="skip"), store)
+            detach.ingest(build_plan(exp, exp.root, missing_inputs="skip"), store)
             tasks, alive = detach.live(exp.root, states, prune=True)
     except LockedError:
         return None  # a controller attached to it reports progress
@@ -159,7 +160,7 @@ def _follow_detached(exp: Any) -> dict[str, Any] | None:
         print(f"shoal: warning: cannot ask Slurm about the detached jobs: {exc}",
               file=sys.stderr)
         return None
-    plan = exp.plan(missing_inputs="skip")
+    plan = build_plan(exp, exp.root, missing_inputs="skip")
     done = {(name, sp.keys[i]) for name, sp in plan.steps.items()
             for i, s in enumerate(sp.state) if s == DONE}
     tasks = {t: v for t, v in tasks.items() if t not in done}
@@ -182,7 +183,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from shoal.lock import RootLock
 
     slurm = _follow_detached(exp)
-    plan = exp.plan(missing_inputs="skip")
+    plan = build_plan(exp, exp.root, missing_inputs="skip")
     live = RootLock(exp.root).held_by_other()
     with Store.open(exp.root) as store:
         stored = store.counts()

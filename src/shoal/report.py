@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shoal.plan import build_plan
 from shoal.results import metric_columns, results, summarise
 from shoal.state import Store
 
@@ -111,7 +112,7 @@ def build_report(exp: Experiment, plan: Plan | None = None) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    plan = plan or exp.plan(missing_inputs="skip")
+    plan = plan or build_plan(exp, exp.root, missing_inputs="skip")
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>shoal report: "
              f"{esc(exp.name)}</title><style>{_CSS}</style></head><body>"]

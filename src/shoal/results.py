@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
-from shoal.plan import BLOCKED, CHANGED, DONE, FAILED, Plan
+from shoal.plan import BLOCKED, CHANGED, DONE, FAILED, Plan, build_plan
 from shoal.state import Store
 from shoal.stats import t_ppf
 
@@ -42,7 +42,7 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
     """One row per task of ``step``: params, status, attempts, timings, host, metrics, out."""
     import pandas as pd
 
-    plan = plan or exp.plan(missing_inputs="skip")
+    plan = plan or build_plan(exp, exp.root, missing_inputs="skip")
     name = step or default_step(plan)
     if name not in plan.steps:
         raise ShoalError(f"unknown step '{name}' (steps: {', '.join(plan.steps)})")
@@ -186,7 +186,7 @@ def summary(
                          f"and 1{pct}, e.g. --level 0.95")
     import pandas as pd
 
-    plan = plan or exp.plan(missing_inputs="skip")
+    plan = plan or build_plan(exp, exp.root, missing_inputs="skip")
     frame = results(exp, step, plan=plan)
     name = step or default_step(plan)
     dims = plan.steps[name].dims

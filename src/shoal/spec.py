@@ -10,17 +10,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shoal import around
 from shoal.around import Container
 from shoal.errors import SpecError
-from shoal.grid import Grid, Value
+from shoal.grid import Grid
 from shoal.resources import Resources, parse_duration
 from shoal.step import _STEP_NAME, Step, _names, _refs, signature_args, step_options
-
-if TYPE_CHECKING:
-    from shoal.plan import Plan
 
 __all__ = ["Experiment", "Step", "signature_args"]
 
@@ -287,45 +284,6 @@ class Experiment:
             f"step '{by}': {what}= names unknown step '{ref}'; known steps: "
             f"{', '.join(steps) or '(none)'}"
         )
-
-    # ----------------------------------------------------------------- planning
-    def plan(
-        self,
-        only: Mapping[str, Sequence[Value]] | None = None,
-        root: str | Path | None = None,
-        missing_inputs: str = "error",
-    ) -> Plan:
-        """Expand the steps over the grid and decide what would run (reads the store).
-        ``missing_inputs="skip"``: tasks lacking an input file are *blocked*, not an error."""
-        from shoal.plan import build_plan
-
-        return build_plan(self, root=Path(root) if root else self.root, only=only,
-                          missing_inputs=missing_inputs)
-
-    def run(self, **options: Any) -> Any:
-        """Run what the plan says must run (see :func:`shoal.runner.run_experiment`)."""
-        from shoal.runner import run_experiment
-
-        return run_experiment(self, **options)
-
-    def results(self, step: str | None = None) -> Any:
-        """A pandas DataFrame, one row per task of ``step``: params, status, attempts,
-        duration, started/ended, host, metrics and ``out`` (the task folder)."""
-        from shoal.results import results
-
-        return results(self, step)
-
-    def summary(
-        self, step: str | None = None, by: Sequence[str] | str = (),
-        metric: Sequence[str] | str | None = None, level: float = 0.95,
-    ) -> Any:
-        """Summaries per group of ``by`` across the other dimensions (n, mean, std, sem,
-        t-based CI, median, min, max, and the group's missing and failed counts)."""
-        from shoal.results import summary
-
-        by = [by] if isinstance(by, str) else list(by)
-        metrics = [metric] if isinstance(metric, str) else metric
-        return summary(self, step, by=by, metrics=metrics, level=level)
 
     def __repr__(self) -> str:
         return f"<shoal.Experiment {self.name!r}: {len(self._registered)} steps, {self.grid!r}>"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal import validate_around
 from shoal.errors import SpecError
-from shoal.spec import _STEP_NAME, Step, signature_args
+from shoal.step import _STEP_NAME, Step, signature_args
 
 if TYPE_CHECKING:
     from shoal.spec import Experiment
