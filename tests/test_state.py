@@ -58,3 +58,19 @@ def test_atomic_write_leaves_no_temp_file(tmp_path: Path) -> None:
     resultfile.write_json_atomic(tmp_path / "a" / "r.json", {"x": 2}, fsync=True)
     assert json.loads((tmp_path / "a" / "r.json").read_text()) == {"x": 2}
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["r.json"]
+
+
+def test_task_statuses_are_one_enum_that_reads_and_writes_as_text() -> None:
+    import json as _json
+
+    from shoal.state import STATUSES, TaskRecord
+    from shoal.status import STORED, TaskStatus
+
+    assert TaskStatus.DONE == "done" and f"{TaskStatus.FAILED}" == "failed"
+    assert str(TaskStatus.SKIPPED) == "skipped"
+    assert _json.dumps([TaskStatus.RUNNING]) == '["running"]'
+    assert TaskStatus("interrupted") is TaskStatus.INTERRUPTED
+    assert TaskStatus.UNSTARTED not in STORED and "lost" not in STATUSES
+    assert "submitted" in STATUSES  # (produced by --detach: now declared)
+    rec = TaskRecord("s", "k=1", TaskStatus.DONE, fp="f", inputs=None, run_id="r")
+    assert rec.decision == "done f - r"  # what the planner compares, as plain text

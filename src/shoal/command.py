@@ -17,6 +17,7 @@ from shoal import worker as W
 from shoal.checkpoint import Checkpoints
 from shoal.errors import ShoalError
 from shoal.spawn import spawn, wait_exited
+from shoal.status import TaskStatus
 from shoal.tasklog import TaskLog, task_log
 from shoal.taskspec import TaskSpec
 from shoal.worker import HOST, missing_output, outcome, prepare_task, write_failure, write_success
@@ -154,7 +155,8 @@ def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, 
         pid, fd, fresh, started = spawn_command(
             spec, log, env if env is not None else _base_env())
     except OSError as exc:
-        return outcome(spec, "failed", error=f"cannot prepare task folder {spec.out}: {exc}")
+        return outcome(spec, TaskStatus.FAILED,
+                       error=f"cannot prepare task folder {spec.out}: {exc}")
     code = 127
     if pid is not None:
         _child = pid
@@ -207,25 +209,25 @@ def finish_command(
             if spec.metrics is not None:
                 metrics.update(cmetrics.read(spec))
         except (ValueError, OSError) as exc:  # (it exited 0, but its metrics are unusable)
-            return write_failure(spec, "failed", f"the command exited 0, but {exc}", started,
-                                 ended)
+            return write_failure(spec, TaskStatus.FAILED, f"the command exited 0, but {exc}",
+                                 started, ended)
         lost = missing_output(spec)
         if lost:
-            return write_failure(spec, "failed", f"the command exited 0, but {lost}", started,
-                                 ended)
+            return write_failure(spec, TaskStatus.FAILED, f"the command exited 0, but {lost}",
+                                 started, ended)
         try:
             names = (resultfile.CHECKPOINTS,) if ckpt else ()
             return write_success(spec, metrics, started, names, ended)
         except Exception as exc:
-            return write_failure(spec, "failed", f"cannot write result: {exc}", started,
+            return write_failure(spec, TaskStatus.FAILED, f"cannot write result: {exc}", started,
                                  ended)
     if stopped:
-        return write_failure(spec, "interrupted", f"stopped on request: {_ended(returncode)}",
-                             started, ended)
+        return write_failure(spec, TaskStatus.INTERRUPTED,
+                             f"stopped on request: {_ended(returncode)}", started, ended)
     why = _ended(returncode)
     if spec.setup and returncode == SETUP_FAILED:
         why += " (its setup= lines failed before the command ran: its log says how)"
-    return write_failure(spec, "failed", why, started, ended)
+    return write_failure(spec, TaskStatus.FAILED, why, started, ended)
 
 
 def cleanup(spec: TaskSpec) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from shoal.codehash import blake2b
 from shoal.resultfile import RESULT, read_json
 from shoal.state import Store
+from shoal.status import TaskStatus
 from shoal.tasks import BLOCKED, CHANGED, DONE, FAILED, MISSING, REASONS, StepPlan
 
 
@@ -217,8 +218,8 @@ def _decide_step(
             continue
         key = keys[i]
         status, fp, _inputs, _run = rec.split(" ")
-        if status != "done":
-            if status == "failed":
+        if status != TaskStatus.DONE:
+            if status == TaskStatus.FAILED:
                 state[i] = FAILED
             else:
                 detail[i] = status

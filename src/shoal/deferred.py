@@ -15,6 +15,7 @@ from typing import Any
 
 from shoal import resultfile
 from shoal.decide import many_inputs
+from shoal.status import TaskStatus
 from shoal.taskspec import TaskSpec, gather_row
 
 
@@ -78,4 +79,4 @@ def write_skipped(spec: TaskSpec, why: str) -> None:
     except OSError:
         return
     print(f"shoal: {spec.label} skipped: {why}", flush=True)
-    write_failure(spec, "skipped", f"skipped: {why}", time.time())
+    write_failure(spec, TaskStatus.SKIPPED, f"skipped: {why}", time.time())

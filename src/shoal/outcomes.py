@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.plan import DONE, StepPlan
 from shoal.state import TaskRecord
+from shoal.status import TaskStatus
 
 if TYPE_CHECKING:
     from shoal.schedule import Controller
@@ -50,7 +51,7 @@ def _ingest(self: Controller, o: dict[str, Any]) -> None:
     c = self.counts[k]
     c.running -= 1
     status = o["status"]
-    if status == "unstarted":  # queued behind a task that stopped or died: not an attempt
+    if status == TaskStatus.UNSTARTED:  # queued behind a task that stopped or died: not an attempt
         self.attempt[run.tid] -= 1
         if not self.stopping:
             self.ready[k].appendleft(i)
@@ -60,8 +61,8 @@ def _ingest(self: Controller, o: dict[str, Any]) -> None:
                               doc.get("started"), doc.get("ended"), doc.get("host"),
                               o.get("error"), None))
     self.report.ran += 1
-    if status == "done":
-        rec = TaskRecord.from_result(doc, "done")
+    if status == TaskStatus.DONE:
+        rec = TaskRecord.from_result(doc, TaskStatus.DONE)
         self.records.append(rec)
         sp.state[i] = DONE
         sp.run_ids[i] = rec.run_id
@@ -83,22 +84,22 @@ def _ingest(self: Controller, o: dict[str, Any]) -> None:
     rec.error = o.get("error") or rec.error
     rec.log_tail = o.get("log_tail") or rec.log_tail
     self.records.append(rec)
-    if status == "interrupted" and not self.stopping and not o.get("no_requeue"):
+    if status == TaskStatus.INTERRUPTED and not self.stopping and not o.get("no_requeue"):
         # preempted, requeued or at the end of a segment: it saved a checkpoint and
         # goes on in a new job, without using an attempt (up to max_requeues)
         n = self.requeues[run.tid] = self.requeues.get(run.tid, 0) + 1
         if n <= self._max_requeues(sp):
-            rec.status = "interrupted"
+            rec.status = TaskStatus.INTERRUPTED
             self.attempt[run.tid] -= 1
             self.ready[k].appendleft(i)
             return
-        status = "failed"
+        status = TaskStatus.FAILED
         o["error"] = (f"interrupted {n} times (more than max_requeues="
                       f"{self._max_requeues(sp)}): {o.get('error')}")
         rec.status, rec.error = status, o["error"]
         self.attempt[run.tid] = self._max_attempts(sp)  # no retry either
-    if status == "interrupted" or self.stopping:
-        rec.status = "interrupted"
+    if status == TaskStatus.INTERRUPTED or self.stopping:
+        rec.status = TaskStatus.INTERRUPTED
         c.interrupted += 1
         self.report.interrupted += 1
         return
@@ -134,7 +135,7 @@ def _skip_downstream(self: Controller, tid: TaskId, label: str,
         self.counts[k].skipped += 1
         self.report.skipped += 1
         self.records.append(TaskRecord(
-            sp.name, sp.keys[i], "skipped", fp=sp.fps[i], code=sp.code,
+            sp.name, sp.keys[i], TaskStatus.SKIPPED, fp=sp.fps[i], code=sp.code,
             params=sp.param_dict(i), error=f"skipped: upstream {label} {why}",
         ))
         todo.extend((c, k) for c in self.children.get(child, ()))

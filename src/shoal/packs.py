@@ -31,6 +31,7 @@ from shoal import worker as W
 from shoal.checkpoint import Checkpoints
 from shoal.context import Files, Interrupted, Requeue, TaskContext, Upstream
 from shoal.spec import Experiment
+from shoal.status import TaskStatus
 from shoal.taskspec import TaskSpec
 
 
@@ -94,8 +95,8 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
         try:
             W.prepare_task(s)
         except OSError as exc:
-            return [W.outcome(m, "failed", error=f"cannot prepare task folder {s.out}: {exc}")
-                    for m in specs]
+            return [W.outcome(m, TaskStatus.FAILED,
+                              error=f"cannot prepare task folder {s.out}: {exc}") for m in specs]
     header = f"=== {first.label} attempt {first.attempt} on {W.HOST} at {time.ctime(started)} ===\n"
     members_line = (f"shoal: pack of {len(specs)}: "
                     f"{', '.join(s.label for s in specs[:8])}{', ...' if len(specs) > 8 else ''}")
@@ -132,13 +133,13 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
         except Interrupted as exc:
             with contextlib.suppress(OSError):  # (the log's disk may be full)
                 print(f"interrupted: {exc}", file=sys.stderr)
-            outcomes = [W.write_failure(s, "interrupted", f"Interrupted: {exc}", started)
+            outcomes = [W.write_failure(s, TaskStatus.INTERRUPTED, f"Interrupted: {exc}", started)
                         for s in specs]
         except BaseException as exc:  # the whole pack failed
             with contextlib.suppress(OSError):
                 traceback.print_exc()
             error = f"{type(exc).__name__}: {exc}"
-            outcomes = [W.write_failure(s, "failed", error, started) for s in specs]
+            outcomes = [W.write_failure(s, TaskStatus.FAILED, error, started) for s in specs]
     _share_log(specs, offset)
     if outcomes is not None:
         return outcomes
@@ -147,17 +148,17 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
 
 def _finish(spec: TaskSpec, value: Any, started: float) -> dict[str, Any]:
     if value is Requeue or isinstance(value, Interrupted):
-        return W.write_failure(spec, "interrupted", f"Interrupted: {value}", started)
+        return W.write_failure(spec, TaskStatus.INTERRUPTED, f"Interrupted: {value}", started)
     if isinstance(value, BaseException):
-        return W.write_failure(spec, "failed", f"{type(value).__name__}: {value}", started)
+        return W.write_failure(spec, TaskStatus.FAILED, f"{type(value).__name__}: {value}", started)
     try:
         metrics = W._metrics(value, Path(spec.out))
         lost = W.missing_output(spec)
         if lost:
-            return W.write_failure(spec, "failed", lost, started)
+            return W.write_failure(spec, TaskStatus.FAILED, lost, started)
         return W.write_success(spec, metrics, started)
     except Exception as exc:
-        return W.write_failure(spec, "failed", f"{type(exc).__name__}: {exc}", started)
+        return W.write_failure(spec, TaskStatus.FAILED, f"{type(exc).__name__}: {exc}", started)
 
 
 def _share_log(specs: list[TaskSpec], offset: int) -> None:

@@ -15,6 +15,7 @@ from shoal.errors import ShoalError
 from shoal.plan import BLOCKED, CHANGED, DONE, FAILED, Plan, build_plan
 from shoal.state import Store
 from shoal.stats import t_ppf
+from shoal.status import TaskStatus
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,8 +82,9 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
         elif st == BLOCKED:
             status.append("blocked")
         else:
-            status.append(row[0] if row and row[0] in ("running", "interrupted", "skipped")
-                          else "missing")
+            status.append(row[0] if row and row[0] in (
+                TaskStatus.RUNNING, TaskStatus.INTERRUPTED, TaskStatus.SKIPPED,
+                TaskStatus.SUBMITTED) else "missing")
         if row is not None:
             attempts[i], started[i], ended[i], duration[i], host[i] = row[1:6]
             if row[6] and row[0] == "done":
@@ -90,7 +92,7 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
     frame = pd.DataFrame({d: [p[k] for p in sp.params] for k, d in enumerate(sp.dims)})
     frame["status"] = pd.Categorical(
         status, categories=["done", "changed", "failed", "missing", "running", "interrupted",
-                            "skipped", "lost", "blocked"])
+                            "skipped", "submitted", "blocked"])
     frame["attempts"] = pd.array(attempts, dtype="Int64")
     frame["duration"] = pd.array(duration, dtype="Float64").astype("float64")
     frame["started"] = pd.to_datetime(pd.Series(started, dtype="float64"), unit="s", utc=True)

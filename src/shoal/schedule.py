@@ -25,6 +25,7 @@ from shoal.resources import Resources
 from shoal.runreport import RunOptions, RunReport, StepCounts
 from shoal.slots import Slots
 from shoal.state import Store, TaskRecord, db_path
+from shoal.status import TaskStatus
 from shoal.taskspec import TaskSpec
 from shoal.worker import HOST
 
@@ -138,7 +139,7 @@ class Controller:
                 self._load_attempts(k, sp)
             self._block(k, sp)
             for doc in sp.adopted.values():
-                self.records.append(TaskRecord.from_result(doc, "done"))
+                self.records.append(TaskRecord.from_result(doc, TaskStatus.DONE))
                 self.report.adopted += 1
 
     def _block(self, k: int, sp: StepPlan) -> None:
@@ -156,7 +157,7 @@ class Controller:
             self.report.blocked.append((label, why))
             self.counts[k].skipped += 1
             self.records.append(TaskRecord(
-                sp.name, sp.keys[i], "skipped", fp=sp.fps[i], code=sp.code,
+                sp.name, sp.keys[i], TaskStatus.SKIPPED, fp=sp.fps[i], code=sp.code,
                 params=sp.param_dict(i), error=f"not run: {why}",
             ))
             self._skip_downstream(tid, label, "is blocked")
@@ -375,7 +376,7 @@ class Controller:
         self._stored_running.add((sp.name, sp.keys[i], spec.attempt))
         seg = self.segment(tid)
         self.records.append(TaskRecord(
-            sp.name, sp.keys[i], "running", fp=sp.fps[i], code=sp.code,
+            sp.name, sp.keys[i], TaskStatus.RUNNING, fp=sp.fps[i], code=sp.code,
             inputs=spec.inputs, params=spec.params, attempts=spec.attempt, started=started,
             host=HOST, error=f"segment {seg[0]} of {seg[1]}" if seg else None,
         ))
@@ -393,7 +394,7 @@ class Controller:
         if self.stopping and self.running and (self.killing or now > self.stop_deadline):
             # (a user's stop: after the grace period; --fail-fast: never)
             for spec, _ in self.backend.running_specs():
-                for o in self.backend.kill(spec, "stopped by user", "interrupted"):
+                for o in self.backend.kill(spec, "stopped by user", TaskStatus.INTERRUPTED):
                     self._ingest(o)
 
     def _flush(self, force: bool = False) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import resultfile
+from shoal.status import STORED, TaskStatus
 
 SCHEMA_VERSION = 1
 STATE_DIR = ".shoal"
@@ -72,8 +73,8 @@ _ADDED = (("tasks", "files", "TEXT"), ("tasks", "outputs", "TEXT"))
 _TASK_COLUMNS = ("step, key, dec, status, fp, code, inputs, run_id, params, attempts, started, "
                  "ended, duration, host, metrics, error, log_tail, updated, files, outputs")
 
-#: Task statuses as stored.
-STATUSES = ("done", "failed", "running", "interrupted", "skipped", "lost")
+#: Task statuses as stored (shoal.status; "lost" was declared here but never produced).
+STATUSES = tuple(str(s) for s in STORED)
 
 
 @dataclass(slots=True)
@@ -118,7 +119,7 @@ class TaskRecord:
         )
 
     @classmethod
-    def from_result(cls, data: dict[str, Any], status: str = "done") -> TaskRecord:
+    def from_result(cls, data: dict[str, Any], status: str = TaskStatus.DONE) -> TaskRecord:
         """A record from a result (or error) file's JSON."""
         return cls(
             step=data["step"], key=data.get("key", ""), status=status,
@@ -126,7 +127,7 @@ class TaskRecord:
             run_id=data.get("run_id"), params=data.get("params"),
             attempts=int(data.get("attempt", 1)), started=data.get("started"),
             ended=data.get("ended"), duration=data.get("duration"), host=data.get("host"),
-            metrics=data.get("metrics") if status == "done" else None,
+            metrics=data.get("metrics") if status == TaskStatus.DONE else None,
             error=data.get("error"), log_tail=data.get("log_tail"),
             files=data.get("files"), outputs=data.get("outputs"),
         )
@@ -330,12 +331,12 @@ def scan_records(root: Path) -> Iterator[TaskRecord]:
             if resultfile.RESULT in names:
                 data = resultfile.read_json(Path(dirpath) / resultfile.RESULT)
                 if data and "step" in data:
-                    yield TaskRecord.from_result(data, "done")
+                    yield TaskRecord.from_result(data, TaskStatus.DONE)
                     continue
             if resultfile.ERROR in names:
                 data = resultfile.read_json(Path(dirpath) / resultfile.ERROR)
                 if data and "step" in data:
-                    yield TaskRecord.from_result(data, data.get("status", "failed"))
+                    yield TaskRecord.from_result(data, data.get("status", TaskStatus.FAILED))
 
 
 def rescan(root: Path) -> dict[str, int]:

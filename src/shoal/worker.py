@@ -23,6 +23,7 @@ from shoal import resultfile, staging
 from shoal.checkpoint import Checkpoints
 from shoal.context import Files, Interrupted, Requeue, TaskContext, Upstream
 from shoal.spec import Experiment, signature_args
+from shoal.status import TaskStatus
 from shoal.tasklog import log_tail, task_log
 from shoal.taskspec import TaskSpec
 
@@ -272,7 +273,7 @@ def write_success(
     ckpt = f"{spec.out}/{resultfile.CHECKPOINTS}"
     if (names is None or resultfile.CHECKPOINTS in names) and os.path.isdir(ckpt):
         shutil.rmtree(ckpt, ignore_errors=True)  # done: a rerun must not resume from them
-    return outcome(spec, "done", doc=doc)
+    return outcome(spec, TaskStatus.DONE, doc=doc)
 
 
 _env_set: dict[str, str] = {}
@@ -316,7 +317,8 @@ def run_function(
     try:
         prepare_task(spec)
     except OSError as exc:
-        return outcome(spec, "failed", error=f"cannot prepare task folder {spec.out}: {exc}")
+        return outcome(spec, TaskStatus.FAILED,
+                       error=f"cannot prepare task folder {spec.out}: {exc}")
     out = Path(spec.out)
     header = f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime(started)} ===\n"
     step = exp.steps[spec.step]
@@ -351,16 +353,16 @@ def run_function(
         except Interrupted as exc:
             with contextlib.suppress(OSError):  # (the log's disk may be full)
                 print(f"interrupted: {exc}", file=sys.stderr)
-            status, error = "interrupted", f"Interrupted: {exc}"
+            status, error = TaskStatus.INTERRUPTED, f"Interrupted: {exc}"
         except BaseException as exc:  # a task error (even SystemExit) must not kill the worker
             with contextlib.suppress(OSError):
                 traceback.print_exc()
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            status, error = TaskStatus.FAILED, f"{type(exc).__name__}: {exc}"
         else:
-            status, error = "done", ""
-    if status == "done":
+            status, error = TaskStatus.DONE, ""
+    if status == TaskStatus.DONE:
         try:
             return write_success(spec, metrics, started)
         except Exception as exc:
-            return write_failure(spec, "failed", f"cannot write result: {exc}", started)
+            return write_failure(spec, TaskStatus.FAILED, f"cannot write result: {exc}", started)
     return write_failure(spec, status, error, started)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
+from shoal.status import TaskStatus
 from shoal.taskspec import TaskSpec
 
 
@@ -43,7 +44,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def kill(self, spec: TaskSpec, reason: str,
-             status: str = "failed") -> list[dict[str, Any]]:
+             status: str = TaskStatus.FAILED) -> list[dict[str, Any]]:
         """End a running task at once; outcomes known now (others come through poll)."""
 
     @abc.abstractmethod

@@ -25,6 +25,7 @@ from shoal.backends.base import Backend
 from shoal.backends.local_commands import CommandRunner, unstarted
 from shoal.backends.supervisor import Supervisor
 from shoal.errors import ShoalError
+from shoal.status import TaskStatus
 from shoal.taskspec import TaskSpec
 
 if TYPE_CHECKING:
@@ -213,7 +214,7 @@ class LocalBackend(Backend):
                 if head.setup and not w.ready:  # (it never got going)
                     why += ("; the step's setup= lines ran before it started: check them "
                             f"({'; '.join(head.setup)})")
-                out.append(W.write_failure(head, "failed", f"worker process died ({why})",
+                out.append(W.write_failure(head, TaskStatus.FAILED, f"worker process died ({why})",
                                            w.started))
                 return out + [unstarted(s) for s in rest]
             if msg[0] == "ready":  # the import is done: the task's clock starts now
@@ -237,7 +238,7 @@ class LocalBackend(Backend):
         return out + (self._commands.running_specs() if self._commands else [])
 
     def kill(
-        self, spec: TaskSpec, reason: str, status: str = "failed"
+        self, spec: TaskSpec, reason: str, status: str = TaskStatus.FAILED
     ) -> list[dict[str, Any]]:
         """Kill the task (and everything it started); record it with ``reason``. Tasks
         queued behind it in the same worker come back as not started."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from shoal import command as C
 from shoal import spawn
 from shoal import worker as W
+from shoal.status import TaskStatus
 from shoal.tasklog import TaskLog
 from shoal.taskspec import TaskSpec
 
@@ -45,7 +46,7 @@ class _Bundle:
     pid: int | None = None
     started: float = 0.0
     kill_reason: str | None = None
-    kill_status: str = "failed"
+    kill_status: str = TaskStatus.FAILED
     released: bool = False  # its thread and logs were given back (see _release)
     lock: threading.Lock = field(default_factory=threading.Lock)  # current, pid, kill_reason
 
@@ -99,7 +100,7 @@ def _live_groups(pgids: list[int]) -> list[int]:
 
 def unstarted(spec: TaskSpec) -> dict[str, Any]:
     """The outcome of a queued task that never started (stop, or the task before it died)."""
-    return W.outcome(spec, "unstarted")
+    return W.outcome(spec, TaskStatus.UNSTARTED)
 
 
 @dataclass(eq=False)
@@ -244,7 +245,7 @@ class CommandRunner:
                     p.log.close(p.fd, spec.out, p.fresh)
             for lost in (ended.spec if ended else None, spec):
                 if lost is not None:
-                    self._post(b, W.outcome(lost, "failed",
+                    self._post(b, W.outcome(lost, TaskStatus.FAILED,
                                             error=f"shoal: command runner: {exc}"))
         finally:
             rest = []
@@ -269,7 +270,7 @@ class CommandRunner:
                 return C.prepare_command(spec, log, defer_log=True)
             except Exception as exc:  # (OSError: the folder cannot be made)
                 b.logs.append(log)
-                self._post(b, W.outcome(spec, "failed",
+                self._post(b, W.outcome(spec, TaskStatus.FAILED,
                                         error=f"cannot prepare task folder {spec.out}: {exc}"))
         return None
 
@@ -286,8 +287,8 @@ class CommandRunner:
             return C.end_command(e.spec, e.log, e.fd, e.fresh, e.code, e.started, e.lingering,
                                  ended=e.ended)
         except Exception as exc:  # (its folder went away…): this task fails, the bundle goes on
-            return W.outcome(e.spec, "failed", error=f"cannot record the end of the command: "
-                                                     f"{exc}")
+            return W.outcome(e.spec, TaskStatus.FAILED,
+                             error=f"cannot record the end of the command: {exc}")
 
     def _post(self, b: _Bundle, outcome: dict[str, Any]) -> None:
         """Hand an outcome to the controller. It is woken up when this frees a slot (the
@@ -299,7 +300,7 @@ class CommandRunner:
             self._release(b)  # (its thread's last step: the controller may hand it the next)
         self._outcomes.put(outcome)
         self._unseen += 1
-        if not self._woken and (b.pending == 0 or outcome["status"] != "done"
+        if not self._woken and (b.pending == 0 or outcome["status"] != TaskStatus.DONE
                                 or self._unseen >= WAKE_EVERY):
             self._woken = True  # one wake-up until the controller drains
             with contextlib.suppress(OSError):
@@ -338,7 +339,7 @@ class CommandRunner:
                 out.append((spec, started))
         return out
 
-    def kill(self, spec: TaskSpec, reason: str, status: str = "failed") -> bool:
+    def kill(self, spec: TaskSpec, reason: str, status: str = TaskStatus.FAILED) -> bool:
         """Kill the command running ``spec``; its outcome (and the bundle's rest, as not
         started) arrive through :meth:`drain`. False when ``spec`` is not running here."""
         for b in list(self.bundles):
@@ -371,7 +372,7 @@ class CommandRunner:
         for b in list(self.bundles):
             with b.lock:
                 if b.kill_reason is None:
-                    b.kill_reason, b.kill_status = "shut down", "interrupted"
+                    b.kill_reason, b.kill_status = "shut down", TaskStatus.INTERRUPTED
                 if b.pid is not None:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(b.pid, signal.SIGKILL)

@@ -14,6 +14,8 @@ import signal
 import sys
 from multiprocessing.connection import Connection
 
+from shoal.status import TaskStatus
+
 
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies."""
@@ -62,7 +64,7 @@ def main(argv: list[str]) -> int:
             from shoal.packs import run_pack
 
             if worker.stop_requested():
-                results = [worker.outcome(s, "unstarted") for s in msg[1]]
+                results = [worker.outcome(s, TaskStatus.UNSTARTED) for s in msg[1]]
             else:
                 results = run_pack(msg[1], exp)
             try:
@@ -73,12 +75,12 @@ def main(argv: list[str]) -> int:
         elif msg[0] == "run":  # one function task, or a bundle of short ones, back to back
             for spec in msg[1]:
                 if worker.stop_requested():  # asked to stop: start nothing more
-                    result = worker.outcome(spec, "unstarted")
+                    result = worker.outcome(spec, TaskStatus.UNSTARTED)
                 else:
                     try:
                         result = worker.run_function(spec, exp)
                     except Exception as exc:  # (shoal's own writes failed: a full disk...)
-                        result = worker.outcome(spec, "failed",
+                        result = worker.outcome(spec, TaskStatus.FAILED,
                                                 error=f"{type(exc).__name__}: {exc}")
                 try:
                     outbox.send(("done", result))

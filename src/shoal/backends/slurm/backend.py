@@ -21,6 +21,7 @@ from shoal import resultfile
 from shoal import worker as W
 from shoal.backends.base import Backend
 from shoal.backends.slurm import commands, manifest, profile, script
+from shoal.status import TaskStatus
 from shoal.taskspec import TaskSpec
 
 
@@ -257,7 +258,7 @@ class SlurmBackend(Backend):
     def poll(self, timeout: float) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         if self.stopped and self.pending:  # never submitted: they come back as not started
-            out = [W.outcome(s, "unstarted") for b in self.pending for s in b]
+            out = [W.outcome(s, TaskStatus.UNSTARTED) for b in self.pending for s in b]
             self.pending = []
             return out
         if self.pending:
@@ -311,22 +312,23 @@ class SlurmBackend(Backend):
             if doc and doc.get("token") == spec.token:
                 if not peek:
                     el.reported.add(spec.key)
-                    out.append(W.outcome(spec, "done", doc=doc))
+                    out.append(W.outcome(spec, TaskStatus.DONE, doc=doc))
                 continue
             err = resultfile.read_error(Path(spec.out))
             if err and err.get("token") == spec.token:
                 if peek:
                     continue
-                if err.get("status") == "interrupted" and not final:
+                if err.get("status") == TaskStatus.INTERRUPTED and not final:
                     continue  # Slurm may requeue the element, which then resumes the task
                 el.reported.add(spec.key)
-                if err.get("status") == "skipped" and (spec.step, spec.key) in self.adopted:
+                if (err.get("status") == TaskStatus.SKIPPED
+                        and (spec.step, spec.key) in self.adopted):
                     # a detached task that ran before this run's retry of its upstream task
                     self.adopted.discard((spec.step, spec.key))
-                    out.append(W.outcome(spec, "unstarted"))
+                    out.append(W.outcome(spec, TaskStatus.UNSTARTED))
                 else:
-                    o = W.outcome(spec, err.get("status", "failed"), error=err.get("error"),
-                                  log_tail=err.get("log_tail"), doc=err)
+                    o = W.outcome(spec, err.get("status", TaskStatus.FAILED),
+                                  error=err.get("error"), log_tail=err.get("log_tail"), doc=err)
                     if state == "CANCELLED":  # scancel / shoal cancel: stop, not requeue
                         o["no_requeue"] = True
                     out.append(o)
@@ -337,14 +339,14 @@ class SlurmBackend(Backend):
                 el.reported.add(spec.key)
                 if state in ("PREEMPTED", "REQUEUED", "COMPLETED"):
                     # (COMPLETED: the element was asked to stop and did not start it)
-                    out.append(W.outcome(spec, "unstarted"))
+                    out.append(W.outcome(spec, TaskStatus.UNSTARTED))
                     continue
                 if state == "OUT_OF_MEMORY":
                     key = (spec.step, spec.key)
                     self.oom[key] = self.oom.get(key, 0) + 1
                 why = _WHY.get(state or "", f"ended ({state or 'gone from the queue'})")
                 out.append(W.outcome(
-                    spec, "failed",
+                    spec, TaskStatus.FAILED,
                     error=f"Slurm job {el.job}_{el.index} {why} before this task's result"))
         return out
 
@@ -352,7 +354,8 @@ class SlurmBackend(Backend):
     def running_specs(self) -> list[tuple[TaskSpec, float]]:
         return []  # Slurm enforces --time itself
 
-    def kill(self, spec: TaskSpec, reason: str, status: str = "failed") -> list[dict[str, Any]]:
+    def kill(self, spec: TaskSpec, reason: str,
+             status: str = TaskStatus.FAILED) -> list[dict[str, Any]]:
         for el in self.elements.values():
             if any(s is spec for s in el.specs):
                 commands.scancel([f"{el.job}_{el.index}"])

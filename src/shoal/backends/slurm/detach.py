@@ -28,6 +28,7 @@ from shoal.dispatch import SpecBuilder
 from shoal.errors import ShoalError
 from shoal.plan import DONE, Plan, StepPlan
 from shoal.state import Store, TaskRecord
+from shoal.status import TaskStatus
 from shoal.taskspec import TaskSpec
 from shoal.worker import HOST
 
@@ -87,7 +88,7 @@ def submit(plan: Plan, store: Store, backend: SlurmBackend, retries: int | None)
                 spec.retries = int(r or 0)
             specs.append(spec)
             records.append(TaskRecord(
-                sp.name, sp.keys[i], "submitted", fp=sp.fps[i], code=sp.code,
+                sp.name, sp.keys[i], TaskStatus.SUBMITTED, fp=sp.fps[i], code=sp.code,
                 inputs=spec.inputs, params=spec.params, attempts=attempt - 1, started=now,
                 host=HOST,
             ))
@@ -159,7 +160,7 @@ def live(root: Path, states: dict[tuple[str, int], str] | None,
 def ingest(plan: Plan, store: Store) -> int:
     """Write what the detached tasks left (result files, and error files of this
     submission) into the store; returns the number of records written."""
-    records = [TaskRecord.from_result(doc, "done")
+    records = [TaskRecord.from_result(doc, TaskStatus.DONE)
                for sp in plan.steps.values() for doc in sp.adopted.values()]
     doc = _load(plan.root)
     if doc:
@@ -174,7 +175,7 @@ def ingest(plan: Plan, store: Store) -> int:
                 folder = plan.root / step / key if key else plan.root / step
                 err = resultfile.read_error(folder)
                 if err and err.get("token") == token:
-                    rec = TaskRecord.from_result(err, err.get("status", "failed"))
+                    rec = TaskRecord.from_result(err, err.get("status", TaskStatus.FAILED))
                     rec.error, rec.log_tail = err.get("error"), err.get("log_tail")
                     records.append(rec)
     if records:

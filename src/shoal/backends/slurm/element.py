@@ -16,6 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from shoal.status import TaskStatus
+
 
 def main(argv: list[str]) -> int:
     submission, offset = argv[0], int(argv[1])
@@ -53,9 +55,10 @@ def main(argv: list[str]) -> int:
                 outcomes = run_pack(todo, exp)
             except Exception as exc:  # shoal's own failure: every member fails, visibly
                 traceback.print_exc()
-                outcomes = [worker.write_failure(s, "failed", f"{type(exc).__name__}: {exc}",
-                                                 time.time()) for s in todo]
-            failed = {o["key"] for o in outcomes if o["status"] == "failed"}
+                outcomes = [worker.write_failure(s, TaskStatus.FAILED,
+                                                 f"{type(exc).__name__}: {exc}", time.time())
+                            for s in todo]
+            failed = {o["key"] for o in outcomes if o["status"] == TaskStatus.FAILED}
             todo = [s for s in todo if s.key in failed]  # retried (--detach) as a pack
             for s in todo:
                 s.attempt += 1
@@ -84,9 +87,9 @@ def main(argv: list[str]) -> int:
                     o = worker.run_function(spec, exp)
             except Exception as exc:  # shoal's own failure: this task fails, the bundle goes on
                 traceback.print_exc()
-                o = worker.write_failure(spec, "failed", f"{type(exc).__name__}: {exc}",
+                o = worker.write_failure(spec, TaskStatus.FAILED, f"{type(exc).__name__}: {exc}",
                                          time.time())
-            if o["status"] != "failed" or left == 0 or worker.stop_requested():
+            if o["status"] != TaskStatus.FAILED or left == 0 or worker.stop_requested():
                 break
             spec.attempt += 1
     return 0
@@ -101,7 +104,8 @@ def _finished(spec: Any) -> bool:
     if doc and doc.get("token") == spec.token:
         return True
     err = resultfile.read_error(Path(spec.out))
-    return bool(err and err.get("token") == spec.token and err.get("status") != "interrupted")
+    return bool(err and err.get("token") == spec.token
+                and err.get("status") != TaskStatus.INTERRUPTED)
 
 
 if __name__ == "__main__":
