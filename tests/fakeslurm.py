@@ -52,6 +52,12 @@ class FakeSlurm:
                                  stdin=subprocess.DEVNULL, timeout=300, check=False)
         self.states[(job, index)] = "COMPLETED" if res.returncode == 0 else "FAILED"
 
+    def run_pending(self) -> None:
+        """Every queued element starts now (and ends)."""
+        for (job, index), state in list(self.states.items()):
+            if state == "PENDING":
+                self.execute(job, index)
+
     # ------------------------------------------------------------------ the commands
     def run(self, argv: Sequence[str], **_: Any) -> subprocess.CompletedProcess[str]:
         argv = list(argv)

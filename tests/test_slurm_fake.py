@@ -72,26 +72,30 @@ def test_a_preempted_element_goes_out_again_without_using_a_retry(monkeypatch, w
     assert report.done == 5 and report.ok, report.failures
 
 
-def test_elements_of_a_killed_run_are_adopted_not_submitted_again(monkeypatch, write_exp,
-                                                                  tmp_path: Path) -> None:
-    """The manifest a killed controller left names queued elements: the next run follows
-    them and submits only what no element holds."""
-    path = write_exp(BODY)
-    held = FakeSlurm(decide=lambda fake, job, index, text: "PENDING").install(monkeypatch)
-    exp = load_experiment(str(path), {})
-    opts = SlurmOptions(poll_s=0.01, max_poll_s=0.05, tasks_per_job=1)
-    # a run that submitted its first array and died: its elements stay queued
+def _killed_after_submitting(monkeypatch, path: Path):
+    """A run that submitted the array of step t (its elements held queued) and died."""
     from shoal.backends.slurm import SlurmBackend
     from shoal.dispatch import SpecBuilder
     from shoal.plan import build_plan
     from shoal.state import Store
 
+    fake = FakeSlurm(decide=lambda fake, job, index, text: "PENDING").install(monkeypatch)
+    exp = load_experiment(str(path), {})
+    opts = SlurmOptions(poll_s=0.01, max_poll_s=0.05, tasks_per_job=1)
     with Store.open(exp.root, create=True) as store:
         plan = build_plan(exp, exp.root, store=store)
         builder = SpecBuilder(plan, store, False, lambda: None, node_stage=True)
         be = SlurmBackend(root=exp.root, experiment=exp.name, options=opts)
         be.pending = [[builder.build(plan.steps["t"], i, 1, 1, [])] for i in range(4)]
         be._submit()
+    return fake, exp, opts
+
+
+def test_elements_of_a_killed_run_are_adopted_not_submitted_again(monkeypatch, write_exp,
+                                                                  tmp_path: Path) -> None:
+    """The manifest a killed controller left names queued elements: the next run follows
+    them and submits only what no element holds."""
+    held, exp, opts = _killed_after_submitting(monkeypatch, write_exp(BODY))
     assert held.sbatch_calls == 1 and len(manifest.load(exp.root)["elements"]) == 4
 
     def run_held(fake: FakeSlurm, job: str, index: int, text: str) -> str | None:
@@ -104,9 +108,7 @@ def test_elements_of_a_killed_run_are_adopted_not_submitted_again(monkeypatch, w
     def squeue_then_run(args: list[str]) -> str:  # queued at the run's start; then they end
         seen.append(args)
         if len(seen) > 1:
-            for (job, index), state in list(held.states.items()):
-                if state == "PENDING":
-                    held.execute(job, index)
+            held.run_pending()
         return original(args)
 
     monkeypatch.setattr(held, "_squeue", squeue_then_run)
@@ -132,28 +134,12 @@ def test_elements_that_ended_before_the_run_looked_are_not_submitted_again(
         monkeypatch, write_exp, tmp_path: Path) -> None:
     """The plan was made before the first squeue: an element that ended in between had
     left its result file, yet its task was planned to run, and ran a second time."""
-    path = write_exp(BODY)
-    fake = FakeSlurm(decide=lambda fake, job, index, text: "PENDING").install(monkeypatch)
-    exp = load_experiment(str(path), {})
-    opts = SlurmOptions(poll_s=0.01, max_poll_s=0.05, tasks_per_job=1)
-    from shoal.backends.slurm import SlurmBackend
-    from shoal.dispatch import SpecBuilder
-    from shoal.plan import build_plan
-    from shoal.state import Store
-
-    with Store.open(exp.root, create=True) as store:
-        plan = build_plan(exp, exp.root, store=store)
-        builder = SpecBuilder(plan, store, False, lambda: None, node_stage=True)
-        be = SlurmBackend(root=exp.root, experiment=exp.name, options=opts)
-        be.pending = [[builder.build(plan.steps["t"], i, 1, 1, [])] for i in range(4)]
-        be._submit()
+    fake, exp, opts = _killed_after_submitting(monkeypatch, write_exp(BODY))
     fake.decide = None
     original = fake._squeue
 
     def end_now(args: list[str]) -> str:  # they end right when the run first asks
-        for (job, index), state in list(fake.states.items()):
-            if state == "PENDING":
-                fake.execute(job, index)
+        fake.run_pending()
         return original(args)
 
     monkeypatch.setattr(fake, "_squeue", end_now)
