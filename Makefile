@@ -35,4 +35,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/local_throughput.py
 
 clean:
-	rm -rf $(VENV) examples/*/runs
+	rm -rf $(VENV) examples/*/runs examples/trak/trak_results
