@@ -278,7 +278,7 @@ def _pending_cause(sp: StepPlan, i: int) -> str:
 
 
 def _up_cause(up: StepPlan, j: int) -> str:
-    label = f"{up.name}[{up.keys[j].replace('/', ',')}]" if up.keys[j] else up.name
+    label = up.label(j)
     if up.state[j] == BLOCKED:
         return f"upstream {label} is blocked ({up.detail.get(j, 'an input is missing')})"
     return f"upstream {label} will run ({REASONS[up.state[j]]})"

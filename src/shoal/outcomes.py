@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shoal.plan import DONE, StepPlan
+from shoal.plan import BLOCKED, DONE, StepPlan
 from shoal.state import TaskRecord
 from shoal.status import TaskStatus
 
@@ -139,3 +139,24 @@ def _skip_downstream(self: Controller, tid: TaskId, label: str,
             params=sp.param_dict(i), error=f"skipped: upstream {label} {why}",
         ))
         todo.extend((c, k) for c in self.children.get(child, ()))
+
+
+def _block(self: Controller, k: int, sp: StepPlan) -> None:
+    """Tasks whose input files are missing (planned with missing_inputs="skip") do not
+    run, and neither does what depends on them; each says why."""
+    for i, s in enumerate(sp.state):
+        tid = (k, i)
+        if s != BLOCKED or tid not in self.waiting:
+            continue
+        if i in self.ready[k]:
+            self.ready[k].remove(i)
+        self.waiting[tid] = -1
+        label = sp.label(i)
+        why = sp.detail.get(i, "an input is missing")
+        self.report.blocked.append((label, why))
+        self.counts[k].skipped += 1
+        self.records.append(TaskRecord(
+            sp.name, sp.keys[i], TaskStatus.SKIPPED, fp=sp.fps[i], code=sp.code,
+            params=sp.param_dict(i), error=f"not run: {why}",
+        ))
+        self._skip_downstream(tid, label, "is blocked")

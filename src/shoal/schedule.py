@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shoal import outcomes
+from shoal import bundling, outcomes
 from shoal.backends.base import Backend
 from shoal.dispatch import SpecBuilder
 from shoal.errors import ShoalError
 from shoal.outcomes import TaskId
-from shoal.plan import BLOCKED, CHANGED, DONE, Plan, StepPlan
+from shoal.plan import CHANGED, DONE, Plan, StepPlan
 from shoal.resources import Resources
 from shoal.runreport import RunOptions, RunReport, StepCounts
 from shoal.slots import Slots
@@ -40,8 +40,6 @@ class _Running:
     holds_slot: bool = True
 
 
-BUNDLE_S = 0.2  # target length of a bundle of short tasks sent to one worker at once
-MAX_BUNDLE = 256
 
 
 class Controller:
@@ -53,6 +51,10 @@ class Controller:
     _max_attempts = outcomes._max_attempts
     _ingest = outcomes._ingest
     _skip_downstream = outcomes._skip_downstream
+    _block = outcomes._block
+    # what goes to one slot at once (shoal.bundling)
+    _take_pack = bundling.take_pack
+    _bundle_size = bundling.bundle_size
 
     def __init__(
         self, plan: Plan, store: Store, backend: Backend, slots: Slots, options: RunOptions,
@@ -141,26 +143,6 @@ class Controller:
             for doc in sp.adopted.values():
                 self.records.append(TaskRecord.from_result(doc, TaskStatus.DONE))
                 self.report.adopted += 1
-
-    def _block(self, k: int, sp: StepPlan) -> None:
-        """Tasks whose input files are missing (planned with missing_inputs="skip") do not
-        run, and neither does what depends on them; each says why."""
-        for i, s in enumerate(sp.state):
-            tid = (k, i)
-            if s != BLOCKED or tid not in self.waiting:
-                continue
-            if i in self.ready[k]:
-                self.ready[k].remove(i)
-            self.waiting[tid] = -1
-            label = self.plan.task_label(sp, i)
-            why = sp.detail.get(i, "an input is missing")
-            self.report.blocked.append((label, why))
-            self.counts[k].skipped += 1
-            self.records.append(TaskRecord(
-                sp.name, sp.keys[i], TaskStatus.SKIPPED, fp=sp.fps[i], code=sp.code,
-                params=sp.param_dict(i), error=f"not run: {why}",
-            ))
-            self._skip_downstream(tid, label, "is blocked")
 
     def _load_attempts(self, k: int, sp: StepPlan) -> None:
         """Attempts numbers go on across runs while the fingerprint stays the same."""
@@ -295,47 +277,6 @@ class Controller:
                     n = self._bundle_size(k, len(queue), cpus)
                     tids = [(k, queue.popleft()) for _ in range(min(n, len(queue)))]
                 self._start(tids, res, cpus, devices)
-
-    def _take_pack(self, sp: StepPlan, queue: deque[int]) -> list[int]:
-        """The next pack: the first ready task and up to ``pack_size - 1`` others that
-        differ from it only in the packed dimensions (ready tasks of one group are
-        usually next to each other, so this looks at few entries)."""
-        step = sp.step
-        size = step.pack_size or len(sp.keys)
-        cols = [j for j, d in enumerate(sp.dims) if d not in step.pack]
-        params = sp.params
-        head = queue.popleft()
-        base = [params[head][j] for j in cols]
-        pack, skipped = [head], []
-        looked = 0
-        while queue and len(pack) < size and looked < 4 * size + 64:
-            i = queue.popleft()
-            looked += 1
-            if [params[i][j] for j in cols] == base:
-                pack.append(i)
-            else:
-                skipped.append(i)
-        queue.extendleft(reversed(skipped))
-        return pack
-
-    def _bundle_size(self, k: int, queued: int, cpus: int) -> int:
-        """How many tasks of step ``k`` one slot takes at once. Short tasks (measured in
-        this run) go in bundles of about ``BUNDLE_S`` seconds, so that the controller's
-        round trip per task does not dominate; never so many that other slots go idle.
-        A cluster backend decides by its own rule (tasks per job, the step's time=)."""
-        own = self.backend.bundle_size(self.sps[k].name, self.sps[k].step.resources.time_s,
-                                       queued)
-        if own is not None:
-            return own
-        n_done, total = self.durations[k]
-        if n_done < 2:
-            return 1
-        mean = max(total / n_done, 1e-5)
-        if mean >= BUNDLE_S / 2:
-            return 1
-        slots = max(1, self.total_cpus // max(1, cpus))
-        fair = -(-queued // slots)  # ceil: spread the queue over every slot
-        return max(1, min(int(BUNDLE_S / mean), MAX_BUNDLE, fair))
 
     def _start(
         self, tids: list[TaskId], res: Resources, cpus: int, devices: list[str]

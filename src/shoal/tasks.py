@@ -63,6 +63,11 @@ class StepPlan:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def label(self, i: int) -> str:
+        """``train[site=a,seed=1]``: how task ``i`` is named to the user."""
+        key = self.keys[i]
+        return f"{self.name}[{key.replace('/', ',')}]" if key else self.name
+
     def param_dict(self, i: int) -> dict[str, Value]:
         return dict(zip(self.dims, self.params[i]))
 
@@ -135,7 +140,6 @@ class Plan:
                 for i in sp.files.missing if sp.is_included(i)]
 
     def task_label(self, sp: StepPlan, i: int) -> str:
-        key = sp.keys[i]
-        return f"{sp.name}[{key.replace('/', ',')}]" if key else sp.name
+        return sp.label(i)
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from shoal import command as C
 from shoal import spawn
 from shoal import worker as W
+from shoal.backends import pgroups
 from shoal.status import TaskStatus
 from shoal.tasklog import TaskLog
 from shoal.taskspec import TaskSpec
@@ -65,37 +66,6 @@ class _Ended:
     kill_reason: str | None
     kill_status: str
     lingering: bool = False  # its process group outlived it (may still write to its log)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _live_groups(pgids: list[int]) -> list[int]:
-    """Those of ``pgids`` with a member that has not exited. Zombies do not count: orphans
-    wait for init to reap them, which some container inits do late (Linux: read from
-    /proc; elsewhere any member counts)."""
-    if not os.path.isdir("/proc/self"):
-        return [g for g in pgids if _group_alive(g)]
-    wanted, live = set(pgids), set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                stat = fh.read()
-            state, _, pgrp = stat[stat.rindex(b")") + 2:].split(None, 3)[:3]
-        except (OSError, ValueError):
-            continue  # (gone meanwhile)
-        if state != b"Z" and int(pgrp) in wanted:
-            live.add(int(pgrp))
-    return [g for g in pgids if g in live]
 
 
 def unstarted(spec: TaskSpec) -> dict[str, Any]:
@@ -225,7 +195,7 @@ class CommandRunner:
                 if pid is not None:
                     _, status = os.waitpid(pid, 0)
                     ended.code = os.waitstatus_to_exitcode(status)
-                    ended.lingering = _group_alive(pid)  # (something it started still runs)
+                    ended.lingering = pgroups.alive(pid)  # (something it started still runs)
                     if self.supervisor is not None and not ended.lingering:
                         self.supervisor.remove_group(pid)
                     if ended.lingering and self.stopping:  # (killed at the stop's deadline)
@@ -387,24 +357,7 @@ class CommandRunner:
             for fd in (self._rfd, self._wfd):
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._end_lingering()
-
-    def _end_lingering(self) -> None:
-        """Process groups that outlived their command during a stop get until the stop's
-        deadline to end (a trainer saving its state), then SIGKILL: nothing a task started
-        goes on writing into its folder after the run (the next one reruns the task there)."""
-        try:
-            self._await_lingering(self.stop_deadline, 0.05)
-        finally:  # (also on a Ctrl-C while waiting)
-            for pgid in self.lingering:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pgid, signal.SIGKILL)
-            self._await_lingering(time.time() + 2, 0.01)  # (killed: gone a moment later)
+        try:  # (what outlived its command during a stop: until the deadline, then SIGKILL)
+            pgroups.end(self.lingering, self.stop_deadline)
+        finally:
             self.lingering = []
-
-    def _await_lingering(self, until: float, every: float) -> None:
-        """Until ``until`` at most, keep in ``lingering`` the groups still alive."""
-        while self.lingering and time.time() < until:
-            self.lingering = _live_groups(self.lingering)
-            if self.lingering:
-                time.sleep(min(every, max(0.0, until - time.time())))
