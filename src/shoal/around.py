@@ -20,8 +20,7 @@ from shoal.paths import value_text
 
 #: Container runtimes shoal knows how to call (``runtime=`` may also be a path to one).
 RUNTIMES = ("apptainer", "singularity", "podman", "docker")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a placeholder, or an environment variable
 
 
 @dataclass(frozen=True)
@@ -152,17 +151,23 @@ def _template(step: str, what: str, tpl: Any) -> str:
     return tpl
 
 
+def _named(owner: str, what: str, value: Any, shape: str, name_rule: str) -> list[Any]:
+    """The items of a dict option (``vars=``, ``env=``) whose keys are simple names."""
+    if value is None:
+        return []
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{owner}: {what}= must be a dict {shape}, got {value!r}")
+    for k in value:
+        if not isinstance(k, str) or not _NAME.match(k):
+            raise SpecError(f"{owner}: {what}= name {k!r} {name_rule}")
+    return list(value.items())
+
+
 def parse_vars(owner: str, value: Any) -> dict[str, Any]:
     """``vars=``: names -> JSON scalars (or paths), usable as ``{name}`` in templates."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise SpecError(f"{owner}: vars= must be a dict name -> value, got {value!r}")
     out: dict[str, Any] = {}
-    for k, v in value.items():
-        if not isinstance(k, str) or not _NAME.match(k):
-            raise SpecError(f"{owner}: vars= name {k!r} must be a simple name (letters, "
-                            "digits, _): it becomes the placeholder {name}")
+    for k, v in _named(owner, "vars", value, "name -> value", "must be a simple name "
+                       "(letters, digits, _): it becomes the placeholder {name}"):
         if hasattr(v, "__fspath__"):
             v = str(v)
         if not isinstance(v, (str, int, float, bool)):
@@ -177,15 +182,9 @@ def parse_vars(owner: str, value: Any) -> dict[str, Any]:
 
 def parse_env(owner: str, value: Any) -> dict[str, str]:
     """``env=``: variable -> value template (numbers are written as text)."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise SpecError(f"{owner}: env= must be a dict NAME -> value, got {value!r}")
     out: dict[str, str] = {}
-    for k, v in value.items():
-        if not isinstance(k, str) or not _ENV_NAME.match(k):
-            raise SpecError(f"{owner}: env= name {k!r} is not a valid environment variable "
-                            "name (letters, digits, _; not starting with a digit)")
+    for k, v in _named(owner, "env", value, "NAME -> value", "is not a valid environment "
+                       "variable name (letters, digits, _; not starting with a digit)"):
         if isinstance(v, bool) or not isinstance(v, (str, int, float)):
             raise SpecError(f"{owner}: env {k}={v!r} must be a string or number")
         text = v if isinstance(v, str) else value_text(v)
