@@ -299,11 +299,11 @@ def fill(template: str, values: Mapping[str, Any]) -> str:
     return _PATHS.vformat(template, (), values)
 
 
-def fields(template: str) -> list[str]:
+def fields(template: str, what: str = "template") -> list[str]:
     """The root names of the ``{fields}`` of a template (SpecError when it does not parse)."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise SpecError(f"template {template!r} does not parse: {exc}") from None
+        raise SpecError(f"{what} {template!r} does not parse: {exc}") from None
     return [name.split(".", 1)[0].split("[", 1)[0] for _, name, _, _ in parsed
             if name is not None]

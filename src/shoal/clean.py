@@ -14,7 +14,7 @@ from shoal.lock import RootLock
 from shoal.plan import expand
 from shoal.spec import Experiment
 from shoal.state import STATE_DIR, Store, _transaction
-from shoal.taskfiles import FileDigests
+from shoal.taskfiles import FileDigests, within
 
 
 @dataclass
@@ -46,10 +46,10 @@ def find(exp: Experiment) -> Orphans:
                 found.outputs.extend(o for o in outs if o not in claimed)
     protected = (base, str(root))
     found.outputs = sorted({o for o in found.outputs if os.path.lexists(o)
-                            and not any(_within(p, o) for p in protected)})
+                            and not any(within(p, o) for p in protected)})
     if found.outputs and claimed:  # (an old path holding, or inside, a current output: kept)
         found.outputs = [o for o in found.outputs
-                         if not any(_within(c, o) or _within(o, c) for c in claimed)]
+                         if not any(within(c, o) or within(o, c) for c in claimed)]
     if root.is_dir():
         for entry in sorted(os.scandir(root), key=lambda e: e.name):
             if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
@@ -78,10 +78,6 @@ def _task_dirs(base: str, depth: int) -> list[str]:
                        if "=" in e.name and e.is_dir(follow_symlinks=False))
         level = nxt
     return sorted(k for k in level if k)
-
-
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def remove(exp: Experiment, found: Orphans) -> None:

@@ -148,8 +148,6 @@ def _block(self: Controller, k: int, sp: StepPlan) -> None:
         tid = (k, i)
         if s != BLOCKED or tid not in self.waiting:
             continue
-        if i in self.ready[k]:
-            self.ready[k].remove(i)
         self.waiting[tid] = -1
         label = sp.label(i)
         why = sp.detail.get(i, "an input is missing")

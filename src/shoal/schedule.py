@@ -20,7 +20,7 @@ from shoal.backends.base import Backend
 from shoal.dispatch import SpecBuilder
 from shoal.errors import ShoalError
 from shoal.outcomes import TaskId
-from shoal.plan import CHANGED, DONE, Plan, StepPlan
+from shoal.plan import BLOCKED, CHANGED, DONE, Plan, StepPlan
 from shoal.resources import Resources
 from shoal.runreport import RunOptions, RunReport, StepCounts
 from shoal.slots import Slots
@@ -135,7 +135,7 @@ class Controller:
                         n += 1
                         self.children.setdefault((self.index[up.name], j), []).append(tid)
                 self.waiting[tid] = n
-                if n == 0:
+                if n == 0 and s != BLOCKED:  # (blocked: recorded by _block, never ready)
                     self.ready[k].append(i)
             if checked:
                 self._load_attempts(k, sp)

@@ -305,7 +305,7 @@ def check_claims(claims: Iterable[tuple[str, str, str]], protected: dict[str, st
         if what != "the run root":
             continue
         for p, who in first_reader.items():
-            if _within(spot, p):
+            if within(spot, p):
                 raise SpecError(f"{who}: input {p} holds the run root ({spot}), so its "
                                 "contents would change with every run and the task never be "
                                 "done: name the data inside it, or move the run root (--root)")
@@ -318,14 +318,14 @@ def check_claims(claims: Iterable[tuple[str, str, str]], protected: dict[str, st
     for path, kind, who in rows:
         if kind == "output":
             for spot, what in protected.items():
-                if _within(spot, path):
+                if within(spot, path):
                     raise SpecError(f"{who}: output {path} holds {what} ({spot}); shoal "
                                     "removes a task's outputs before it runs: name a path "
                                     "inside it")
-                if what == "the run root" and _within(path, spot):
+                if what == "the run root" and within(path, spot):
                     raise SpecError(f"{who}: output {path} is inside the run root; files "
                                     "there belong in the task's folder ({out} / ctx.out)")
-        while stack and not _within(path, stack[-1][0]):
+        while stack and not within(path, stack[-1][0]):
             stack.pop()
         for apath, akind, awho in stack:
             if akind == kind == "input":
@@ -352,5 +352,6 @@ def check_claims(claims: Iterable[tuple[str, str, str]], protected: dict[str, st
         stack.append((path, kind, who))
 
 
-def _within(path: str, folder: str) -> bool:
+def within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it."""
     return path == folder or path.startswith(folder.rstrip("/") + "/")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-import string
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from shoal import validate_around
+from shoal import around, validate_around
 from shoal.errors import SpecError
 from shoal.step import _STEP_NAME, Step, signature_args
 
@@ -24,17 +23,7 @@ def _fmt(dims: Any) -> str:
 
 def template_fields(template: str) -> list[str]:
     """The root names of the ``{fields}`` a command template uses."""
-    out: list[str] = []
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise SpecError(f"command template {template!r} does not parse: {exc}") from None
-    for _, fname, _, _ in parsed:
-        if fname is None:
-            continue
-        root = fname.split(".", 1)[0].split("[", 1)[0]
-        out.append(root)
-    return out
+    return around.fields(template, "command template")
 
 
 #: A placeholder alone inside quotes: "{seed}" or '{site}' (shoal quotes values itself).
