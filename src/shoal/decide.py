@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.codehash import blake2b
-from shoal.resultfile import RESULT, read_json
+from shoal.resultfile import OWNER, RESULT, read_json
 from shoal.state import Store
 from shoal.status import TaskStatus
 from shoal.tasks import BLOCKED, CHANGED, DONE, FAILED, MISSING, REASONS, StepPlan
@@ -165,7 +165,7 @@ def _outputs_intact(sp: StepPlan, outputs: list[list[str]], stamps: dict[str, An
                 why, state = f"output missing: {_shown(o, base)}", MISSING
                 break
             stamp = left.get(o) if isinstance(left, dict) else None
-            if stamp and [st.st_ino, st.st_mtime_ns][:len(stamp)] != stamp:
+            if stamp and _now(o, st, stamp) != stamp:
                 why, state = (f"output changed since it ran: {_shown(o, base)} (another run "
                               "root, or by hand)"), CHANGED
                 break
@@ -174,6 +174,18 @@ def _outputs_intact(sp: StepPlan, outputs: list[list[str]], stamps: dict[str, An
             sp.detail[i] = why
             sp.run_ids[i] = None
             sp.adopted.pop(i, None)
+
+
+def _now(path: str, st: os.stat_result, stamp: list[Any]) -> list[Any]:
+    """The output's stamp as it is now, in the form of the recorded ``stamp``: a file's
+    [inode, mtime_ns], a folder's [inode, the token in its .shoal-owner]."""
+    if len(stamp) == 2 and isinstance(stamp[1], str):
+        try:
+            with open(f"{path}/{OWNER}") as fh:
+                return [st.st_ino, fh.read()]
+        except OSError:
+            return [st.st_ino, None]
+    return [st.st_ino, st.st_mtime_ns][:len(stamp)]
 
 
 def _shown(path: str, base: str | None) -> str:

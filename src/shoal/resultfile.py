@@ -24,6 +24,7 @@ RESULT = ".shoal-result.json"
 ERROR = ".shoal-error.json"
 LOG = ".shoal.log"
 CHECKPOINTS = ".shoal-checkpoints"
+OWNER = ".shoal-owner"  # in a folder output: the dispatch token of the task that made it
 FORMAT = 1
 FSYNC = os.environ.get("SHOAL_FSYNC", "0") not in ("", "0", "false", "no")
 
@@ -163,7 +164,7 @@ def make_result(
     metrics: dict[str, Any] | None,
     run_id: str | None = None,
     files: dict[str, str] | None = None,
-    outputs: dict[str, list[int] | None] | None = None,
+    outputs: dict[str, list[Any] | None] | None = None,
 ) -> dict[str, Any]:
     """The JSON document of a task's result file (``files``: its input files and their
     digests; ``outputs``: the paths it owns, with [inode, mtime_ns] of each once it is done;

@@ -99,7 +99,7 @@ class TaskRecord:
     log_tail: str | None = None
     files: dict[str, str] | None = None  # input files it ran with: path -> digest
     # the paths outside its folder it owns -> [inode, mtime_ns] as it left them (done)
-    outputs: dict[str, list[int] | None] | None = None
+    outputs: dict[str, list[Any] | None] | None = None
 
     @property
     def decision(self) -> str:

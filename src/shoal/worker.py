@@ -93,14 +93,15 @@ def remove_path(path: str) -> None:
             os.unlink(path)
 
 
-def output_stamps(spec: TaskSpec, done: bool) -> dict[str, list[int] | None] | None:
+def output_stamps(spec: TaskSpec, done: bool) -> dict[str, list[Any] | None] | None:
     """The task's outputs as recorded with its result: path -> [inode, mtime_ns] of a file it
-    left there, [inode] of a folder (done), or None (not done). A later change of that stamp
-    — the path removed and made again by another run, a file rewritten — makes the task out
-    of date."""
+    left there; [inode, token] of a folder, the token also written into it (``.shoal-owner``:
+    a folder removed and made again may get the same inode back, and a later step may add
+    files to it); None (not done). A later change of that stamp — the path made again by
+    another run root, a file rewritten — makes the task out of date."""
     if spec.outputs is None:
         return None
-    out: dict[str, list[int] | None] = {}
+    out: dict[str, list[Any] | None] = {}
     for path in spec.outputs:
         try:
             st = os.lstat(path) if done else None
@@ -108,8 +109,13 @@ def output_stamps(spec: TaskSpec, done: bool) -> dict[str, list[int] | None] | N
             st = None
         if st is None:
             out[path] = None
-        elif stat.S_ISDIR(st.st_mode):  # (a later step may add files inside: its inode)
-            out[path] = [st.st_ino]
+        elif stat.S_ISDIR(st.st_mode):
+            try:
+                with open(f"{path}/{resultfile.OWNER}", "w") as fh:
+                    fh.write(spec.token)
+                out[path] = [st.st_ino, spec.token]
+            except OSError:  # (a folder it may not write into: its inode alone)
+                out[path] = [st.st_ino]
         else:
             out[path] = [st.st_ino, st.st_mtime_ns]
     return out
