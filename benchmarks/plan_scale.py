@@ -284,10 +284,10 @@ def seed_done_state(
     import socket
     import time
 
-    from shoal import resultfile
-    from shoal.loader import load_experiment
-    from shoal.plan import expand, task_inputs
-    from shoal.state import Store, TaskRecord
+    from shoal.plan.build import expand, task_inputs
+    from shoal.spec.loader import load_experiment
+    from shoal.state import resultfile
+    from shoal.state.store import Store, TaskRecord
 
     exp = load_experiment(str(exp_dir))
     plans = expand(exp)

@@ -64,7 +64,7 @@ def main() -> int:
         n = seed_store(exp_dir)
         print(f"seeded {n:,} done tasks with {len(METRICS)} metrics each in "
               f"{time.perf_counter() - t0:.1f} s")
-        from shoal.loader import load_experiment
+        from shoal.spec.loader import load_experiment
 
         api = []
         for _ in range(args.repeat):

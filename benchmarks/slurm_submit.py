@@ -38,11 +38,11 @@ def main() -> int:
         print("sbatch not found: start a Slurm first (scripts/local-slurm.sh)")
         return 0
     from shoal.backends.slurm import SlurmBackend, SlurmOptions, commands
-    from shoal.loader import load_experiment
-    from shoal.plan import build_plan
-    from shoal.schedule import Controller, RunOptions
-    from shoal.slots import Slots
-    from shoal.state import Store
+    from shoal.plan.build import build_plan
+    from shoal.schedule.controller import Controller, RunOptions
+    from shoal.schedule.slots import Slots
+    from shoal.spec.loader import load_experiment
+    from shoal.state.store import Store
 
     work = Path(tempfile.mkdtemp(prefix="shoal-slurm-submit-"))
     jobs: list[str] = []

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from shoal import resultfile
-from shoal.cli import main
-from shoal.loader import load_experiment
-from shoal.plan import DONE, Plan, task_inputs
-from shoal.spec import Experiment
-from shoal.state import rescan
+from shoal.cli.main import main
+from shoal.plan.build import DONE, Plan, task_inputs
+from shoal.spec.experiment import Experiment
+from shoal.spec.loader import load_experiment
+from shoal.state import resultfile
+from shoal.state.store import rescan
 
 HEADER = "import shoal\n"
 

@@ -7,10 +7,10 @@ import json
 import shlex
 from pathlib import Path
 
-from shoal.around import Container
-from shoal.loader import load_experiment
-from shoal.plan import build_plan
-from shoal.wrap import container_argv, with_setup
+from shoal.plan.build import build_plan
+from shoal.spec.around import Container
+from shoal.spec.loader import load_experiment
+from shoal.worker.wrap import container_argv, with_setup
 from test_run import run
 
 
@@ -175,8 +175,8 @@ def test_container_and_setup_compose_in_the_dispatched_command(write_exp, tmp_pa
     (tmp_path / "data/potr_m_pred0.txt").write_text("x")
     exp = load_experiment(str(path), {})
     plan = build_plan(exp, exp.root)
-    from shoal.dispatch import SpecBuilder
-    from shoal.state import Store
+    from shoal.schedule.dispatch import SpecBuilder
+    from shoal.state.store import Store
 
     with Store.open(exp.root) as store:
         spec = SpecBuilder(plan, store, True, lambda: None).build(

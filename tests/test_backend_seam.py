@@ -9,17 +9,17 @@ from typing import Any
 
 import pytest
 
-from shoal import worker
 from shoal.backends.base import Backend
-from shoal.backends.local import LocalBackend
+from shoal.backends.local.backend import LocalBackend
 from shoal.backends.slurm import SlurmBackend
-from shoal.loader import load_experiment
-from shoal.plan import build_plan
-from shoal.runreport import RunOptions
-from shoal.schedule import Controller
-from shoal.slots import Slots
-from shoal.state import Store
-from shoal.taskspec import TaskSpec
+from shoal.plan.build import build_plan
+from shoal.schedule.controller import Controller
+from shoal.schedule.runreport import RunOptions
+from shoal.schedule.slots import Slots
+from shoal.spec.loader import load_experiment
+from shoal.state.store import Store
+from shoal.worker import task as worker
+from shoal.worker.taskspec import TaskSpec
 
 
 class InProcess(Backend):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.checkpoint import Checkpoints
+from shoal.context.checkpoint import Checkpoints
 from test_run import shoal_cmd
 
 

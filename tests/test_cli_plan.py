@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import complete
-from shoal.state import db_path
+from shoal.state.store import db_path
 
 SMALL = """
 N = shoal.config("sites", 2)
@@ -75,8 +75,8 @@ def test_unknown_config_key_is_an_error(cli, write_exp) -> None:
 def test_config_values_are_checked_against_the_default_s_type() -> None:
     """Bug: `--config seeds=true` passed for an int default (a bool is an int), so the grid
     silently had one seed; a float or list default took any text."""
-    from shoal.configuration import _coerce
     from shoal.errors import ConfigError
+    from shoal.spec.configuration import _coerce
 
     assert _coerce("seeds", "7", 3) == 7 and _coerce("seeds", 4.0, 3) == 4
     assert _coerce("lr", 1, 0.1) == 1.0 and _coerce("lr", "1e-3", 0.1) == 0.001
@@ -311,7 +311,7 @@ def test_real_process_end_to_end(write_exp, tmp_path: Path) -> None:
     """The installed console script, in a fresh interpreter."""
     path = write_exp(SMALL)
     exe = Path(sys.executable).with_name("shoal")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "shoal.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "shoal.cli.main"]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     res = subprocess.run([*cmd, "plan", str(path), "--json"], capture_output=True, text=True,
                          env=env, check=False)
@@ -404,11 +404,11 @@ def test_plan_without_config_notes_the_last_run_s_config(cli, write_exp) -> None
 def test_a_closed_output_pipe_is_a_quiet_exit(cli, write_exp, monkeypatch) -> None:
     """Regression guard: `shoal results | head` ends quietly, also now that other OSErrors
     about a path are one error line (BrokenPipeError is an OSError)."""
-    import shoal.cli
+    import shoal.cli.main
 
     def broken(args):
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(shoal.cli, "cmd_plan", broken)
+    monkeypatch.setattr(shoal.cli.main, "cmd_plan", broken)
     rc, _, err = cli("plan", write_exp(SMALL))
     assert rc == 0 and err == ""

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from shoal import resultfile, spawn
-from shoal.backends.local_commands import WAKE_EVERY, CommandRunner, _Bundle
-from shoal.tasklog import TaskLog
-from shoal.taskspec import TaskSpec
+from shoal.backends.local.commands import WAKE_EVERY, CommandRunner, _Bundle
+from shoal.state import resultfile
+from shoal.worker import spawn
+from shoal.worker.tasklog import TaskLog
+from shoal.worker.taskspec import TaskSpec
 from test_run import run
 
 
@@ -393,8 +394,8 @@ def test_commands_get_sigpipe_back(spawner, tmp_path: Path) -> None:
 
 RUN_STOPPED = '''
 import json, os, signal, sys, threading
-from shoal.command import run_command
-from shoal.taskspec import TaskSpec
+from shoal.worker.command import run_command
+from shoal.worker.taskspec import TaskSpec
 root = sys.argv[1]
 spec = TaskSpec(experiment="e", target="x.py", config={}, step="c", key="i=0", params={"i": 0},
                 fingerprint="f", code="c", inputs=None, attempt=1, out=f"{root}/c/i=0",
@@ -460,7 +461,7 @@ def test_a_command_is_forgotten_before_it_is_reaped(tmp_path: Path, monkeypatch)
     """Bug: a command was reaped before its runner (or a Slurm element's stop forwarding)
     forgot its pid, so a kill or stop in between could signal the process group of an
     unrelated process that took the pid. Now nothing refers to a pid when it is reaped."""
-    from shoal import command as C
+    from shoal.worker import command as C
 
     (tmp_path / "c").mkdir()
     runner = CommandRunner(str(tmp_path), {"PATH": os.environ["PATH"]})

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from shoal.errors import SpecError
-from shoal.loader import load_experiment
-from shoal.plan import build_plan
-from shoal.state import Store
+from shoal.plan.build import build_plan
+from shoal.spec.loader import load_experiment
+from shoal.state.store import Store
 from test_run import run
 
 INPUTS = """

@@ -4,8 +4,8 @@ import pytest
 
 import shoal
 from shoal.errors import SpecError
-from shoal.paths import decode, encode, parse_key, part
-from shoal.resources import Resources, parse_duration, parse_mem, slurm_time
+from shoal.spec.paths import decode, encode, parse_key, part
+from shoal.spec.resources import Resources, parse_duration, parse_mem, slurm_time
 
 
 def test_product_in_keyword_order() -> None:

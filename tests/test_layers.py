@@ -1,6 +1,7 @@
-"""The import graph of src/shoal: no cycles (imports under TYPE_CHECKING are annotations
-only and do not count). A module that needs a higher layer's verb gets it from above — as
-shoal.api adds plan/run/results to the definition of shoal.spec — never by importing up."""
+"""The import graph of src/shoal: a folder per layer, no import from a layer to one above
+it, no cycles (imports under TYPE_CHECKING are annotations only and do not count). A module
+that needs a higher layer's verb gets it from above — as shoal.api.experiment adds
+plan/run/results to the definition of shoal.spec.experiment — never by importing up."""
 
 from __future__ import annotations
 
@@ -79,13 +80,62 @@ def test_the_package_has_no_import_cycle() -> None:
     assert _cycles(graph) == []
 
 
-def test_the_definition_layer_imports_nothing_above_it() -> None:
-    """spec (Experiment, Step, the checks) may use the grid, paths and errors, never the
-    planner, the runner, results or the CLI."""
+#: What each layer may import (DESIGN.md's table: a layer knows nothing of those above it).
+#: A module's layer is its folder under src/shoal (backends.base apart from the engines).
+MAY_IMPORT: dict[str, set[str]] = {
+    "errors": set(),
+    "torch": set(),
+    "spec": {"errors"},
+    "state": {"errors"},
+    "plan": {"errors", "spec", "state"},
+    "context": {"errors", "state"},
+    "worker": {"errors", "spec", "state", "plan", "context"},
+    "results": {"errors", "spec", "state", "plan"},
+    "backends.base": {"errors", "state", "worker"},
+    "schedule": {"errors", "spec", "state", "plan", "worker", "backends.base"},
+    "backends": {"errors", "spec", "state", "plan", "context", "worker", "backends.base"},
+    "api": {"errors", "spec", "state", "plan", "context", "worker", "results",
+            "backends.base", "schedule", "backends"},
+    "cli": {"errors", "spec", "state", "plan", "context", "worker", "results",
+            "backends.base", "schedule", "backends", "api"},
+}
+
+
+def _layer(module: str) -> str | None:
+    """``shoal.plan.build`` -> ``plan``; ``shoal.backends.base`` -> ``backends.base``;
+    the package itself (the public API) -> None (it may import anything)."""
+    parts = module.split(".")[1:]
+    if not parts:
+        return None
+    if parts[:2] == ["backends", "base"]:
+        return "backends.base"
+    return parts[0]
+
+
+def test_every_module_lives_in_a_layer_folder() -> None:
+    """The tree shows the layers: no module lies flat in src/shoal but the package's own
+    files (the public API), errors and the public shoal.torch."""
+    flat = {name for name, path in _modules().items()
+            if name.count(".") == 1 and path.name != "__init__.py"}
+    assert flat <= {"shoal.errors", "shoal.torch", "shoal.__main__"}, sorted(flat)
+    assert {_layer(n) for n in _modules()} - {None} <= set(MAY_IMPORT)
+
+
+def test_no_layer_imports_one_above_it() -> None:
     known = _modules()
-    above = ("shoal.plan", "shoal.decide", "shoal.runner", "shoal.schedule", "shoal.results",
-             "shoal.report", "shoal.cli", "shoal.backends", "shoal.worker", "shoal.api")
-    for name in ("shoal.spec", "shoal.step", "shoal.around", "shoal.grid", "shoal.validate",
-                 "shoal.validate_around"):
-        bad = {m for m in _imports(known[name], known) if m.startswith(above)}
-        assert not bad, f"{name} imports {sorted(bad)}"
+    bad = []
+    for name, path in sorted(known.items()):
+        layer = _layer(name)
+        if layer is None:
+            continue
+        for dep in _imports(path, known):
+            other = _layer(dep)
+            if other is not None and other != layer and other not in MAY_IMPORT[layer]:
+                bad.append(f"{name} imports {dep} ({layer} may not use {other})")
+    assert bad == []
+
+
+def test_the_layer_table_is_a_hierarchy() -> None:
+    """MAY_IMPORT itself has no cycle (so the layers have an order)."""
+    graph = {k: set(v) for k, v in MAY_IMPORT.items()}
+    assert _cycles(graph) == []

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from conftest import complete
-from shoal.codehash import code_hash
 from shoal.errors import SpecError
-from shoal.plan import CHANGED, DONE, FAILED, MISSING, parse_only
+from shoal.plan.build import CHANGED, DONE, FAILED, MISSING, parse_only
+from shoal.spec.codehash import code_hash
 
 FOUR_STEPS = """
 exp = shoal.Experiment("sf", grid=shoal.Grid(site=["a", "b"], factor=[0, 1, 5], seed=range(2)))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import shoal
 from conftest import complete
-from shoal.plan import CHANGED, DONE
+from shoal.plan.build import CHANGED, DONE
 
 
 @dataclass

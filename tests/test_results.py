@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from shoal.stats import t_ppf
+from shoal.results.stats import t_ppf
 from test_run import run
 
 GRID = """

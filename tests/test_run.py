@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.lock import RootLock
+from shoal.state.lock import RootLock
 
 PIPE = """
 import os
@@ -38,7 +38,7 @@ def combine(ctx, runs):
 
 def shoal_cmd() -> list[str]:
     exe = Path(sys.executable).with_name("shoal")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "shoal.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "shoal.cli.main"]
 
 
 def run(path: Path, *args: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
@@ -279,7 +279,7 @@ def test_gpus_named_by_uuid_are_handed_out_by_name(write_exp, tmp_path: Path) ->
     a shared node) was renumbered 0, 1…, so tasks ran on devices outside it; and a typo
     (--gpus O) silently meant device 0."""
     from shoal.errors import ShoalError
-    from shoal.slots import parse_gpu_list
+    from shoal.schedule.slots import parse_gpu_list
 
     assert parse_gpu_list("0, 2,2") == ["0", "2"]
     assert parse_gpu_list("MIG-4f1b/1/0,GPU-8a9c-77") == ["MIG-4f1b/1/0", "GPU-8a9c-77"]

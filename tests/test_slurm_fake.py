@@ -11,7 +11,7 @@ import pytest
 
 from fakeslurm import FakeSlurm
 from shoal.backends.slurm import SlurmOptions, manifest
-from shoal.loader import load_experiment
+from shoal.spec.loader import load_experiment
 
 BODY = """
 exp = shoal.Experiment("fake", grid=shoal.Grid(i=range(4)))
@@ -75,9 +75,9 @@ def test_a_preempted_element_goes_out_again_without_using_a_retry(monkeypatch, w
 def _killed_after_submitting(monkeypatch, path: Path):
     """A run that submitted the array of step t (its elements held queued) and died."""
     from shoal.backends.slurm import SlurmBackend
-    from shoal.dispatch import SpecBuilder
-    from shoal.plan import build_plan
-    from shoal.state import Store
+    from shoal.plan.build import build_plan
+    from shoal.schedule.dispatch import SpecBuilder
+    from shoal.state.store import Store
 
     fake = FakeSlurm(decide=lambda fake, job, index, text: "PENDING").install(monkeypatch)
     exp = load_experiment(str(path), {})

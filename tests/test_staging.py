@@ -6,7 +6,7 @@ import json
 import multiprocessing
 from pathlib import Path
 
-from shoal import staging
+from shoal.worker import staging
 
 
 def _data(tmp_path: Path) -> Path:

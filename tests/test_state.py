@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shoal import resultfile
-from shoal.state import Store, TaskRecord, db_path, rescan, scan_records
+from shoal.state import resultfile
+from shoal.state.store import Store, TaskRecord, db_path, rescan, scan_records
 
 
 def test_missing_store_reads_empty_and_creates_nothing(tmp_path: Path) -> None:
@@ -63,8 +63,8 @@ def test_atomic_write_leaves_no_temp_file(tmp_path: Path) -> None:
 def test_task_statuses_are_one_enum_that_reads_and_writes_as_text() -> None:
     import json as _json
 
-    from shoal.state import STATUSES, TaskRecord
-    from shoal.status import STORED, TaskStatus
+    from shoal.state.status import STORED, TaskStatus
+    from shoal.state.store import STATUSES, TaskRecord
 
     assert TaskStatus.DONE == "done" and f"{TaskStatus.FAILED}" == "failed"
     assert str(TaskStatus.SKIPPED) == "skipped"

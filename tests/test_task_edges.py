@@ -202,7 +202,7 @@ def test_a_broken_pipe_inside_shoal_is_an_error_not_a_quiet_exit(tmp_path) -> No
     import subprocess
     import sys
 
-    code = ("import sys, shoal.cli as c\n"
+    code = ("import sys, shoal.cli.main as c\n"
             "def boom(args):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
             "c.cmd_plan = boom\nsys.exit(c.main(['plan', 'x']))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -20,15 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from shoal.api import Experiment
-from shoal.around import Container
-from shoal.codehash import hash_code
-from shoal.configuration import config
-from shoal.context import Files, Interrupted, Requeue, TaskContext
+from shoal.api.experiment import Experiment
+from shoal.context.task import Files, Interrupted, Requeue, TaskContext
 from shoal.errors import ConfigError, ShoalError, SpecError
-from shoal.grid import Grid, Zip, zip
-from shoal.loader import load
-from shoal.spec import Step
+from shoal.spec.around import Container
+from shoal.spec.codehash import hash_code
+from shoal.spec.configuration import config
+from shoal.spec.experiment import Step
+from shoal.spec.grid import Grid, Zip, zip
+from shoal.spec.loader import load
 
 __version__ = "0.1.0"
 
@@ -59,11 +59,11 @@ def __getattr__(name: str) -> Any:
     """``shoal.Checkpoints`` and ``shoal.PackContext`` load on first use (start-up stays
     light for every process that imports an experiment)."""
     if name == "Checkpoints":
-        from shoal.checkpoint import Checkpoints
+        from shoal.context.checkpoint import Checkpoints
 
         return Checkpoints
     if name == "PackContext":
-        from shoal.packs import PackContext
+        from shoal.worker.packs import PackContext
 
         return PackContext
     raise AttributeError(f"module 'shoal' has no attribute {name!r}")

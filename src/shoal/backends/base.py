@@ -1,6 +1,7 @@
 """The one seam between the controller and an engine that runs tasks.
 
-The controller (:mod:`shoal.schedule`) hands a backend task specs (:meth:`Backend.start`),
+The controller (:mod:`shoal.schedule.controller`) hands a backend task specs
+(:meth:`Backend.start`),
 collects their outcomes (:meth:`Backend.poll`), and asks it to stop, kill and shut down.
 Everything a backend may do differently is declared here — abstract, or with a default that
 means "not supported" — so that the controller reads no undeclared hooks. A new engine is a
@@ -12,8 +13,8 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
-from shoal.status import TaskStatus
-from shoal.taskspec import TaskSpec
+from shoal.state.status import TaskStatus
+from shoal.worker.taskspec import TaskSpec
 
 
 class Backend(abc.ABC):

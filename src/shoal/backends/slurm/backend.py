@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from shoal import resultfile
-from shoal import worker as W
 from shoal.backends.base import Backend
 from shoal.backends.slurm import commands, manifest, profile, script
-from shoal.status import TaskStatus
-from shoal.taskspec import TaskSpec
+from shoal.state import resultfile
+from shoal.state.status import TaskStatus
+from shoal.worker import task as W
+from shoal.worker.taskspec import TaskSpec
 
 
 def jobs_file(root: Path) -> Path:

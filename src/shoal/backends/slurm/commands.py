@@ -164,7 +164,7 @@ def partition_max_time(partition: str | None) -> float | None:
                 continue
             value = fields.get("MaxTime", "UNLIMITED")
             if value not in ("UNLIMITED", "INFINITE"):
-                from shoal.resources import parse_duration
+                from shoal.spec.resources import parse_duration
 
                 try:
                     found = parse_duration("(partition)", "MaxTime", value)

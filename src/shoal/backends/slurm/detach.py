@@ -2,7 +2,7 @@
 
 Each step's tasks go out as arrays that depend (``afterany``) on the arrays of the steps
 they need; a task whose upstream tasks had not run at submission reads their result files
-before it starts (:mod:`shoal.deferred`) and is recorded *skipped* when one is missing.
+before it starts (:mod:`shoal.worker.deferred`) and is recorded *skipped* when one is missing.
 Nothing follows the jobs: the result files are the truth. ``shoal status`` ingests them
 into the store and shows what Slurm still holds; ``shoal run`` again attaches to the jobs
 still queued or running (it never submits their tasks twice) and resubmits the rest.
@@ -18,19 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shoal import resultfile
 from shoal.backends.slurm import commands
 from shoal.backends.slurm.backend import SlurmBackend
 from shoal.backends.slurm.manifest import load as _load
 from shoal.backends.slurm.manifest import manifest_path
 from shoal.backends.slurm.manifest import write as _write_manifest
-from shoal.dispatch import SpecBuilder
 from shoal.errors import ShoalError
-from shoal.plan import DONE, Plan, StepPlan
-from shoal.state import Store, TaskRecord
-from shoal.status import TaskStatus
-from shoal.taskspec import TaskSpec
-from shoal.worker import HOST
+from shoal.plan.build import DONE, Plan, StepPlan
+from shoal.schedule.dispatch import SpecBuilder
+from shoal.state import resultfile
+from shoal.state.resultfile import HOST
+from shoal.state.status import TaskStatus
+from shoal.state.store import Store, TaskRecord
+from shoal.worker.taskspec import TaskSpec
 
 # (step, key) -> (job, index, token, fingerprint)
 Live = dict[tuple[str, str], tuple[str, int, str, "str | None"]]

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from shoal.status import TaskStatus
+from shoal.state.status import TaskStatus
 
 
 def main(argv: list[str]) -> int:
@@ -24,9 +24,10 @@ def main(argv: list[str]) -> int:
     index = offset + int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
     with open(os.path.join(submission, "bundles.pkl"), "rb") as fh:
         bundles = pickle.load(fh)
-    from shoal import command, deferred, worker
-    from shoal.loader import load_experiment
-    from shoal.taskspec import TaskSpec
+    from shoal.spec.loader import load_experiment
+    from shoal.worker import command, deferred
+    from shoal.worker import task as worker
+    from shoal.worker.taskspec import TaskSpec
 
     specs = [TaskSpec.from_dict(d) for d in bundles[index]]
     worker.install_stop_handlers()
@@ -34,7 +35,7 @@ def main(argv: list[str]) -> int:
     os.chdir(first.cwd)
     exp = None
     if specs and specs[0].packed:  # one call for the pack's members still to run
-        from shoal.packs import run_pack
+        from shoal.worker.packs import run_pack
 
         todo = []
         for s in specs:
@@ -98,7 +99,7 @@ def main(argv: list[str]) -> int:
 def _finished(spec: Any) -> bool:
     """Whether this dispatch of the task already ended (done, failed or skipped); an
     interrupted one resumes."""
-    from shoal import resultfile
+    from shoal.state import resultfile
 
     doc = resultfile.read_result(Path(spec.out))
     if doc and doc.get("token") == spec.token:

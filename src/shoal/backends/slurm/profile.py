@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.errors import ShoalError
-from shoal.resources import parse_duration
+from shoal.spec.resources import parse_duration
 
 # keys a profile may set for all steps, and per step
 STEP_KEYS = ("partition", "account", "qos", "throttle", "tasks_per_job", "bundle_minutes",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from shoal.resources import slurm_time
+from shoal.spec.resources import slurm_time
 
 
 def render(

@@ -1,0 +1,2 @@
+"""The local engine: persistent worker processes for functions, threads for commands,
+a watchdog per run."""

@@ -1,0 +1,1 @@
+"""The shoal command: parses, calls the API, prints."""

@@ -1,0 +1,3 @@
+"""What user code sees: ctx (params, folders, upstream results, checkpoints, should_stop).
+Knows nothing of backends.
+"""

@@ -1,0 +1,3 @@
+"""Steps x grid into tasks, edges by projection, input files, fingerprints; what runs and why.
+Knows nothing of how tasks run.
+"""

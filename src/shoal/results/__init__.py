@@ -1,0 +1,1 @@
+"""Tables of params x metrics, summaries across seeds, the report. Knows nothing of scheduling."""

@@ -1,0 +1,3 @@
+"""The definition: Experiment, Grid, Step, what a step needs around it, resources, checks.
+Knows nothing of files or processes.
+"""

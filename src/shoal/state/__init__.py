@@ -1,0 +1,3 @@
+"""The store of tasks and attempts (SQLite, WAL), task statuses, result files, the root lock.
+Knows nothing of scheduling.
+"""

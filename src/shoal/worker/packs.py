@@ -1,0 +1,181 @@
+"""Packs: several tasks of one step that differ only in the packed dimensions, run by one
+call of the step function (e.g. 30 seeds of a small model trained as one stacked model).
+
+``@exp.step(per=["site", "factor", "seed"], pack=["seed"], pack_size=30)`` makes the
+controller hand up to 30 ready tasks with the same ``site`` and ``factor`` to one call::
+
+    def train(pack, site, factor, seed):      # seed: the list of the members' seeds
+        for member in pack.members:            # per-task contexts: .params, .out, .checkpoint
+            ...
+        return [{"loss": ...} for member in pack.members]   # one result per member
+
+Each member keeps its own folder, result file, log, status and fingerprint. A result that is
+an exception fails that member only (``shoal.Requeue`` interrupts it); an exception raised
+by the function fails the whole pack. A pack occupies the step's resources once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal.context.checkpoint import Checkpoints
+from shoal.context.task import Files, Interrupted, Requeue, TaskContext, Upstream
+from shoal.spec.experiment import Experiment
+from shoal.state import resultfile
+from shoal.state.resultfile import HOST
+from shoal.state.status import TaskStatus
+from shoal.worker import staging
+from shoal.worker import task as W
+from shoal.worker.taskspec import TaskSpec
+
+
+@dataclass
+class PackContext:
+    """What a packed step function gets instead of one task's ``ctx``."""
+
+    step: str
+    members: list[TaskContext]
+    packed: tuple[str, ...]  # the packed dimensions
+    params: dict[str, list[Any]]  # every dimension's values, one per member
+    threads: int = 1
+    device: str = "cpu"
+    _stop: Callable[[], bool] = field(default=lambda: False, repr=False)
+    _log: Any = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def should_stop(self) -> bool:
+        """True once shoal asked the pack to stop (see ``TaskContext.should_stop``)."""
+        return self._stop()
+
+    @property
+    def log(self) -> Any:
+        """A logger writing to every member's log."""
+        if self._log is None:
+            self._log = self.members[0].log
+        return self._log
+
+    def key(self, member: TaskContext) -> Any:
+        """The member's values of the packed dimensions (one value when one is packed)."""
+        values = tuple(member.params[d] for d in self.packed)
+        return values[0] if len(values) == 1 else values
+
+
+def _member_results(pack: PackContext, value: Any) -> list[Any]:
+    n = len(pack.members)
+    if isinstance(value, Mapping):
+        missing = [pack.key(m) for m in pack.members if pack.key(m) not in value]
+        if missing:
+            raise TypeError(f"the packed step's result dict has no entry for {missing[:3]} "
+                            f"(keys are the members' {', '.join(pack.packed)} values)")
+        return [value[pack.key(m)] for m in pack.members]
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        if len(value) != n:
+            raise TypeError(f"the packed step returned {len(value)} results for {n} members; "
+                            "return one per member, in member order (or a dict by key)")
+        return list(value)
+    raise TypeError(f"a packed step must return a list (one result per member) or a dict "
+                    f"keyed by the packed values, got {type(value).__name__}")
+
+
+def run_pack(specs: list[TaskSpec], exp: Experiment,
+             should_stop: Callable[[], bool] = W.stop_requested) -> list[dict[str, Any]]:
+    """Run the members ``specs`` of one pack in this process; one outcome per member."""
+    started = time.time()
+    first = specs[0]
+    step = exp.steps[first.step]
+    for s in specs:
+        try:
+            W.prepare_task(s)
+        except OSError as exc:
+            return [W.outcome(m, TaskStatus.FAILED,
+                              error=f"cannot prepare task folder {s.out}: {exc}") for m in specs]
+    header = f"=== {first.label} attempt {first.attempt} on {HOST} at {time.ctime(started)} ===\n"
+    members_line = (f"shoal: pack of {len(specs)}: "
+                    f"{', '.join(s.label for s in specs[:8])}{', ...' if len(specs) > 8 else ''}")
+    outcomes: list[dict[str, Any]] | None = None
+    try:
+        offset = os.path.getsize(f"{first.out}/{resultfile.LOG}")
+    except OSError:
+        offset = 0
+    with W.redirected_output(first, header):
+        print(members_line, flush=True)
+        try:
+            W.enter_task(first)
+            staged = staging.stage(first.stage, first.stage_dir) if first.stage else {}
+            members = [TaskContext(
+                step=s.step, params=dict(s.params), out=Path(s.out), threads=s.cpus,
+                device=s.device, attempt=s.attempt, root=Path(s.root),
+                upstream={n: Upstream(n, u["params"], Path(u["out"]), u["result"])
+                          for n, u in s.needs.items()},
+                checkpoint=Checkpoints(s.out, s.fingerprint), _stop=should_stop,
+                _staged=staged, inputs=Files(s.in_files),
+                outputs=Files(W._output_entries(s)), vars=dict(s.vars),
+            ) for s in specs]
+            dims = list(first.params)
+            pack = PackContext(
+                step=first.step, members=members, packed=tuple(step.pack),
+                params={d: [s.params[d] for s in specs] for d in dims},
+                threads=first.cpus, device=first.device, _stop=should_stop,
+            )
+            takes, _ = W._signature(step)
+            kwargs = {d: (pack.params[d] if d in step.pack else first.params[d]) for d in takes}
+            assert step.fn is not None
+            value = step.fn(pack, **kwargs)
+            results = _member_results(pack, value)
+        except Interrupted as exc:
+            with contextlib.suppress(OSError):  # (the log's disk may be full)
+                print(f"interrupted: {exc}", file=sys.stderr)
+            outcomes = [W.write_failure(s, TaskStatus.INTERRUPTED, f"Interrupted: {exc}", started)
+                        for s in specs]
+        except BaseException as exc:  # the whole pack failed
+            with contextlib.suppress(OSError):
+                traceback.print_exc()
+            error = f"{type(exc).__name__}: {exc}"
+            outcomes = [W.write_failure(s, TaskStatus.FAILED, error, started) for s in specs]
+    _share_log(specs, offset)
+    if outcomes is not None:
+        return outcomes
+    return [_finish(s, r, started) for s, r in zip(specs, results)]
+
+
+def _finish(spec: TaskSpec, value: Any, started: float) -> dict[str, Any]:
+    if value is Requeue or isinstance(value, Interrupted):
+        return W.write_failure(spec, TaskStatus.INTERRUPTED, f"Interrupted: {value}", started)
+    if isinstance(value, BaseException):
+        return W.write_failure(spec, TaskStatus.FAILED, f"{type(value).__name__}: {value}", started)
+    try:
+        metrics = W._metrics(value, Path(spec.out))
+        lost = W.missing_output(spec)
+        if lost:
+            return W.write_failure(spec, TaskStatus.FAILED, lost, started)
+        return W.write_success(spec, metrics, started)
+    except Exception as exc:
+        return W.write_failure(spec, TaskStatus.FAILED, f"{type(exc).__name__}: {exc}", started)
+
+
+def _share_log(specs: list[TaskSpec], offset: int) -> None:
+    """Every member's log gets the pack's output of this call (it ran once, for all)."""
+    try:
+        with open(f"{specs[0].out}/{resultfile.LOG}", "rb") as fh:
+            fh.seek(offset)
+            part = fh.read(1 << 24)
+    except OSError:
+        return
+    if not part:
+        return
+    for s in specs[1:]:
+        try:
+            with open(f"{s.out}/{resultfile.LOG}", "ab") as fh:
+                fh.write(part)
+        except OSError:
+            continue
