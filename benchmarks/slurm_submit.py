@@ -71,7 +71,7 @@ def main() -> int:
         n_tasks = sum(len(e.specs) for e in backend.elements.values())
         jobs = sorted({job for job, _ in backend.elements})
         print(f"shoal: {n_tasks:,} train tasks in {len(backend.elements):,} array elements, "
-              f"{backend.sbatch_calls} sbatch calls ({len(jobs)} arrays), "
+              f"{backend.submissions} sbatch calls ({len(jobs)} arrays), "
               f"MaxArraySize {backend._max_array}")
         commands.scancel(jobs)
         jobs = []
@@ -93,7 +93,7 @@ def main() -> int:
         print(f"Summary ({n_tasks:,} tasks of the train step)")
         print(f"  shoal: plan (81,912 tasks)              {t_plan:.2f} s")
         print(f"  shoal: specs + bundles + sbatch          {t_submit:.2f} s     target < 10 s")
-        print(f"  shoal: sbatch calls                      {backend.sbatch_calls}"
+        print(f"  shoal: sbatch calls                      {backend.submissions}"
               "          target <= 30")
         print(f"  naive: {args.naive} x sbatch (one per task)    {t_naive:.2f} s "
               f"({per_task * 1000:.1f} ms each)")

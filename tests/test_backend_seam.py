@@ -17,8 +17,9 @@ from shoal.schedule.controller import Controller
 from shoal.schedule.runreport import RunOptions
 from shoal.schedule.slots import Slots
 from shoal.spec.loader import load_experiment
+from shoal.state.status import Outcome
 from shoal.state.store import Store
-from shoal.worker import task as worker
+from shoal.worker.execute import execute
 from shoal.worker.taskspec import TaskSpec
 
 
@@ -34,13 +35,13 @@ class InProcess(Backend):
 
     def start(self, specs: list[TaskSpec]) -> None:
         self.started += len(specs)
-        self.done.extend(worker.run_function(s, self.exp) for s in specs)
+        self.done.extend(execute(specs, lambda: self.exp))  # the one worker entry
 
-    def poll(self, timeout: float) -> list[dict[str, Any]]:
+    def poll(self, timeout: float) -> list[Outcome]:
         out, self.done = self.done, []
         return out
 
-    def kill(self, spec: TaskSpec, reason: str, status: str = "failed") -> list[dict[str, Any]]:
+    def kill(self, spec: TaskSpec, reason: str, status: str = "failed") -> list[Outcome]:
         return []
 
     def running_specs(self) -> list[tuple[TaskSpec, float]]:

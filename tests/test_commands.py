@@ -18,6 +18,7 @@ import pytest
 
 from shoal.backends.local.commands import WAKE_EVERY, CommandRunner, _Bundle
 from shoal.state import resultfile
+from shoal.state.status import Outcome, TaskStatus
 from shoal.worker import spawn
 from shoal.worker.tasklog import TaskLog
 from shoal.worker.taskspec import TaskSpec
@@ -72,20 +73,20 @@ def test_wake_ups_for_freed_slots_and_failures_and_after_a_drain(tmp_path: Path)
         return bool(select.select([runner.fileno()], [], [], 0)[0])
 
     def post(n: int, status: str = "done") -> None:
-        runner._post(b, {"n": n, "status": status})
+        runner._post(b, Outcome("c", f"i={n}", n, TaskStatus(status)))
 
     post(1)
     post(2)
     assert not readable()  # (successes inside a bundle: no hurry)
     post(3, "failed")
     assert readable()
-    assert [o["n"] for o in runner.drain()] == [1, 2, 3]
+    assert [o.attempt for o in runner.drain()] == [1, 2, 3]
     assert not readable()
     post(4)
     assert not readable()
     post(5)  # the bundle's last: its slot is free
     assert readable()
-    assert [o["n"] for o in runner.drain()] == [4, 5]
+    assert [o.attempt for o in runner.drain()] == [4, 5]
     assert b.pending == 0
     b.pending = WAKE_EVERY + 1
     for n in range(WAKE_EVERY - 1):
@@ -403,7 +404,7 @@ spec = TaskSpec(experiment="e", target="x.py", config={}, step="c", key="i=0", p
                 timeout_s=None, needs={}, gather=None, token="t", stage=[], stage_dir=None,
                 command="sleep 30", argv=["sleep", "30"])
 threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGUSR2)).start()
-print(json.dumps(run_command(spec)["status"]))
+print(json.dumps(run_command(spec).status))
 '''
 
 
@@ -447,8 +448,8 @@ def test_a_runner_thread_and_its_logs_serve_the_next_bundle(tmp_path: Path) -> N
         specs = [_cmd_spec(tmp_path, 10 * round_ + j) for j in range(4)]
         runner.start(specs)
         got = _drain_all(runner, len(specs))
-        assert sorted(o["key"] for o in got) == sorted(s.key for s in specs)
-        assert all(o["status"] == "done" for o in got)
+        assert sorted(o.key for o in got) == sorted(s.key for s in specs)
+        assert all(o.status == "done" for o in got)
         assert len(runner._threads) == 1
         assert len(os.listdir(tmp_path / ".shoal/scratch")) == 2
     for j in (0, 10, 20):
@@ -479,9 +480,9 @@ def test_a_command_is_forgotten_before_it_is_reaped(tmp_path: Path, monkeypatch)
     specs = [_cmd_spec(tmp_path, j) for j in range(6)]
     runner.start(specs)
     got = _drain_all(runner, len(specs))
-    assert all(o["status"] == "done" for o in got)
+    assert all(o.status == "done" for o in got)
     # the same for a command run by a worker or a Slurm element (its stop forwarding)
-    assert C.run_command(_cmd_spec(tmp_path, 9), {"PATH": os.environ["PATH"]})["status"] \
+    assert C.run_command(_cmd_spec(tmp_path, 9), {"PATH": os.environ["PATH"]}).status \
         == "done"
     runner.shutdown()
     assert len(reaped) == 7

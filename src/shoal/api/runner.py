@@ -44,7 +44,7 @@ def run_experiment(
     :class:`~shoal.backends.slurm.SlurmOptions`) and follows them until they end; it first
     attaches to the tasks of an earlier ``--detach`` that Slurm still holds. ``detach=True``
     submits every step at once (with dependencies) and returns a
-    :class:`~shoal.backends.slurm.detach.DetachReport` without waiting.
+    :class:`~shoal.schedule.runreport.DetachReport` without waiting.
     ``missing_inputs="skip"``: tasks whose input files are missing do not run (nor what
     depends on them) instead of the run stopping before it starts.
     """
@@ -67,6 +67,7 @@ def run_experiment(
             from shoal.api.progress import make_progress
 
             be: Any
+            alive: dict[str, str] = {}
             if backend == "slurm":
                 from shoal.backends.slurm import SlurmBackend, SlurmOptions, commands
                 from shoal.backends.slurm import detach as detached
@@ -89,16 +90,6 @@ def run_experiment(
                                       missing_inputs=missing_inputs)
                 be.adopt, alive = detached.live(root, states, prune=True)
                 _cancel_stale(plan, be.adopt)
-                if detach:
-                    if alive:
-                        raise ShoalError(
-                            f"a detached submission on {root} is still queued or running "
-                            f"({len(alive)} array elements): `shoal status` follows it, "
-                            "`shoal run` without --detach attaches to it, `shoal cancel` "
-                            "drops it"
-                        )
-                    store.set_meta("config", json.dumps(exp.config, sort_keys=True))
-                    return detached.submit(plan, store, be, retries)
             else:
                 from shoal.backends.local.backend import LocalBackend
 
@@ -116,7 +107,15 @@ def run_experiment(
                 max_requeues = slurm.max_requeues if slurm is not None else 10
             opts = RunOptions(retries=retries, keep_going=keep_going, grace_s=grace_s,
                               max_requeues=max_requeues)
+            if detach and alive:
+                raise ShoalError(
+                    f"a detached submission on {root} is still queued or running "
+                    f"({len(alive)} array elements): `shoal status` follows it, "
+                    "`shoal run` without --detach attaches to it, `shoal cancel` drops it")
             ctl = Controller(plan, store, be, slots, opts)
+            if detach:
+                store.set_meta("config", json.dumps(exp.config, sort_keys=True))
+                return ctl.submit_detached()
             ctl.guard = lock.lost
             for w in ctl.report.warnings:
                 print(f"shoal: warning: {w}", file=sys.stderr)

@@ -11,9 +11,9 @@ subclass plus the worker entry that runs a spec where the engine puts it.
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from shoal.state.status import TaskStatus
+from shoal.state.status import Outcome, TaskStatus
 from shoal.worker.taskspec import TaskSpec
 
 
@@ -28,6 +28,13 @@ class Backend(abc.ABC):
     #: :meth:`start` only queues; :meth:`poll` submits (the controller records the tasks as
     #: running before that, so that a crash in between loses none).
     defers_start: ClassVar[bool] = False
+    #: It can run a whole plan that no process follows (``--detach``):
+    #: :meth:`submit_detached`.
+    detaches: ClassVar[bool] = False
+    #: Its name on the command line (``--backend NAME``).
+    name: ClassVar[str] = "?"
+    #: Calls to the engine that started work (e.g. ``sbatch``), for reports.
+    submissions: int = 0
 
     @property
     @abc.abstractmethod
@@ -40,12 +47,12 @@ class Backend(abc.ABC):
         of a pack), one after the other in one place."""
 
     @abc.abstractmethod
-    def poll(self, timeout: float) -> list[dict[str, Any]]:
+    def poll(self, timeout: float) -> list[Outcome]:
         """Outcomes that arrived (waiting up to ``timeout`` seconds for the first)."""
 
     @abc.abstractmethod
     def kill(self, spec: TaskSpec, reason: str,
-             status: str = TaskStatus.FAILED) -> list[dict[str, Any]]:
+             status: str = TaskStatus.FAILED) -> list[Outcome]:
         """End a running task at once; outcomes known now (others come through poll)."""
 
     @abc.abstractmethod
@@ -71,3 +78,10 @@ class Backend(abc.ABC):
         """Jobs one task of the step takes (a task longer than the engine's longest job runs
         as chained segments); 1 where jobs have no time limit."""
         return 1
+
+    def submit_detached(self, step: str, bundles: list[list[TaskSpec]],
+                        after: list[str]) -> list[str]:
+        """Submit one step's ``bundles`` to start once everything this backend submitted
+        for the steps ``after`` has ended, and do not follow them (``--detach``); returns
+        the engine's ids of what it submitted. Only where :attr:`detaches`."""
+        raise NotImplementedError(f"the {self.name} backend cannot run detached")

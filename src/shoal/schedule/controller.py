@@ -18,7 +18,7 @@ from typing import Any
 from shoal.backends.base import Backend
 from shoal.errors import ShoalError
 from shoal.plan.build import BLOCKED, CHANGED, DONE, Plan, StepPlan
-from shoal.schedule import bundling, outcomes
+from shoal.schedule import bundling, detached, outcomes
 from shoal.schedule.dispatch import SpecBuilder
 from shoal.schedule.outcomes import TaskId
 from shoal.schedule.runreport import RunOptions, RunReport, StepCounts
@@ -55,6 +55,8 @@ class Controller:
     # what goes to one slot at once (shoal.schedule.bundling)
     _take_pack = bundling.take_pack
     _bundle_size = bundling.bundle_size
+    # --detach: the same dispatch, in one pass, not followed (shoal.schedule.detached)
+    submit_detached = detached.submit_detached
 
     def __init__(
         self, plan: Plan, store: Store, backend: Backend, slots: Slots, options: RunOptions,

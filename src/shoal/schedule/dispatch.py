@@ -70,15 +70,13 @@ class SpecBuilder:
         base = f"{self._root}/{sp.name}"
         return f"{base}/{key}" if key else base
 
-    def build_deferred(self, sp: StepPlan, i: int, attempt: int, cpus: int,
-                       retries: int) -> TaskSpec:
+    def build_deferred(self, sp: StepPlan, i: int, attempt: int, cpus: int) -> TaskSpec:
         """The spec of a task submitted before its upstream tasks ran (``--detach``): it
         names them, and the worker reads their results first (:mod:`shoal.worker.deferred`)."""
         spec = self.build(sp, i, attempt, cpus, [])
         spec.upstream = deferred.describe(sp.deps, i, StepPlan.param_dict, self.folder)
         spec.needs, spec.gather, spec.inputs = {}, None, None
         spec.allow_missing = bool(sp.step.allow_missing)
-        spec.retries = retries
         return spec
 
     def build(self, sp: StepPlan, i: int, attempt: int, cpus: int, devices: list[str]) -> TaskSpec:

@@ -50,3 +50,11 @@ class RunReport:
                     or self.blocked or self.aborted)
 
 
+@dataclass
+class DetachReport:
+    """What ``--detach`` submitted."""
+
+    tasks: dict[str, int] = field(default_factory=dict)  # step -> tasks submitted
+    arrays: dict[str, list[str]] = field(default_factory=dict)  # step -> the engine's job ids
+    submissions: int = 0  # calls to the engine (sbatch)
+    elapsed: float = 0.0

@@ -16,7 +16,7 @@ from shoal.context.checkpoint import Checkpoints
 from shoal.errors import ShoalError
 from shoal.state import resultfile
 from shoal.state.resultfile import HOST
-from shoal.state.status import TaskStatus
+from shoal.state.status import Outcome, TaskStatus
 from shoal.worker import cmetrics, staging
 from shoal.worker import task as W
 from shoal.worker.spawn import spawn, wait_exited
@@ -138,14 +138,14 @@ def spawn_command(
 def end_command(
     spec: TaskSpec, log: TaskLog, fd: int, fresh: bool, code: int, started: float,
     lingering: bool = False, stopped: bool = False, ended: float | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """Close the command's log (``lingering``: something it started may still write to it)
     and write its result or error file (``ended``: when it exited; default now)."""
     log.close(fd, spec.out, fresh, lingering)
     return finish_command(spec, code, started, stopped, ended)
 
 
-def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_command(spec: TaskSpec, env: dict[str, str] | None = None) -> Outcome:
     """Run a command task in a child process of this one (a worker, a Slurm element) and
     record its end. A stop request (SIGTERM/SIGUSR2 to this process) reaches the command's
     whole process group as SIGTERM."""
@@ -190,7 +190,7 @@ def _install_forwarding() -> None:
 def finish_command(
     spec: TaskSpec, returncode: int, started: float, stopped: bool = False,
     ended: float | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """Record the end of a command task run by a backend (``ended``: when the command
     exited, default now). A command that failed after a stop request (preemption, a
     segment's end) is *interrupted*: it goes out again, using no retry."""

@@ -15,7 +15,8 @@ from typing import Any
 
 from shoal.plan.decide import many_inputs
 from shoal.state import resultfile
-from shoal.state.status import TaskStatus
+from shoal.state.status import Outcome, TaskStatus
+from shoal.worker.task import outcome, prepare_folder, write_failure
 from shoal.worker.taskspec import TaskSpec, gather_row
 
 
@@ -70,13 +71,12 @@ def resolve(spec: TaskSpec) -> str | None:
     return None
 
 
-def write_skipped(spec: TaskSpec, why: str) -> None:
+def write_skipped(spec: TaskSpec, why: str) -> Outcome:
     """Record that the task did not run for want of an upstream result."""
-    from shoal.worker.task import prepare_folder, write_failure
-
+    error = f"skipped: {why}"
     try:
         prepare_folder(spec.out)
     except OSError:
-        return
+        return outcome(spec, TaskStatus.SKIPPED, error=error)
     print(f"shoal: {spec.label} skipped: {why}", flush=True)
-    write_failure(spec, TaskStatus.SKIPPED, f"skipped: {why}", time.time())
+    return write_failure(spec, TaskStatus.SKIPPED, error, time.time())

@@ -31,7 +31,7 @@ from shoal.context.task import Files, Interrupted, Requeue, TaskContext, Upstrea
 from shoal.spec.experiment import Experiment
 from shoal.state import resultfile
 from shoal.state.resultfile import HOST
-from shoal.state.status import TaskStatus
+from shoal.state.status import Outcome, TaskStatus
 from shoal.worker import staging
 from shoal.worker import task as W
 from shoal.worker.taskspec import TaskSpec
@@ -88,7 +88,7 @@ def _member_results(pack: PackContext, value: Any) -> list[Any]:
 
 
 def run_pack(specs: list[TaskSpec], exp: Experiment,
-             should_stop: Callable[[], bool] = W.stop_requested) -> list[dict[str, Any]]:
+             should_stop: Callable[[], bool] = W.stop_requested) -> list[Outcome]:
     """Run the members ``specs`` of one pack in this process; one outcome per member."""
     started = time.time()
     first = specs[0]
@@ -102,7 +102,7 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
     header = f"=== {first.label} attempt {first.attempt} on {HOST} at {time.ctime(started)} ===\n"
     members_line = (f"shoal: pack of {len(specs)}: "
                     f"{', '.join(s.label for s in specs[:8])}{', ...' if len(specs) > 8 else ''}")
-    outcomes: list[dict[str, Any]] | None = None
+    outcomes: list[Outcome] | None = None
     try:
         offset = os.path.getsize(f"{first.out}/{resultfile.LOG}")
     except OSError:
@@ -148,7 +148,7 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
     return [_finish(s, r, started) for s, r in zip(specs, results)]
 
 
-def _finish(spec: TaskSpec, value: Any, started: float) -> dict[str, Any]:
+def _finish(spec: TaskSpec, value: Any, started: float) -> Outcome:
     if value is Requeue or isinstance(value, Interrupted):
         return W.write_failure(spec, TaskStatus.INTERRUPTED, f"Interrupted: {value}", started)
     if isinstance(value, BaseException):

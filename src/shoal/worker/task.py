@@ -24,7 +24,7 @@ from shoal.context.task import Files, Interrupted, Requeue, TaskContext, Upstrea
 from shoal.spec.experiment import Experiment, signature_args
 from shoal.state import resultfile
 from shoal.state.resultfile import HOST
-from shoal.state.status import TaskStatus
+from shoal.state.status import Outcome, TaskStatus
 from shoal.worker import staging
 from shoal.worker.tasklog import log_tail, task_log
 from shoal.worker.taskspec import TaskSpec
@@ -227,16 +227,15 @@ def _output_entries(spec: TaskSpec) -> list[list[Any]] | None:
                                             spec.outputs)]
 
 
-def outcome(spec: TaskSpec, status: str, **extra: Any) -> dict[str, Any]:
+def outcome(spec: TaskSpec, status: str, **extra: Any) -> Outcome:
     """The message a worker sends back (the result document for done tasks)."""
-    return {"step": spec.step, "key": spec.key, "attempt": spec.attempt, "status": status,
-            **extra}
+    return Outcome(spec.step, spec.key, spec.attempt, TaskStatus(status), **extra)
 
 
 def write_failure(
     spec: TaskSpec, status: str, error: str, started: float, ended: float | None = None,
     in_log: bool = False,
-) -> dict[str, Any]:
+) -> Outcome:
     """Write ``.shoal-error.json`` for a failed or interrupted attempt; return the outcome.
     ``ended``: when the attempt ended (default: now); ``in_log``: say it in the task's log
     too (the task was killed from outside: nothing in its log tells why it ended)."""
@@ -262,7 +261,7 @@ def write_failure(
 def write_success(
     spec: TaskSpec, metrics: dict[str, Any], started: float,
     names: Collection[str] | None = None, ended: float | None = None,
-) -> dict[str, Any]:
+) -> Outcome:
     """Write ``.shoal-result.json`` (the task is done from here on); return the outcome.
     ``names``: where the caller knows, which of shoal's files the task folder holds (an old
     error file, checkpoints); None: look."""
@@ -318,7 +317,7 @@ def enter_task(spec: TaskSpec) -> None:
 
 def run_function(
     spec: TaskSpec, exp: Experiment, should_stop: Callable[[], bool] = stop_requested
-) -> dict[str, Any]:
+) -> Outcome:
     """Run a function task in this process; never raises for task errors."""
     started = time.time()
     try:

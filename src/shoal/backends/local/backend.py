@@ -23,7 +23,7 @@ from shoal.backends.base import Backend
 from shoal.backends.local.commands import CommandRunner, unstarted
 from shoal.backends.local.supervisor import Supervisor
 from shoal.errors import ShoalError
-from shoal.state.status import TaskStatus
+from shoal.state.status import Outcome, TaskStatus
 from shoal.worker import task as W
 from shoal.worker import wrap
 from shoal.worker.taskspec import TaskSpec
@@ -169,7 +169,7 @@ class LocalBackend(Backend):
         n = sum(len(w.queue) for w in self.workers)
         return n + (self._commands.running if self._commands else 0)
 
-    def poll(self, timeout: float) -> list[dict[str, Any]]:
+    def poll(self, timeout: float) -> list[Outcome]:
         """Wait up to ``timeout`` s; return the outcomes of tasks that ended."""
         busy = [w for w in self.workers if w.queue]
         fds = [w.outbox.fileno() for w in busy]
@@ -181,7 +181,7 @@ class LocalBackend(Backend):
             if timeout > 0:
                 time.sleep(min(timeout, 0.05))
             ready = set()
-        outcomes: list[dict[str, Any]] = []
+        outcomes: list[Outcome] = []
         for w in busy:
             if w.outbox.fileno() in ready:
                 outcomes.extend(self._receive(w))
@@ -200,8 +200,8 @@ class LocalBackend(Backend):
             self._polled = key
         return {fd for fd, _ in self._poller.poll(timeout * 1000)}  # (hang-ups too)
 
-    def _receive(self, w: _Worker) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def _receive(self, w: _Worker) -> list[Outcome]:
+        out: list[Outcome] = []
         while w.queue:
             try:
                 msg = w.outbox.recv()
@@ -239,7 +239,7 @@ class LocalBackend(Backend):
 
     def kill(
         self, spec: TaskSpec, reason: str, status: str = TaskStatus.FAILED
-    ) -> list[dict[str, Any]]:
+    ) -> list[Outcome]:
         """Kill the task (and everything it started); record it with ``reason``. Tasks
         queued behind it in the same worker come back as not started."""
         for w in self.workers:

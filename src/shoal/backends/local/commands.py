@@ -19,10 +19,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shoal.backends.local import pgroups
-from shoal.state.status import TaskStatus
+from shoal.state.status import Outcome, TaskStatus
 from shoal.worker import command as C
 from shoal.worker import spawn
 from shoal.worker import task as W
@@ -68,7 +68,7 @@ class _Ended:
     lingering: bool = False  # its process group outlived it (may still write to its log)
 
 
-def unstarted(spec: TaskSpec) -> dict[str, Any]:
+def unstarted(spec: TaskSpec) -> Outcome:
     """The outcome of a queued task that never started (stop, or the task before it died)."""
     return W.outcome(spec, TaskStatus.UNSTARTED)
 
@@ -84,7 +84,7 @@ class CommandRunner:
     stop_deadline: float = float("inf")  # (when stopping) what still runs then is killed
     lingering: list[int] = field(default_factory=list)  # process groups that outlived their
     # command during a stop (a shell that exited on SIGTERM, what it ran ignoring it)
-    _outcomes: queue.SimpleQueue[dict[str, Any]] = field(default_factory=queue.SimpleQueue)
+    _outcomes: queue.SimpleQueue[Outcome] = field(default_factory=queue.SimpleQueue)
     _spare_logs: list[TaskLog] = field(default_factory=list)
     _nlogs: Iterator[int] = field(default_factory=itertools.count)  # (next() is atomic)
     _rfd: int = -1
@@ -245,7 +245,7 @@ class CommandRunner:
         return None
 
     @staticmethod
-    def _record(e: _Ended) -> dict[str, Any]:
+    def _record(e: _Ended) -> Outcome:
         """Close the ended task's log and write its result or error file."""
         try:
             if e.kill_reason:
@@ -260,7 +260,7 @@ class CommandRunner:
             return W.outcome(e.spec, TaskStatus.FAILED,
                              error=f"cannot record the end of the command: {exc}")
 
-    def _post(self, b: _Bundle, outcome: dict[str, Any]) -> None:
+    def _post(self, b: _Bundle, outcome: Outcome) -> None:
         """Hand an outcome to the controller. It is woken up when this frees a slot (the
         bundle's last), for anything but a success, and every ``WAKE_EVERY`` outcomes; other
         successes wait for the next wake-up (or its 0.2 s poll), so that a bundle of short
@@ -270,13 +270,13 @@ class CommandRunner:
             self._release(b)  # (its thread's last step: the controller may hand it the next)
         self._outcomes.put(outcome)
         self._unseen += 1
-        if not self._woken and (b.pending == 0 or outcome["status"] != TaskStatus.DONE
+        if not self._woken and (b.pending == 0 or outcome.status != TaskStatus.DONE
                                 or self._unseen >= WAKE_EVERY):
             self._woken = True  # one wake-up until the controller drains
             with contextlib.suppress(OSError):
                 os.write(self._wfd, b"x")
 
-    def drain(self) -> list[dict[str, Any]]:
+    def drain(self) -> list[Outcome]:
         """Outcomes posted since the last call."""
         with contextlib.suppress(BlockingIOError, OSError):
             os.read(self._rfd, 4096)  # (a byte per wake-up: one read empties it)

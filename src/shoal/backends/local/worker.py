@@ -1,7 +1,8 @@
 """A persistent local worker process: imports the experiment once, then runs tasks on request.
 
 Started by the local backend as ``python -m shoal.backends.local.worker FD_IN FD_OUT``; talks
-over two pipes (pickled messages): ``("run", [specs])`` in, ``("done", outcome)`` out. It ignores
+over two pipes (pickled messages): ``("run", [specs])`` in, ``("done", outcome)`` out, and
+runs the specs through the one worker entry (:func:`shoal.worker.execute.execute`). It ignores
 SIGINT (the controller decides), turns SIGTERM/SIGUSR2 into ``ctx.should_stop()``, and dies
 with the controller (PR_SET_PDEATHSIG), so a killed controller leaves no orphans behind.
 """
@@ -13,8 +14,6 @@ import os
 import signal
 import sys
 from multiprocessing.connection import Connection
-
-from shoal.state.status import TaskStatus
 
 
 def die_with_parent() -> None:
@@ -38,6 +37,7 @@ def main(argv: list[str]) -> int:
     outbox = Connection(int(argv[1]), readable=False)
     from shoal.spec.loader import load_experiment
     from shoal.worker import task as worker
+    from shoal.worker.execute import execute
 
     worker.install_stop_handlers()
     try:
@@ -60,33 +60,12 @@ def main(argv: list[str]) -> int:
             return 0
         if msg[0] == "exit":
             return 0
-        if msg[0] == "run" and msg[1] and msg[1][0].packed:  # a pack: one call for all
-            from shoal.worker.packs import run_pack
-
-            if worker.stop_requested():
-                results = [worker.outcome(s, TaskStatus.UNSTARTED) for s in msg[1]]
-            else:
-                results = run_pack(msg[1], exp)
+        if msg[0] == "run":  # a task, a bundle of short ones, or a pack's members
             try:
-                for result in results:
+                for result in execute(msg[1], lambda: exp):
                     outbox.send(("done", result))
             except (BrokenPipeError, OSError):
                 return 0
-        elif msg[0] == "run":  # one function task, or a bundle of short ones, back to back
-            for spec in msg[1]:
-                if worker.stop_requested():  # asked to stop: start nothing more
-                    result = worker.outcome(spec, TaskStatus.UNSTARTED)
-                else:
-                    try:
-                        result = worker.run_function(spec, exp)
-                    except Exception as exc:  # (shoal's own writes failed: a full disk...)
-                        result = worker.outcome(spec, TaskStatus.FAILED,
-                                                error=f"{type(exc).__name__}: {exc}")
-                try:
-                    outbox.send(("done", result))
-                except (BrokenPipeError, OSError):
-                    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

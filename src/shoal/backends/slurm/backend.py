@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from shoal.backends.base import Backend
 from shoal.backends.slurm import commands, manifest, profile, script
 from shoal.state import resultfile
-from shoal.state.status import TaskStatus
+from shoal.state.status import Outcome, TaskStatus
 from shoal.worker import task as W
 from shoal.worker.taskspec import TaskSpec
 
@@ -125,9 +125,11 @@ class SlurmBackend(Backend):
     assigns_devices: ClassVar[bool] = False  # Slurm sets CUDA_VISIBLE_DEVICES itself
     stages_on_node: ClassVar[bool] = True  # stage= archives unpack in the node's scratch
     defers_start: ClassVar[bool] = True  # start() only collects; poll() submits
+    detaches: ClassVar[bool] = True  # arrays with afterany dependencies: submit_detached
+    name: ClassVar[str] = "slurm"
     pending: list[list[TaskSpec]] = field(default_factory=list)
     elements: dict[tuple[str, int], _Element] = field(default_factory=dict)
-    sbatch_calls: int = 0
+    submissions: int = 0  # sbatch calls
     _max_array: int | None = None
     _last_squeue: float = 0.0
     _interval: float = 0.0
@@ -139,6 +141,7 @@ class SlurmBackend(Backend):
     adopt: dict[tuple[str, str], tuple[str, int, str, str | None]] = field(
         default_factory=dict)
     adopted: set[tuple[str, str]] = field(default_factory=set)
+    _detached: dict[str, list[str]] = field(default_factory=dict)  # step -> its arrays
 
     # ---------------------------------------------------------------- submitting
     def bundle_size(self, step: str, time_s: float | None, queued: int) -> int:
@@ -186,6 +189,17 @@ class SlurmBackend(Backend):
             el.specs.append(spec)
         if fresh:
             self.pending.append(fresh)
+
+    def submit_detached(self, step: str, bundles: list[list[TaskSpec]],
+                        after: list[str]) -> list[str]:
+        """One step's arrays, each element waiting (``afterany``) for the arrays submitted
+        here before for the steps ``after``; listed in the manifest, not followed."""
+        jobs = [job for name in after for job in self._detached.get(name, [])]
+        self.pending = list(bundles)
+        ids = self._detached[step] = self._submit(
+            dependency="afterany:" + ":".join(jobs) if jobs else None)
+        self.elements.clear()  # nothing follows them from here
+        return ids
 
     def _submit(self, dependency: str | None = None) -> list[str]:
         """Submit the pending bundles (one array per step and shape); their job ids."""
@@ -240,7 +254,7 @@ class SlurmBackend(Backend):
                 manifest.add(self.root, {  # (at once: a controller killed now loses none)
                     f"{job}_{k}": [[s.step, s.key, s.token, s.fingerprint]
                                    for s in bundles[offset + k]] for k in range(n)})
-                self.sbatch_calls += 1
+                self.submissions += 1
                 with open(jobs_file(self.root), "a") as fh:  # for `shoal cancel`
                     fh.write(f"{job}\t{step}\t{n}\t{time.time():.0f}\n")
                 for k in range(n):
@@ -255,8 +269,8 @@ class SlurmBackend(Backend):
         n = sum(len(b) for b in self.pending)
         return n + sum(len(e.specs) - len(e.reported) for e in self.elements.values())
 
-    def poll(self, timeout: float) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def poll(self, timeout: float) -> list[Outcome]:
+        out: list[Outcome] = []
         if self.stopped and self.pending:  # never submitted: they come back as not started
             out = [W.outcome(s, TaskStatus.UNSTARTED) for b in self.pending for s in b]
             self.pending = []
@@ -298,7 +312,7 @@ class SlurmBackend(Backend):
         return out
 
     def _collect(self, el: _Element, final: bool, state: str | None,
-                 peek: bool = False) -> list[dict[str, Any]]:
+                 peek: bool = False) -> list[Outcome]:
         """Outcomes of the element's tasks that have one now (a result or error file of
         *this* dispatch: its token); at the element's end, every task left without one fails
         with the element's final Slurm state (a PREEMPTED one comes back as not started: it
@@ -330,11 +344,11 @@ class SlurmBackend(Backend):
                     o = W.outcome(spec, err.get("status", TaskStatus.FAILED),
                                   error=err.get("error"), log_tail=err.get("log_tail"), doc=err)
                     if state == "CANCELLED":  # scancel / shoal cancel: stop, not requeue
-                        o["no_requeue"] = True
+                        o.may_requeue = False
                     out.append(o)
                 continue
             if peek:
-                return [W.outcome(spec, "unknown")]
+                return [W.outcome(spec, TaskStatus.FAILED)]  # (only its truth is read)
             if final:
                 el.reported.add(spec.key)
                 if state in ("PREEMPTED", "REQUEUED", "COMPLETED"):
@@ -355,7 +369,7 @@ class SlurmBackend(Backend):
         return []  # Slurm enforces --time itself
 
     def kill(self, spec: TaskSpec, reason: str,
-             status: str = TaskStatus.FAILED) -> list[dict[str, Any]]:
+             status: str = TaskStatus.FAILED) -> list[Outcome]:
         for el in self.elements.values():
             if any(s is spec for s in el.specs):
                 commands.scancel([f"{el.job}_{el.index}"])
