@@ -237,7 +237,7 @@ def test_setup_lines_run_before_a_function_step_s_worker(write_exp, tmp_path: Pa
 def test_a_function_step_s_setup_lines_go_into_its_slurm_array_script() -> None:
     from shoal.backends.slurm import script
 
-    text = script.render(job_name="j", size=2, throttle=None, output="o/%A_%a.out",
+    text = script.render(job_name="j", size=2, output="o/%A_%a.out",
                          python="/py", submission="/sub", offset=0, cpus=1,
                          setup=["module load cuda/12.1", "source env.sh"])
     body = text.split("\n\n", 1)[1]

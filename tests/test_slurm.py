@@ -14,6 +14,7 @@ import pytest
 
 from conftest import kill9_when
 from shoal.backends.slurm import script
+from shoal.backends.slurm.profile import StepOptions
 from test_run import shoal_cmd
 
 GOLDEN = Path(__file__).with_name("golden")
@@ -21,17 +22,18 @@ GOLDEN = Path(__file__).with_name("golden")
 
 def test_batch_script_matches_golden() -> None:
     text = script.render(
-        job_name="shoal-streamflow-train", size=1001, throttle=50,
+        job_name="shoal-streamflow-train", size=1001,
         output="/runs/logs/train/%A_%a.out", python="/venv/bin/python",
         submission="/runs/.shoal/slurm/1-2-3", offset=2002, cpus=4, mem_mb=2048,
-        time_s=1200, gpus=0.5, partition="ckpt", account="lab", qos="normal",
-        extra=["--constraint=v100", "--requeue"],
+        time_s=1200, gpus=0.5, options=StepOptions(
+            throttle=50, partition="ckpt", account="lab", qos="normal",
+            extra=["--constraint=v100", "--requeue"]),
     )
     assert text == (GOLDEN / "train.sbatch").read_text()
 
 
 def test_minimal_script_has_no_optional_lines() -> None:
-    text = script.render(job_name="j", size=3, throttle=None, output="o/%A_%a.out",
+    text = script.render(job_name="j", size=3, output="o/%A_%a.out",
                          python="python3", submission="/s with space", offset=0, cpus=1)
     assert "--array=0-2\n" in text and "--mem" not in text and "--time" not in text
     assert "--gres" not in text and "'/s with space' 0" in text

@@ -220,7 +220,7 @@ def test_profile_naming_an_unknown_step_fails_before_submitting(write_exp, cli,
 def test_dependency_line_in_the_batch_script() -> None:
     from shoal.backends.slurm import script
 
-    text = script.render(job_name="j", size=2, throttle=None, output="o/%A_%a.out",
+    text = script.render(job_name="j", size=2, output="o/%A_%a.out",
                          python="python3", submission="/s", offset=0, cpus=1,
                          dependency="afterany:11:12")
     assert "#SBATCH --dependency=afterany:11:12\n" in text

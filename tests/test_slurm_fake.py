@@ -147,3 +147,65 @@ def test_elements_that_ended_before_the_run_looked_are_not_submitted_again(
     assert report.ok and fake.sbatch_calls == 2  # the gather only
     for i in range(4):
         assert _metrics(tmp_path, f"t/i={i}")["attempt"] == 1
+
+
+FLAKY_PACKED = """
+exp = shoal.Experiment("fake", grid=shoal.Grid(site=["a", "b"], seed=range(3)))
+
+@exp.step(per=["site", "seed"], pack=["seed"], retries=1)
+def fit(pack, site, seed):
+    return [{"attempt": m.attempt} for m in pack.members]
+
+@exp.step(per=["site"], needs=[], retries=1)
+def flaky(ctx, site):
+    if ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return {"attempt": ctx.attempt}
+
+@exp.gather(over=fit)
+def total(ctx, runs):
+    return {"n": len(runs)}
+"""
+
+
+def test_detach_is_the_controller_s_dispatch_in_one_pass(monkeypatch, write_exp,
+                                                         tmp_path: Path) -> None:
+    """--detach groups packs as an attached run does (one element per site), puts each
+    step's arrays after those of the steps it needs, and the element retries a failed task
+    by the controller's rule (spec.retries), numbering the attempts on."""
+    fake = FakeSlurm().install(monkeypatch)
+    exp = load_experiment(str(write_exp(FLAKY_PACKED)), {})
+    opts = SlurmOptions(poll_s=0.01, max_poll_s=0.05)
+    report = exp.run(backend="slurm", slurm=opts, detach=True, progress="none")
+    assert report.tasks == {"fit": 6, "flaky": 2, "total": 1}, report
+    fit_jobs, total_jobs = report.arrays["fit"], report.arrays["total"]
+    assert re.search(r"^#SBATCH --array=0-1$", fake.scripts[fit_jobs[0]], re.M)  # 2 packs
+    assert f"--dependency=afterany:{fit_jobs[0]}" in fake.scripts[total_jobs[0]]
+    assert "--dependency" not in fake.scripts[report.arrays["flaky"][0]]
+    assert _metrics(tmp_path, "flaky/site=b") == {"attempt": 2}
+    assert _metrics(tmp_path, "total") == {"n": 6}
+
+
+def test_detach_submits_no_task_whose_input_is_missing(monkeypatch, write_exp,
+                                                       tmp_path: Path) -> None:
+    """Bug: --detach submitted every task not done, blocked ones too (their missing input
+    files then failed them on the cluster). Now it submits what an attached run would."""
+    (tmp_path / "data").mkdir()
+    for i in (0, 1, 3):
+        (tmp_path / "data" / f"{i}.txt").write_text(str(i))
+    fake = FakeSlurm().install(monkeypatch)
+    exp = load_experiment(str(write_exp('''
+exp = shoal.Experiment("fake", grid=shoal.Grid(i=range(4)))
+
+@exp.step(per=["i"], inputs="data/{i}.txt")
+def t(ctx, i):
+    return {"i": i}
+
+@exp.step(per=["i"], needs=[t])
+def u(ctx, i):
+    return {"i": i}
+''')), {})
+    report = exp.run(backend="slurm", slurm=SlurmOptions(poll_s=0.01), detach=True,
+                     progress="none", missing_inputs="skip")
+    assert report.tasks == {"t": 3, "u": 3}, report
+    assert fake.sbatch_calls == 2

@@ -223,11 +223,10 @@ def cmd_status(args: argparse.Namespace) -> int:
               "\ndetached Slurm jobs: all ended; `shoal run` reruns what failed or is missing")
     if live:
         with Store.open(exp.root) as store:
-            chained = [r for r in store.records(status="running")
-                       if (r.error or "").startswith("segment")]
-        for r in chained[:10]:
-            label = f"{r.step}[{r.key.replace('/', ',')}]" if r.key else r.step
-            print(f"running: {label}: {r.error}")
+            chained = store.chained()
+        for step, key, k, n in chained[:10]:
+            label = f"{step}[{key.replace('/', ',')}]" if key else step
+            print(f"running: {label}: segment {k} of {n}")
     for r in failures:
         label = f"{r.step}[{r.key.replace('/', ',')}]" if r.key else r.step
         print(f"\nfailed: {label}: {r.error}")

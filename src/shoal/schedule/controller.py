@@ -321,7 +321,7 @@ class Controller:
         self.records.append(TaskRecord(
             sp.name, sp.keys[i], TaskStatus.RUNNING, fp=sp.fps[i], code=sp.code,
             inputs=spec.inputs, params=spec.params, attempts=spec.attempt, started=started,
-            host=HOST, error=f"segment {seg[0]} of {seg[1]}" if seg else None,
+            host=HOST, segment=seg[0] if seg else None, segments=seg[1] if seg else None,
         ))
 
     def _check_time(self, now: float) -> None:

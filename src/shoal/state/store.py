@@ -69,9 +69,11 @@ CREATE TABLE IF NOT EXISTS digests (
 ) WITHOUT ROWID;
 """
 #: Columns added since schema 1 (added to an older store when it is opened for writing).
-_ADDED = (("tasks", "files", "TEXT"), ("tasks", "outputs", "TEXT"))
+_ADDED = (("tasks", "files", "TEXT"), ("tasks", "outputs", "TEXT"),
+          ("tasks", "segment", "INTEGER"), ("tasks", "segments", "INTEGER"))
 _TASK_COLUMNS = ("step, key, dec, status, fp, code, inputs, run_id, params, attempts, started, "
-                 "ended, duration, host, metrics, error, log_tail, updated, files, outputs")
+                 "ended, duration, host, metrics, error, log_tail, updated, files, outputs, "
+                 "segment, segments")
 
 #: Task statuses as stored (shoal.state.status; "lost" was declared here but never produced).
 STATUSES = tuple(str(s) for s in STORED)
@@ -100,6 +102,10 @@ class TaskRecord:
     files: dict[str, str] | None = None  # input files it ran with: path -> digest
     # the paths outside its folder it owns -> [inode, mtime_ns] as it left them (done)
     outputs: dict[str, list[Any] | None] | None = None
+    # a task longer than the cluster's longest job runs as chained jobs: the running one's
+    # number (from 1) and how many (None: not chained)
+    segment: int | None = None
+    segments: int | None = None
 
     @property
     def decision(self) -> str:
@@ -116,6 +122,7 @@ class TaskRecord:
             self.error, self.log_tail, time.time(),
             None if self.files is None else json.dumps(self.files),
             None if self.outputs is None else json.dumps(self.outputs),
+            self.segment, self.segments,
         )
 
     @classmethod
@@ -259,6 +266,16 @@ class Store:
                 metrics=json.loads(r[13]) if r[13] else None, error=r[14], log_tail=r[15],
             )
 
+    def chained(self) -> list[tuple[str, str, int, int]]:
+        """``(step, key, segment, segments)`` of the running tasks that run as chained
+        jobs (a store written before segments were recorded has none)."""
+        try:
+            return [(r[0], r[1], int(r[2]), int(r[3])) for r in self._query(
+                "SELECT step, key, segment, segments FROM tasks WHERE status='running' "
+                "AND segments > 1 ORDER BY step, key")]
+        except sqlite3.OperationalError:  # (no such column: an older store, read-only)
+            return []
+
     # ------------------------------------------------------------------ writing
     def _writable(self) -> sqlite3.Connection:
         if self.conn is None:
@@ -274,7 +291,7 @@ class Store:
         with _transaction(conn):
             conn.executemany(
                 f"INSERT OR REPLACE INTO tasks ({_TASK_COLUMNS}) VALUES "
-                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
             )
             conn.executemany(
                 "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?)", list(attempts)

@@ -20,7 +20,8 @@ from shoal.state.status import Outcome, TaskStatus
 from shoal.worker import cmetrics, staging
 from shoal.worker import task as W
 from shoal.worker.spawn import spawn, wait_exited
-from shoal.worker.task import missing_output, outcome, prepare_task, write_failure, write_success
+from shoal.worker.task import outcome, write_failure, write_success
+from shoal.worker.taskfolder import missing_output, prepare_task
 from shoal.worker.tasklog import TaskLog, task_log
 from shoal.worker.taskspec import TaskSpec
 from shoal.worker.wrap import SETUP_FAILED

@@ -16,7 +16,8 @@ from typing import Any
 from shoal.plan.decide import many_inputs
 from shoal.state import resultfile
 from shoal.state.status import Outcome, TaskStatus
-from shoal.worker.task import outcome, prepare_folder, write_failure
+from shoal.worker.task import outcome, write_failure
+from shoal.worker.taskfolder import prepare_folder
 from shoal.worker.taskspec import TaskSpec, gather_row
 
 

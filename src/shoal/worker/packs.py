@@ -16,24 +16,18 @@ by the function fails the whole pack. A pack occupies the step's resources once.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from shoal.context.checkpoint import Checkpoints
-from shoal.context.task import Files, Interrupted, Requeue, TaskContext, Upstream
+from shoal.context.task import TaskContext
 from shoal.spec.experiment import Experiment
 from shoal.state import resultfile
-from shoal.state.resultfile import HOST
 from shoal.state.status import Outcome, TaskStatus
-from shoal.worker import staging
 from shoal.worker import task as W
+from shoal.worker.taskfolder import prepare_task
 from shoal.worker.taskspec import TaskSpec
 
 
@@ -95,32 +89,21 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
     step = exp.steps[first.step]
     for s in specs:
         try:
-            W.prepare_task(s)
+            prepare_task(s)
         except OSError as exc:
             return [W.outcome(m, TaskStatus.FAILED,
                               error=f"cannot prepare task folder {s.out}: {exc}") for m in specs]
-    header = f"=== {first.label} attempt {first.attempt} on {HOST} at {time.ctime(started)} ===\n"
     members_line = (f"shoal: pack of {len(specs)}: "
                     f"{', '.join(s.label for s in specs[:8])}{', ...' if len(specs) > 8 else ''}")
-    outcomes: list[Outcome] | None = None
     try:
         offset = os.path.getsize(f"{first.out}/{resultfile.LOG}")
     except OSError:
         offset = 0
-    with W.redirected_output(first, header):
+    with W.redirected_output(first, W.header(first, started)):
         print(members_line, flush=True)
         try:
-            W.enter_task(first)
-            staged = staging.stage(first.stage, first.stage_dir) if first.stage else {}
-            members = [TaskContext(
-                step=s.step, params=dict(s.params), out=Path(s.out), threads=s.cpus,
-                device=s.device, attempt=s.attempt, root=Path(s.root),
-                upstream={n: Upstream(n, u["params"], Path(u["out"]), u["result"])
-                          for n, u in s.needs.items()},
-                checkpoint=Checkpoints(s.out, s.fingerprint), _stop=should_stop,
-                _staged=staged, inputs=Files(s.in_files),
-                outputs=Files(W._output_entries(s)), vars=dict(s.vars),
-            ) for s in specs]
+            staged = W.enter(first)
+            members = [W.task_context(s, should_stop, staged) for s in specs]
             dims = list(first.params)
             pack = PackContext(
                 step=first.step, members=members, packed=tuple(step.pack),
@@ -130,37 +113,14 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
             takes, _ = W._signature(step)
             kwargs = {d: (pack.params[d] if d in step.pack else first.params[d]) for d in takes}
             assert step.fn is not None
-            value = step.fn(pack, **kwargs)
-            results = _member_results(pack, value)
-        except Interrupted as exc:
-            with contextlib.suppress(OSError):  # (the log's disk may be full)
-                print(f"interrupted: {exc}", file=sys.stderr)
-            outcomes = [W.write_failure(s, TaskStatus.INTERRUPTED, f"Interrupted: {exc}", started)
-                        for s in specs]
-        except BaseException as exc:  # the whole pack failed
-            with contextlib.suppress(OSError):
-                traceback.print_exc()
-            error = f"{type(exc).__name__}: {exc}"
-            outcomes = [W.write_failure(s, TaskStatus.FAILED, error, started) for s in specs]
+            results = _member_results(pack, step.fn(pack, **kwargs))
+        except BaseException as exc:  # the whole pack failed (or was interrupted)
+            status, error = W.caught(exc)
+            results = None
     _share_log(specs, offset)
-    if outcomes is not None:
-        return outcomes
-    return [_finish(s, r, started) for s, r in zip(specs, results)]
-
-
-def _finish(spec: TaskSpec, value: Any, started: float) -> Outcome:
-    if value is Requeue or isinstance(value, Interrupted):
-        return W.write_failure(spec, TaskStatus.INTERRUPTED, f"Interrupted: {value}", started)
-    if isinstance(value, BaseException):
-        return W.write_failure(spec, TaskStatus.FAILED, f"{type(value).__name__}: {value}", started)
-    try:
-        metrics = W._metrics(value, Path(spec.out))
-        lost = W.missing_output(spec)
-        if lost:
-            return W.write_failure(spec, TaskStatus.FAILED, lost, started)
-        return W.write_success(spec, metrics, started)
-    except Exception as exc:
-        return W.write_failure(spec, TaskStatus.FAILED, f"{type(exc).__name__}: {exc}", started)
+    if results is None:
+        return [W.write_failure(s, status, error, started) for s in specs]
+    return [W.finish(s, r, started) for s, r in zip(specs, results)]
 
 
 def _share_log(specs: list[TaskSpec], offset: int) -> None:

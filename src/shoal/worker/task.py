@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import stat
 import sys
 import time
 import traceback
@@ -26,10 +25,9 @@ from shoal.state import resultfile
 from shoal.state.resultfile import HOST
 from shoal.state.status import Outcome, TaskStatus
 from shoal.worker import staging
+from shoal.worker.taskfolder import missing_output, output_stamps, prepare_task
 from shoal.worker.tasklog import log_tail, task_log
 from shoal.worker.taskspec import TaskSpec
-
-KEEP = (resultfile.CHECKPOINTS, resultfile.LOG)  # kept across attempts of a task
 
 _stop_requested = False
 
@@ -48,95 +46,6 @@ def install_stop_handlers() -> None:
     """SIGTERM and SIGUSR2 ask the running task to stop (SIGUSR1 is NCCL's)."""
     for sig in (signal.SIGTERM, signal.SIGUSR2):
         signal.signal(sig, request_stop)
-
-
-def prepare_folder(out: Path | str) -> bool:
-    """A clean task folder: everything from an earlier attempt goes, except kept state
-    (checkpoints and the log, which each attempt appends to). True when it was made now
-    (so it is empty)."""
-    try:
-        os.mkdir(out)
-        return True
-    except FileNotFoundError:
-        os.makedirs(out, exist_ok=True)
-        return True
-    except FileExistsError:
-        pass
-    for entry in os.scandir(out):
-        if entry.name in KEEP:
-            continue
-        if "=" in entry.name and entry.is_dir():  # a nested task folder of the same step
-            continue
-        _remove(entry)
-    return False
-
-
-def prepare_task(spec: TaskSpec) -> bool:
-    """:func:`prepare_folder`, then the task's owned outputs removed (a tool that finds its
-    old state must not reuse it) and their parent folders made. True for a new folder."""
-    new = prepare_folder(spec.out)
-    for path in spec.stale_outputs or ():  # (its old outputs: nobody else owns them now)
-        remove_path(path)
-    for path in spec.outputs or ():
-        remove_path(path)
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-    return new
-
-
-def remove_path(path: str) -> None:
-    """Remove a file, a link or a folder tree; nothing if it is absent."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def output_stamps(spec: TaskSpec, done: bool) -> dict[str, list[Any] | None] | None:
-    """The task's outputs as recorded with its result: path -> [inode, mtime_ns] of a file it
-    left there; [inode, token] of a folder, the token also written into it (``.shoal-owner``:
-    a folder removed and made again may get the same inode back, and a later step may add
-    files to it); None (not done). A later change of that stamp — the path made again by
-    another run root, a file rewritten — makes the task out of date."""
-    if spec.outputs is None:
-        return None
-    out: dict[str, list[Any] | None] = {}
-    for path in spec.outputs:
-        try:
-            st = os.lstat(path) if done else None
-        except OSError:
-            st = None
-        if st is None:
-            out[path] = None
-        elif stat.S_ISDIR(st.st_mode):
-            try:
-                with open(f"{path}/{resultfile.OWNER}", "w") as fh:
-                    fh.write(spec.token)
-                out[path] = [st.st_ino, spec.token]
-            except OSError:  # (a folder it may not write into: its inode alone)
-                out[path] = [st.st_ino]
-        else:
-            out[path] = [st.st_ino, st.st_mtime_ns]
-    return out
-
-
-def missing_output(spec: TaskSpec) -> str | None:
-    """Why a task that succeeded is still not done: an output it owns was not written."""
-    for path in spec.outputs or ():
-        if not os.path.lexists(path):
-            return (f"the task ended without writing its declared output {path} "
-                    "(outputs=); write it, or fix the template")
-    return None
-
-
-def _remove(entry: os.DirEntry[str]) -> None:
-    if entry.is_dir(follow_symlinks=False):
-        shutil.rmtree(entry.path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(entry.path)
 
 
 @contextlib.contextmanager
@@ -315,6 +224,67 @@ def enter_task(spec: TaskSpec) -> None:
     limit_threads(spec.cpus)
 
 
+def header(spec: TaskSpec, started: float) -> str:
+    """The line that opens each attempt in the task's log."""
+    return f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime(started)} ===\n"
+
+
+def task_context(spec: TaskSpec, should_stop: Callable[[], bool],
+                 staged: dict[str, Path]) -> TaskContext:
+    """The ``ctx`` a function task (or a member of a pack) gets."""
+    out = Path(spec.out)
+    return TaskContext(
+        step=spec.step, params=dict(spec.params), out=out, threads=spec.cpus,
+        device=spec.device, attempt=spec.attempt, root=Path(spec.root),
+        upstream={name: Upstream(name, u["params"], Path(u["out"]), u["result"])
+                  for name, u in spec.needs.items()},
+        checkpoint=Checkpoints(out, spec.fingerprint), inputs=Files(spec.in_files),
+        outputs=Files(_output_entries(spec)), vars=dict(spec.vars), _stop=should_stop,
+        _staged=staged,
+    )
+
+
+def enter(spec: TaskSpec) -> dict[str, Path]:
+    """:func:`enter_task`, then the step's ``stage=`` archives (unpacked once per node)."""
+    enter_task(spec)
+    return staging.stage(spec.stage, spec.stage_dir) if spec.stage else {}
+
+
+def caught(exc: BaseException) -> tuple[TaskStatus, str]:
+    """The status and error of an attempt whose code raised ``exc`` (even SystemExit: a
+    task's error must not end the worker); its traceback goes to the task's log."""
+    with contextlib.suppress(OSError):  # (the log's disk may be full)
+        if isinstance(exc, Interrupted):
+            print(f"interrupted: {exc}", file=sys.stderr)
+        else:
+            traceback.print_exc()
+    if isinstance(exc, Interrupted):
+        return TaskStatus.INTERRUPTED, f"Interrupted: {exc}"
+    return TaskStatus.FAILED, f"{type(exc).__name__}: {exc}"
+
+
+def finish(spec: TaskSpec, value: Any, started: float) -> Outcome:
+    """The result file of a function task (or a pack member) whose code returned ``value``:
+    its metrics, once its declared outputs are there; else its error file (and why, in its
+    log)."""
+    if value is Requeue or isinstance(value, Interrupted):
+        why = "the task returned shoal.Requeue" if value is Requeue else str(value)
+        return write_failure(spec, TaskStatus.INTERRUPTED, f"Interrupted: {why}", started,
+                             in_log=True)
+    if isinstance(value, BaseException):  # (a pack's member result)
+        return write_failure(spec, TaskStatus.FAILED, f"{type(value).__name__}: {value}",
+                             started, in_log=True)
+    try:
+        metrics = _metrics(value, Path(spec.out))
+        lost = missing_output(spec)
+        if lost:
+            return write_failure(spec, TaskStatus.FAILED, lost, started, in_log=True)
+        return write_success(spec, metrics, started)
+    except Exception as exc:
+        return write_failure(spec, TaskStatus.FAILED, f"{type(exc).__name__}: {exc}", started,
+                             in_log=True)
+
+
 def run_function(
     spec: TaskSpec, exp: Experiment, should_stop: Callable[[], bool] = stop_requested
 ) -> Outcome:
@@ -325,50 +295,17 @@ def run_function(
     except OSError as exc:
         return outcome(spec, TaskStatus.FAILED,
                        error=f"cannot prepare task folder {spec.out}: {exc}")
-    out = Path(spec.out)
-    header = f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime(started)} ===\n"
     step = exp.steps[spec.step]
-    with redirected_output(spec, header):
+    with redirected_output(spec, header(spec, started)):
         try:
-            enter_task(spec)
-            staged = staging.stage(spec.stage, spec.stage_dir) if spec.stage else {}
-            ctx = TaskContext(
-                step=spec.step, params=dict(spec.params), out=out, threads=spec.cpus,
-                device=spec.device, attempt=spec.attempt, root=Path(spec.root),
-                upstream={
-                    name: Upstream(name, u["params"], Path(u["out"]), u["result"])
-                    for name, u in spec.needs.items()
-                },
-                checkpoint=Checkpoints(out, spec.fingerprint),
-                inputs=Files(spec.in_files),
-                outputs=Files(_output_entries(spec)),
-                vars=dict(spec.vars), _stop=should_stop, _staged=staged,
-            )
+            ctx = task_context(spec, should_stop, enter(spec))
             takes, wants_runs = _signature(step)
             kwargs = {d: spec.params[d] for d in takes}
             if wants_runs:
                 kwargs["runs"] = _runs_frame(spec)
             assert step.fn is not None
             value = step.fn(ctx, **kwargs)
-            if value is Requeue:
-                raise Interrupted("the task returned shoal.Requeue")
-            metrics = _metrics(value, out)
-            lost = missing_output(spec)
-            if lost:
-                raise FileNotFoundError(lost)
-        except Interrupted as exc:
-            with contextlib.suppress(OSError):  # (the log's disk may be full)
-                print(f"interrupted: {exc}", file=sys.stderr)
-            status, error = TaskStatus.INTERRUPTED, f"Interrupted: {exc}"
-        except BaseException as exc:  # a task error (even SystemExit) must not kill the worker
-            with contextlib.suppress(OSError):
-                traceback.print_exc()
-            status, error = TaskStatus.FAILED, f"{type(exc).__name__}: {exc}"
-        else:
-            status, error = TaskStatus.DONE, ""
-    if status == TaskStatus.DONE:
-        try:
-            return write_success(spec, metrics, started)
-        except Exception as exc:
-            return write_failure(spec, TaskStatus.FAILED, f"cannot write result: {exc}", started)
-    return write_failure(spec, status, error, started)
+        except BaseException as exc:
+            status, error = caught(exc)
+            return write_failure(spec, status, error, started)
+    return finish(spec, value, started)

@@ -3,6 +3,7 @@
 call per poll for the whole run) and from the tasks' own result files."""
 
 from shoal.backends.slurm import profile
-from shoal.backends.slurm.backend import SlurmBackend, SlurmOptions, cancel
+from shoal.backends.slurm.backend import SlurmBackend, cancel
+from shoal.backends.slurm.profile import SlurmOptions
 
 __all__ = ["SlurmBackend", "SlurmOptions", "cancel", "profile"]

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from shoal.backends.base import Backend
-from shoal.backends.slurm import commands, manifest, profile, script
+from shoal.backends.slurm import commands, manifest, script
+from shoal.backends.slurm.profile import SlurmOptions
 from shoal.state import resultfile
 from shoal.state.status import Outcome, TaskStatus
 from shoal.worker import task as W
@@ -44,66 +45,21 @@ def cancel(root: Path) -> tuple[list[str], int]:
     return active, sum(1 for (job, _) in live if job in active)
 
 
-_WHY = {
-    "TIMEOUT": "hit its time limit (TIMEOUT)",
-    "OUT_OF_MEMORY": "ran out of memory (OUT_OF_MEMORY)",
-    "CANCELLED": "was cancelled (CANCELLED)",
-    "NODE_FAIL": "lost its node (NODE_FAIL)",
-    "FAILED": "failed (FAILED)",
-    "BOOT_FAIL": "could not start (BOOT_FAIL)",
-    "DEADLINE": "missed its deadline (DEADLINE)",
-    "COMPLETED": "completed",
+#: A job's final state -> what became of a task it left without a result: not started (it
+#: goes out again, using no attempt: preempted, requeued, or asked to stop before it began),
+#: or failed, and why. A state not listed fails the task with its name.
+_LEFT: dict[str, tuple[TaskStatus, str]] = {
+    "PREEMPTED": (TaskStatus.UNSTARTED, "was preempted"),
+    "REQUEUED": (TaskStatus.UNSTARTED, "was requeued"),
+    "COMPLETED": (TaskStatus.UNSTARTED, "completed"),
+    "TIMEOUT": (TaskStatus.FAILED, "hit its time limit (TIMEOUT)"),
+    "OUT_OF_MEMORY": (TaskStatus.FAILED, "ran out of memory (OUT_OF_MEMORY)"),
+    "CANCELLED": (TaskStatus.FAILED, "was cancelled (CANCELLED)"),
+    "NODE_FAIL": (TaskStatus.FAILED, "lost its node (NODE_FAIL)"),
+    "FAILED": (TaskStatus.FAILED, "failed (FAILED)"),
+    "BOOT_FAIL": (TaskStatus.FAILED, "could not start (BOOT_FAIL)"),
+    "DEADLINE": (TaskStatus.FAILED, "missed its deadline (DEADLINE)"),
 }
-
-
-@dataclass
-class SlurmOptions:
-    """How to submit (flags or a profile: see :mod:`shoal.backends.slurm.profile`)."""
-
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    throttle: int | None = None  # %K: elements of one array running at once
-    tasks_per_job: int | None = None  # bundle size; default from the step's time=
-    bundle_minutes: float = 30.0  # aim of a bundle's length when tasks_per_job is unset
-    extra: list[str] = field(default_factory=list)  # free sbatch options
-    mem_retry_factor: float | None = None  # after OUT_OF_MEMORY, retry with mem × factor
-    poll_s: float = 5.0
-    max_poll_s: float = 30.0
-    max_time: float | None = None  # longest job (s); default: the partition's MaxTime
-    signal_grace: float = 90.0  # seconds between USR2 (checkpoint now) and the time limit
-    max_requeues: int = 10  # interrupted (preempted, requeued, time-limited) runs per task
-    steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-step overrides
-    _per_step: dict[str, profile.StepOptions] = field(default_factory=dict, repr=False,
-                                                      compare=False)
-
-    @classmethod
-    def from_profile(cls, path: Path | None, **flags: Any) -> SlurmOptions:
-        """A profile's settings, with the flags that are not None over its defaults (a
-        flag's ``extra`` is appended to the profile's ``sbatch``)."""
-        data = profile.load(path) if path else {"defaults": {}, "steps": {}}
-        base = dict(data["defaults"])
-        if "sbatch" in base:
-            base["extra"] = base.pop("sbatch")
-        extra = [*base.pop("extra", []), *(flags.pop("extra", None) or [])]
-        base.update({k: v for k, v in flags.items() if v is not None})
-        return cls(**base, extra=extra, steps=data["steps"])
-
-    def for_step(self, step: str) -> profile.StepOptions:
-        """The settings one step submits with (defaults, then its profile table)."""
-        got = self._per_step.get(step)
-        if got is None:
-            got = self._per_step[step] = self._for_step(step)
-        return got
-
-    def _for_step(self, step: str) -> profile.StepOptions:
-        base = profile.StepOptions(
-            partition=self.partition, account=self.account, qos=self.qos,
-            throttle=self.throttle, tasks_per_job=self.tasks_per_job,
-            bundle_minutes=self.bundle_minutes, extra=list(self.extra),
-            max_time=self.max_time, signal_grace=self.signal_grace,
-        )
-        return profile.step_options(base, self.steps.get(step, {}))
 
 
 @dataclass(eq=False)
@@ -239,11 +195,10 @@ class SlurmBackend(Backend):
             for offset, n in script.chunks(len(bundles), self._max_array):
                 text = script.render(
                     job_name=f"shoal-{self.experiment}-{step}", size=n,
-                    throttle=o.throttle, output=str(logs / "%A_%a.out"),
-                    python=self.python, submission=str(sub), offset=offset, cpus=cpus,
-                    mem_mb=mem_mb, time_s=job_time, signal_grace=grace,
-                    gpus=gpus, partition=o.partition, account=o.account, qos=o.qos,
-                    extra=o.extra, dependency=dependency,
+                    output=str(logs / "%A_%a.out"), python=self.python,
+                    submission=str(sub), offset=offset, cpus=cpus, mem_mb=mem_mb,
+                    time_s=job_time, signal_grace=grace, gpus=gpus, options=o,
+                    dependency=dependency,
                     setup=bundles[0][0].setup if bundles[0][0].command is None else (),
                     cwd=bundles[0][0].cwd,
                 )
@@ -351,17 +306,14 @@ class SlurmBackend(Backend):
                 return [W.outcome(spec, TaskStatus.FAILED)]  # (only its truth is read)
             if final:
                 el.reported.add(spec.key)
-                if state in ("PREEMPTED", "REQUEUED", "COMPLETED"):
-                    # (COMPLETED: the element was asked to stop and did not start it)
-                    out.append(W.outcome(spec, TaskStatus.UNSTARTED))
-                    continue
-                if state == "OUT_OF_MEMORY":
+                status, why = _LEFT.get(state or "", (
+                    TaskStatus.FAILED, f"ended ({state or 'gone from the queue'})"))
+                if state == "OUT_OF_MEMORY":  # (mem_retry_factor: more memory next time)
                     key = (spec.step, spec.key)
                     self.oom[key] = self.oom.get(key, 0) + 1
-                why = _WHY.get(state or "", f"ended ({state or 'gone from the queue'})")
-                out.append(W.outcome(
-                    spec, TaskStatus.FAILED,
-                    error=f"Slurm job {el.job}_{el.index} {why} before this task's result"))
+                out.append(W.outcome(spec, status, error=None if status == TaskStatus.UNSTARTED
+                                     else f"Slurm job {el.job}_{el.index} {why} before this "
+                                     "task's result"))
         return out
 
     # ---------------------------------------------------------------- stopping

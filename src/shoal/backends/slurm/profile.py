@@ -28,26 +28,69 @@ from typing import Any
 from shoal.errors import ShoalError
 from shoal.spec.resources import parse_duration
 
-# keys a profile may set for all steps, and per step
-STEP_KEYS = ("partition", "account", "qos", "throttle", "tasks_per_job", "bundle_minutes",
-             "sbatch", "max_time", "signal_grace")
-RUN_KEYS = ("mem_retry_factor", "poll_s", "max_poll_s", "max_requeues")
 DURATIONS = ("max_time", "signal_grace")  # "2h", "30s", "1-00:00:00", or seconds
 
 
 @dataclass
 class StepOptions:
-    """Submission settings of one step (the profile's defaults merged with its overrides)."""
+    """Submission settings of one step (the profile's defaults merged with its overrides).
+    The one list of them: profiles' keys, the merge and :class:`SlurmOptions` come from it."""
 
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
-    throttle: int | None = None
-    tasks_per_job: int | None = None
-    bundle_minutes: float = 30.0
-    extra: list[str] = field(default_factory=list)
+    throttle: int | None = None  # %K: elements of one array running at once
+    tasks_per_job: int | None = None  # bundle size; default from the step's time=
+    bundle_minutes: float = 30.0  # aim of a bundle's length when tasks_per_job is unset
+    extra: list[str] = field(default_factory=list)  # free sbatch options ("sbatch" in TOML)
     max_time: float | None = None  # longest job (s): longer tasks run as chained segments
     signal_grace: float = 90.0  # USR2 this many seconds before a job's time limit
+
+
+@dataclass
+class SlurmOptions(StepOptions):
+    """How to submit (flags or a profile): every step's defaults, the run's own settings,
+    and per-step overrides (``steps``, a profile's ``[steps.NAME]`` tables)."""
+
+    mem_retry_factor: float | None = None  # after OUT_OF_MEMORY, retry with mem × factor
+    poll_s: float = 5.0
+    max_poll_s: float = 30.0
+    max_requeues: int = 10  # interrupted (preempted, requeued, time-limited) runs per task
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-step overrides
+    _per_step: dict[str, StepOptions] = field(default_factory=dict, repr=False,
+                                              compare=False)
+
+    @classmethod
+    def from_profile(cls, path: Path | None, **flags: Any) -> SlurmOptions:
+        """A profile's settings, with the flags that are not None over its defaults (a
+        flag's ``extra`` is appended to the profile's ``sbatch``)."""
+        data = load(path) if path else {"defaults": {}, "steps": {}}
+        base = dict(data["defaults"])
+        if "sbatch" in base:
+            base["extra"] = base.pop("sbatch")
+        extra = [*base.pop("extra", []), *(flags.pop("extra", None) or [])]
+        base.update({k: v for k, v in flags.items() if v is not None})
+        return cls(**base, extra=extra, steps=data["steps"])
+
+    def for_step(self, step: str) -> StepOptions:
+        """The settings one step submits with (defaults, then its profile table)."""
+        got = self._per_step.get(step)
+        if got is None:
+            base = StepOptions(**{f.name: getattr(self, f.name) for f in fields(StepOptions)})
+            base.extra = list(base.extra)
+            got = self._per_step[step] = step_options(base, self.steps.get(step, {}))
+        return got
+
+
+def _toml_name(name: str) -> str:
+    return "sbatch" if name == "extra" else name
+
+
+#: keys a profile may set per step (and as every step's default), and for the run only
+STEP_KEYS = tuple(_toml_name(f.name) for f in fields(StepOptions))
+RUN_KEYS = tuple(f.name for f in fields(SlurmOptions)
+                 if f.name not in {g.name for g in fields(StepOptions)}
+                 and f.name not in ("steps", "_per_step"))
 
 
 def find(name: str, exp_dir: Path | None) -> Path:

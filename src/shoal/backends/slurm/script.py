@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from shoal.backends.slurm.profile import StepOptions
 from shoal.spec.resources import slurm_time
 
 
@@ -12,7 +13,6 @@ def render(
     *,
     job_name: str,
     size: int,
-    throttle: int | None,
     output: str,
     python: str,
     submission: str,
@@ -21,17 +21,16 @@ def render(
     mem_mb: int | None = None,
     time_s: float | None = None,
     gpus: float = 0.0,
-    partition: str | None = None,
-    account: str | None = None,
-    qos: str | None = None,
-    extra: Sequence[str] = (),
+    options: StepOptions | None = None,
     dependency: str | None = None,
     signal_grace: int | None = 90,
     setup: Sequence[str] = (),
     cwd: str | None = None,
 ) -> str:
-    """The ``#SBATCH`` script running elements ``offset .. offset+size-1`` of a submission."""
-    array = f"0-{size - 1}" + (f"%{throttle}" if throttle else "")
+    """The ``#SBATCH`` script running elements ``offset .. offset+size-1`` of a submission,
+    with the step's submission ``options`` (partition, account, qos, throttle, extras)."""
+    o = options or StepOptions()
+    array = f"0-{size - 1}" + (f"%{o.throttle}" if o.throttle else "")
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name={job_name}",
@@ -48,11 +47,11 @@ def render(
         lines.append(f"#SBATCH --time={slurm_time(time_s)}")
     if gpus > 0:
         lines.append(f"#SBATCH --gres=gpu:{max(1, int(gpus))}")
-    for flag, value in (("partition", partition), ("account", account), ("qos", qos),
+    for flag, value in (("partition", o.partition), ("account", o.account), ("qos", o.qos),
                         ("dependency", dependency)):
         if value:
             lines.append(f"#SBATCH --{flag}={value}")
-    lines += [f"#SBATCH {x}" for x in extra]
+    lines += [f"#SBATCH {x}" for x in o.extra]
     if setup:  # a function step's setup= lines (a command step runs its own), run where
         # its tasks run: the experiment's folder
         lines += ["", "set -e", *([f"cd {shlex.quote(cwd)}"] if cwd else []), *setup,
