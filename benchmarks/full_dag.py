@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plan_scale import find_shoal, write_experiment  # noqa: E402
+from plan_scale import find_shoal, write_experiment
 
 TARGET_S = 45.0
 
