@@ -123,6 +123,10 @@ class TaskContext:
     inputs: Files = field(default_factory=Files)
     outputs: Files = field(default_factory=Files)
     vars: Mapping[str, Any] = field(default_factory=dict)
+    #: this process's rank among the task's ``procs=`` processes, and how many there are
+    #: (0 and 1 for a single-process task); rank 0's return value is the task's result
+    rank: int = 0
+    world_size: int = 1
     _stop: Callable[[], bool] = field(default=lambda: False, repr=False)
     _staged: Mapping[str, Path] = field(default_factory=dict, repr=False)
     _log: logging.Logger | None = field(default=None, repr=False)

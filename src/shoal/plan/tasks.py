@@ -15,6 +15,7 @@ from typing import Any
 from shoal.plan.taskfiles import StepFiles
 from shoal.spec.experiment import Experiment, Step
 from shoal.spec.grid import Point, Value
+from shoal.spec.resources import Resources, for_task
 
 DONE, MISSING, FAILED, CHANGED, BLOCKED = 0, 1, 2, 3, 4
 REASONS = ("done", "missing", "failed", "changed", "blocked")  # blocked: an input is missing
@@ -56,10 +57,31 @@ class StepPlan:
     run_ids: list[Any] = field(default_factory=list)  # of done tasks (None otherwise)
     adopted: dict[int, dict[str, Any]] = field(default_factory=dict)  # result files not in store
     files: StepFiles | None = None  # inputs= and outputs= per task
+    _resources: dict[tuple[Any, ...], Resources] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
         return self.step.name
+
+    def resources(self, i: int) -> Resources:
+        """What task ``i`` occupies: the step's resources, with those given as a
+        dimension's value (``cpus="{n_threads}"``) taken from the task's params."""
+        dims = self.step.resource_dims
+        if not dims:
+            return self.step.resources
+        cache = self._resources
+        point = tuple(self.params[i][self.dims.index(d)] for d in dims.values())
+        got = cache.get(point)
+        if got is None:
+            got = cache[point] = for_task(self.name, self.step.resources, dims,
+                                          dict(zip(dims.values(), point)))
+        return got
+
+    def shapes(self) -> set[Resources]:
+        """Every distinct :meth:`resources` of the step's tasks to run."""
+        if not self.step.resource_dims:
+            return {self.step.resources}
+        return {self.resources(i) for i, s in enumerate(self.state) if s != DONE}
 
     def __len__(self) -> int:
         return len(self.keys)

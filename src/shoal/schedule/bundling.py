@@ -45,6 +45,9 @@ def bundle_size(self: Controller, k: int, queued: int, cpus: int) -> int:
     this run) go in bundles of about ``BUNDLE_S`` seconds, so that the controller's
     round trip per task does not dominate; never so many that other slots go idle.
     A cluster backend decides by its own rule (tasks per job, the step's time=)."""
+    step = self.sps[k].step
+    if step.procs > 1 or step.resource_dims:  # (ranks of their own; or each its own shape)
+        return 1
     own = self.backend.bundle_size(self.sps[k].name, self.sps[k].step.resources.time_s,
                                    queued)
     if own is not None:

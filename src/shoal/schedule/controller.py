@@ -107,18 +107,8 @@ class Controller:
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
-        total = self.total_cpus
         for k, sp in enumerate(self.sps):
-            step = sp.step
-            if step.resources.cpus > total and any(
-                s != DONE for s in sp.state
-            ):
-                self.report.warnings.append(
-                    f"step '{sp.name}' asks for cpus={step.resources.cpus}; it runs with "
-                    f"{total}, all this run has (-j {total})"
-                )
             c = self.counts[k]
-            res = sp.step.resources
             checked = False
             for i, s in enumerate(sp.state):
                 if not sp.is_included(i):
@@ -128,7 +118,8 @@ class Controller:
                     c.done += 1
                     continue
                 if not checked:
-                    self._check_fits(sp, res)
+                    for res in sorted(sp.shapes(), key=lambda r: r.slot_cpus):
+                        self._check_fits(sp, res)
                     checked = True
                 tid = (k, i)
                 n = 0
@@ -158,6 +149,13 @@ class Controller:
                 self.base_attempt[(k, i)] = int(attempts)
 
     def _check_fits(self, sp: StepPlan, res: Resources) -> None:
+        total = self.total_cpus
+        if res.slot_cpus > total:
+            asks = (f"cpus={res.cpus} x procs={res.procs}" if res.procs > 1
+                    else f"cpus={res.cpus}")
+            self.report.warnings.append(
+                f"step '{sp.name}' asks for {asks}; it runs with {total}, all this run has "
+                f"(-j {total})")
         s = self.slots
         if s.unlimited:
             return
@@ -267,9 +265,12 @@ class Controller:
             if not queue:
                 continue
             sp = self.sps[k]
+            varies = bool(sp.step.resource_dims)
             res = sp.step.resources
-            cpus = min(res.cpus, self.total_cpus)
             while queue and not self.stopping:
+                if varies:  # (resources from the task's params: the next task's)
+                    res = sp.resources(queue[0])
+                cpus = min(res.slot_cpus, self.total_cpus)  # (all its processes')
                 devices = self.slots.place(res, cpus)
                 if devices is None:
                     break

@@ -46,9 +46,9 @@ def submit_detached(self: Controller) -> DetachReport:
                 f"chained jobs, and --detach has no controller to chain them; run attached "
                 "(without --detach) or raise --max-time")
         retries = self._max_attempts(sp) - 1
-        cpus = min(step.resources.cpus, self.total_cpus)
         bundles: list[list[TaskSpec]] = []
         while todo:
+            cpus = min(sp.resources(todo[0]).slot_cpus, self.total_cpus)
             if step.pack:
                 tids = [(k, i) for i in self._take_pack(sp, todo)]
             else:

@@ -80,7 +80,9 @@ class SpecBuilder:
         return spec
 
     def build(self, sp: StepPlan, i: int, attempt: int, cpus: int, devices: list[str]) -> TaskSpec:
+        """``cpus``: what the task's slot holds (all its processes')."""
         step = sp.step
+        res = sp.resources(i)
         params = sp.param_dict(i)
         needs: dict[str, dict[str, Any]] = {}
         gather: dict[str, list[dict[str, Any]]] | None = None
@@ -107,20 +109,25 @@ class SpecBuilder:
             step=sp.name, key=sp.keys[i], params=params, fingerprint=sp.fps[i], code=sp.code,
             inputs=task_inputs(sp, i, self._run_ids), attempt=attempt, out=out,
             root=self._root, cwd=self._cwd,
-            cpus=cpus, gpus=step.resources.gpus,
+            cpus=max(1, cpus // res.procs), gpus=res.gpus,
             devices=devices if self.assigns_devices else None,
-            mem_mb=step.resources.mem_mb, time_s=step.resources.time_s,
+            mem_mb=res.mem_mb, time_s=res.time_s,
             timeout_s=step.timeout_s, needs=needs, gather=gather,
             token=resultfile.unique_id(), stage=self.archives(sp), stage_dir=self.stage_dir,
-            run_id=self.run_id,
+            run_id=self.run_id, procs=res.procs, hang_timeout_s=step.hang_timeout_s,
         )
+        if res.procs > 1:  # N copies, unless a command starts its own ranks ({procs})
+            self_launched = step.command is not None and "{procs" in step.command
+            spec.starts = 1 if self_launched else res.procs
         self._around(sp, i, spec, devices)
         if step.command is not None:
             values: dict[str, Any] = dict(spec.vars)
             values.update(params)
-            values.update(out=out, threads=cpus, device=spec.device, step=sp.name,
+            values.update(out=out, threads=spec.cpus, device=spec.device, step=sp.name,
                           root=self._root, python=sys.executable,
-                          gpus=",".join(map(str, devices)))
+                          gpus=",".join(map(str, devices)), procs=res.procs, nodes=1,
+                          port=RawField('"$MASTER_PORT"'),
+                          master_addr=RawField('"$MASTER_ADDR"'))
             values.update({name: u["out"] for name, u in needs.items()})
             values["staged"] = {staging.archive_name(a): RawField(
                 f'"${staging.env_name(staging.archive_name(a))}"') for a in spec.stage}

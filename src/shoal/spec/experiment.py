@@ -16,8 +16,16 @@ from shoal.errors import SpecError
 from shoal.spec import around
 from shoal.spec.around import Container
 from shoal.spec.grid import Grid
-from shoal.spec.resources import Resources, parse_duration
-from shoal.spec.step import _STEP_NAME, Step, _names, _refs, signature_args, step_options
+from shoal.spec.resources import parse_duration, parse_resources
+from shoal.spec.step import (
+    _STEP_NAME,
+    Step,
+    _names,
+    _refs,
+    parse_hang,
+    signature_args,
+    step_options,
+)
 
 __all__ = ["Experiment", "Step", "signature_args"]
 
@@ -112,8 +120,8 @@ class Experiment:
         per: str | Sequence[str] | None = None,
         needs: Any = None,
         name: str | None = None,
-        cpus: int = 1,
-        gpus: float = 0,
+        cpus: int | str = 1,
+        gpus: float | str = 0,
         mem: str | int | None = None,
         time: str | int | float | None = None,
         timeout: str | int | float | None = None,
@@ -127,13 +135,18 @@ class Experiment:
         vars: Mapping[str, Any] | None = None,
         env: Mapping[str, Any] | None = None,
         setup: str | Sequence[str] | None = None,
+        procs: int | str = 1,
+        hang_timeout: str | int | float | None = None,
     ) -> Any:
         """Declare a function step: ``@exp.step(per=["site"], needs=[prep], cpus=1)``.
 
         The function is called as ``fn(ctx, **params)`` once per task and may return a dict of
         JSON-serialisable metrics. ``inputs=``/``outputs=``: files it reads (their contents
         enter the fingerprint) and paths outside its folder it owns; ``vars=``, ``env=``,
-        ``setup=``: see the guide.
+        ``setup=``: see the guide. ``procs=N``: each task runs as N processes (ranks, with
+        torch.distributed's variables and a free port of its own); rank 0's return value is
+        the result; ``cpus=`` is per rank, ``gpus=`` per task; ``hang_timeout=``: kill a
+        task whose ranks went silent that long.
         """
         opts = dict(inputs=inputs, outputs=outputs, vars=vars, env=env, setup=setup)
 
@@ -145,7 +158,7 @@ class Experiment:
                     per=_names(sname, "per", per),
                     fn=f,
                     needs=_refs(sname, "needs", needs),
-                    resources=Resources.parse(sname, cpus, gpus, mem, time),
+                    **_resources(sname, cpus, gpus, mem, time, procs, hang_timeout),
                     timeout_s=parse_duration(sname, "timeout", timeout),
                     retries=retries,
                     version=None if version is None else str(version),
@@ -168,8 +181,8 @@ class Experiment:
         needs: Any = None,
         allow_missing: bool = False,
         name: str | None = None,
-        cpus: int = 1,
-        gpus: float = 0,
+        cpus: int | str = 1,
+        gpus: float | str = 0,
         mem: str | int | None = None,
         time: str | int | float | None = None,
         timeout: str | int | float | None = None,
@@ -200,7 +213,7 @@ class Experiment:
                     over=_refs(sname, "over", over),
                     select=dict(select) if select else None,
                     allow_missing=bool(allow_missing),
-                    resources=Resources.parse(sname, cpus, gpus, mem, time),
+                    **_resources(sname, cpus, gpus, mem, time),
                     timeout_s=parse_duration(sname, "timeout", timeout),
                     retries=retries,
                     version=None if version is None else str(version),
@@ -217,8 +230,8 @@ class Experiment:
         *,
         per: str | Sequence[str] | None = None,
         needs: Any = None,
-        cpus: int = 1,
-        gpus: float = 0,
+        cpus: int | str = 1,
+        gpus: float | str = 0,
         mem: str | int | None = None,
         time: str | int | float | None = None,
         timeout: str | int | float | None = None,
@@ -232,6 +245,8 @@ class Experiment:
         setup: str | Sequence[str] | None = None,
         container: str | Container | bool | None = None,
         metrics: str | Mapping[str, str] | None = None,
+        procs: int | str = 1,
+        hang_timeout: str | int | float | None = None,
     ) -> Step:
         """Declare a shell-command step. ``{dim}`` fields take the task's values (shell-quoted),
         ``{out}`` its folder, ``{threads}`` its cpus, ``{device}``/``{gpus}`` its GPU,
@@ -240,6 +255,11 @@ class Experiment:
         files of ``inputs=``/``outputs=``. The command runs in the experiment's folder (in
         ``container=`` if given, after the ``setup=`` lines); its metrics come from
         ``metrics=`` (a file, or patterns over its log), else from ``{out}/metrics.json``.
+        ``procs=N`` starts N copies with torch.distributed's variables (``RANK``,
+        ``WORLD_SIZE``, ``MASTER_PORT``…), as ``srun`` would — unless the template uses
+        ``{procs}``: then it starts its own ranks (``torchrun --nproc-per-node {procs}
+        --master-port {port}``) and runs once, with the resources of N ranks. ``{port}``
+        (the task's own free port), ``{master_addr}`` and ``{nodes}`` serve both.
         """
         if not isinstance(template, str) or not template.strip():
             raise SpecError(f"step '{name}': the command template must be a non-empty string")
@@ -249,7 +269,7 @@ class Experiment:
                 per=_names(name, "per", per),
                 command=template,
                 needs=_refs(name, "needs", needs),
-                resources=Resources.parse(name, cpus, gpus, mem, time),
+                **_resources(name, cpus, gpus, mem, time, procs, hang_timeout),
                 timeout_s=parse_duration(name, "timeout", timeout),
                 retries=retries,
                 version=None if version is None else str(version),
@@ -287,3 +307,12 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"<shoal.Experiment {self.name!r}: {len(self._registered)} steps, {self.grid!r}>"
+
+
+def _resources(step: str, cpus: Any, gpus: Any, mem: Any, time: Any, procs: Any = 1,
+               hang_timeout: Any = None) -> dict[str, Any]:
+    """A step's resources (options may name a dimension), and its hang_timeout."""
+    resources, dims = parse_resources(step, cpus=cpus, gpus=gpus, mem=mem, time=time,
+                                      procs=procs)
+    return {"resources": resources, "resource_dims": dims,
+            "hang_timeout_s": parse_hang(step, procs, hang_timeout)}

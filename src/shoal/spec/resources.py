@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from shoal.errors import SpecError
 
@@ -113,12 +114,19 @@ def slurm_time(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Resources:
-    """What one task of a step occupies while it runs."""
+    """What one task of a step occupies while it runs: ``cpus`` per process, ``gpus`` and
+    ``mem`` per task, and ``procs`` processes (ranks)."""
 
     cpus: int = 1
     gpus: float = 0.0
     mem_mb: int | None = None
     time_s: float | None = None
+    procs: int = 1
+
+    @property
+    def slot_cpus(self) -> int:
+        """The cpus one task takes: each of its processes' cpus."""
+        return self.cpus * self.procs
 
     @classmethod
     def parse(
@@ -128,6 +136,7 @@ class Resources:
         gpus: float = 0,
         mem: str | int | float | None = None,
         time: str | int | float | None = None,
+        procs: int = 1,
     ) -> Resources:
         if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
             raise SpecError(f"step '{step}': cpus={cpus!r} must be a whole number >= 1")
@@ -138,9 +147,61 @@ class Resources:
                 f"step '{step}': gpus={gpus!r}: more than one GPU must be a whole number; "
                 "fractions (gpus=0.25) share one device"
             )
+        if isinstance(procs, bool) or not isinstance(procs, int) or procs < 1:
+            raise SpecError(f"step '{step}': procs={procs!r} must be a whole number >= 1 (the "
+                            "processes of one task: procs=2 runs two ranks)")
         return cls(
             cpus=cpus,
             gpus=float(gpus),
             mem_mb=parse_mem(step, mem),
             time_s=parse_duration(step, "time", time),
+            procs=procs,
         )
+
+
+#: Resource options that may name a dimension of the step (``cpus="{n_threads}"``).
+FROM_PARAMS = ("cpus", "gpus", "mem", "procs")
+_FIELD = re.compile(r"^\{([A-Za-z_]\w*)\}$")
+
+
+def parse_resources(step: str, *, cpus: Any = 1, gpus: Any = 0, mem: Any = None,
+                    time: Any = None, procs: Any = 1) -> tuple[Resources, dict[str, str]]:
+    """A step's resources, and which of them come from a dimension's value (option ->
+    dimension). Such an option is checked against every value when the step is validated
+    (:func:`for_task`); until then it holds its default."""
+    given = {"cpus": cpus, "gpus": gpus, "mem": mem, "procs": procs}
+    dims: dict[str, str] = {}
+    for name, value in given.items():
+        if isinstance(value, str):
+            m = _FIELD.match(value.strip())
+            if m:
+                dims[name] = m.group(1)
+            elif "{" in value:
+                raise SpecError(f"step '{step}': {name}={value!r}: name one dimension, as "
+                                f"{name}=\"{{n_threads}}\" (its value is the {name})")
+    plain = {k: v for k, v in given.items() if k not in dims}
+    defaults = {"cpus": 1, "gpus": 0, "mem": None, "procs": 1}
+    return Resources.parse(step, time=time, **{**defaults, **plain}), dims
+
+
+def for_task(step: str, base: Resources, dims: dict[str, str],
+             params: dict[str, Any]) -> Resources:
+    """``base`` with the options that name a dimension set from the task's ``params``
+    (one error naming the step, the option and the value when one does not fit)."""
+    values: dict[str, Any] = {"cpus": base.cpus, "gpus": base.gpus, "mem": base.mem_mb,
+                              "procs": base.procs}
+    for name, dim in dims.items():
+        v = params[dim]
+        if name in ("cpus", "procs") and isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        values[name] = v
+    try:
+        return Resources.parse(step, time=base.time_s, **values)
+    except SpecError:
+        for name, dim in dims.items():  # which one: say its dimension and value
+            try:
+                Resources.parse(step, **{name: values[name]})
+            except SpecError as exc:
+                raise SpecError(f"{exc} (the value of dimension '{dim}' of a task: give "
+                                f"'{dim}' values that fit {name}=)") from None
+        raise

@@ -35,6 +35,11 @@ class Step:
     allow_missing: bool = False
     resources: Resources = field(default_factory=Resources)
     timeout_s: float | None = None
+    #: resource options given as a dimension's value (``cpus="{n_threads}"``): option -> dim
+    resource_dims: dict[str, str] = field(default_factory=dict)
+    #: a multi-process task with no output on any rank's log and no checkpoint this long
+    #: is stuck (a collective that never completes): killed, and failed
+    hang_timeout_s: float | None = None
     retries: int | None = None
     version: str | None = None
     pack: tuple[str, ...] = ()
@@ -55,6 +60,11 @@ class Step:
     @property
     def is_gather(self) -> bool:
         return self.kind == "gather"
+
+    @property
+    def procs(self) -> int:
+        """Processes per task (ranks); 2 where a dimension gives it (it may exceed 1)."""
+        return 2 if "procs" in self.resource_dims else self.resources.procs
 
 
 def step_options(name: str, *, inputs: Any = None, outputs: Any = None, vars: Any = None,
@@ -149,3 +159,14 @@ def signature_args(step: Step, dims: Sequence[str]) -> tuple[tuple[str, ...], bo
             )
     takes = tuple(d for d in dims if var_kw or d in names)
     return takes, step.is_gather and (var_kw or "runs" in names)
+
+
+def parse_hang(step: str, procs: Any, hang_timeout: Any) -> float | None:
+    """``hang_timeout=`` of a step, checked against its ``procs=``."""
+    from shoal.spec.resources import parse_duration
+
+    hang = parse_duration(step, "hang_timeout", hang_timeout)
+    if hang is not None and procs == 1:
+        raise SpecError(f"step '{step}': hang_timeout= watches the ranks of a multi-process "
+                        "task; give procs= > 1, or use timeout= for a single process")
+    return hang

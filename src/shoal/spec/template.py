@@ -10,6 +10,9 @@ from typing import Any
 from shoal.errors import SpecError
 from shoal.spec.paths import value_text
 
+#: fields whose value the shell reads from the task's environment when it runs
+#: (``"$MASTER_PORT"``: the port reserved for the task where its ranks start)
+RUNTIME_FIELDS = ("{staged[", "{port", "{master_addr")
 _SHELL_META = set("|&;<>()$`\\\"'*?[]#~=%!{}\n")
 
 
@@ -66,7 +69,8 @@ def render_command(template: str, values: dict[str, Any]) -> tuple[str, list[str
     if shell is None:
         literal = "".join(t for t, *_ in string.Formatter().parse(template))
         shell = _needs_shell[template] = (
-            any(c in _SHELL_META for c in literal) or "{staged[" in template)
+            any(c in _SHELL_META for c in literal)
+            or any(f in template for f in RUNTIME_FIELDS))
     if shell:
         return cmd, None
     if cmd in _argv_cache:

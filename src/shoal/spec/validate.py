@@ -47,7 +47,9 @@ def _check_template(exp: Experiment, s: Step, upstream: set[str]) -> None:
     values = exp.grid.values
     base: dict[str, Any] = {d: values[d][0] for d in s.per if values.get(d)}
     base.update(out="/out", threads=1, device="cpu", gpus="", step=s.name, root="/root",
-                python="python", staged=defaultdict(lambda: RawField('"$STAGED"')))
+                python="python", staged=defaultdict(lambda: RawField('"$STAGED"')),
+                procs=s.procs, nodes=1, port=RawField('"$MASTER_PORT"'),
+                master_addr=RawField('"$MASTER_ADDR"'))
     base.update({u: "/upstream" for u in upstream})
     base.update(exp.around(s).vars)
     files = validate_around.command_fields(exp, s)
@@ -134,6 +136,17 @@ def _check_step(exp: Experiment, s: Step, dims: tuple[str, ...]) -> None:
             f"step '{s.name}': pack= needs a function step (@exp.step): one call trains "
             "the members together; remove pack= here"
         )
+    _check_resource_dims(exp, s, per)
+    if s.pack and s.procs > 1:
+        raise SpecError(
+            f"step '{s.name}': pack= and procs={s.procs} do not go together: a pack trains its "
+            "members in one process; give each task its ranks (procs=) or pack them, not both"
+        )
+    if s.procs == 1 and s.command is not None and any(
+            f in s.command for f in ("{port", "{master_addr")):
+        raise SpecError(
+            f"step '{s.name}': the command uses {{port}}/{{master_addr}}, the rendezvous of a "
+            "multi-process task; give procs= (the ranks it starts, e.g. procs=2)")
     if s.pack_size is not None and (not isinstance(s.pack_size, int) or s.pack_size < 1):
         raise SpecError(f"step '{s.name}': pack_size={s.pack_size!r} must be a whole number >= 1")
     if s.retries is not None and (not isinstance(s.retries, int) or s.retries < 0):
@@ -171,6 +184,24 @@ def _check_step(exp: Experiment, s: Step, dims: tuple[str, ...]) -> None:
         _check_template(exp, s, upstream)
     elif s.fn is not None:
         signature_args(s, s.per)
+
+
+def _check_resource_dims(exp: Experiment, s: Step, per: Any) -> None:
+    """``cpus="{n_threads}"``: a dimension of the step, every value of which fits."""
+    from shoal.spec.resources import for_task
+
+    values = exp.grid.values
+    for name, dim in s.resource_dims.items():
+        if dim not in per:
+            raise SpecError(
+                f"step '{s.name}': {name}=\"{{{dim}}}\" names '{dim}', which is not a "
+                f"dimension of the step (per={_fmt(s.per)}); add it to per= or give a number")
+        if dim in s.pack:
+            raise SpecError(
+                f"step '{s.name}': {name}= comes from '{dim}', a packed dimension: the "
+                "members of a pack share one process; pack over another dimension")
+        for v in values.get(dim, ()):
+            for_task(s.name, s.resources, {name: dim}, {dim: v})
 
 
 def _check_select(exp: Experiment, s: Step, ups: list[Step]) -> None:

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from shoal.spec.step import Step
 
 #: Fields of a command template that shoal fills besides dimensions, vars and files.
-BUILTIN_FIELDS = ("out", "threads", "device", "gpus", "step", "root", "python", "staged")
+BUILTIN_FIELDS = ("out", "threads", "device", "gpus", "step", "root", "python", "staged",
+                  "procs", "nodes", "port", "master_addr")
 #: Fields an ``env=`` value or a ``metrics=`` file may use besides dimensions and vars.
 _ENV_FIELDS = ("out", "root", "step", "threads", "device", "gpus")
 

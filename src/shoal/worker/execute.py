@@ -22,7 +22,7 @@ from pathlib import Path
 from shoal.spec.experiment import Experiment
 from shoal.state import resultfile
 from shoal.state.status import Move, Outcome, TaskStatus, next_move
-from shoal.worker import command, deferred
+from shoal.worker import command, deferred, gang
 from shoal.worker import task as W
 from shoal.worker.packs import run_pack
 from shoal.worker.taskspec import TaskSpec
@@ -68,6 +68,8 @@ def _with_retries(spec: TaskSpec, experiment: Callable[[], Experiment],
 
 def _once(spec: TaskSpec, experiment: Callable[[], Experiment]) -> Outcome:
     try:
+        if spec.procs > 1:  # its ranks: processes of their own (shoal.worker.gang)
+            return gang.run_ranks(spec)
         if spec.command is not None:
             return command.run_command(spec)
         return W.run_function(spec, experiment())

@@ -143,11 +143,12 @@ def outcome(spec: TaskSpec, status: str, **extra: Any) -> Outcome:
 
 def write_failure(
     spec: TaskSpec, status: str, error: str, started: float, ended: float | None = None,
-    in_log: bool = False,
+    in_log: bool = False, tail: str | None = None,
 ) -> Outcome:
     """Write ``.shoal-error.json`` for a failed or interrupted attempt; return the outcome.
     ``ended``: when the attempt ended (default: now); ``in_log``: say it in the task's log
-    too (the task was killed from outside: nothing in its log tells why it ended)."""
+    too (the task was killed from outside: nothing in its log tells why it ended);
+    ``tail``: the log lines to show (default: the end of the task's log)."""
     out = spec.out
     if in_log:
         with contextlib.suppress(OSError), open(f"{out}/{resultfile.LOG}", "a") as fh:
@@ -161,7 +162,7 @@ def write_failure(
     doc["status"] = status
     doc["error"] = error
     doc["token"] = spec.token
-    doc["log_tail"] = log_tail(Path(out))
+    doc["log_tail"] = log_tail(Path(out)) if tail is None else tail
     with contextlib.suppress(OSError):
         resultfile.write_json_atomic(f"{out}/{resultfile.ERROR}", doc)
     return outcome(spec, status, error=error, log_tail=doc["log_tail"], doc=doc)

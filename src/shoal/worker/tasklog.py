@@ -19,9 +19,9 @@ _NO_LINKS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOT
              errno.ENOSYS)  # a file system that refuses hard links
 
 
-def log_tail(out: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a task's log."""
-    path = Path(out) / resultfile.LOG
+def log_tail(out: Path, lines: int = LOG_TAIL_LINES, name: str = resultfile.LOG) -> str:
+    """The last lines of a task's log (``name``: another log in that folder)."""
+    path = Path(out) / name
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)

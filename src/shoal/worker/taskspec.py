@@ -70,6 +70,11 @@ class TaskSpec:
     metrics: dict[str, Any] | None = None
     cleanup: list[str] | None = None  # run after the command was killed (a container's rm)
     run_id: str = ""  # the run that dispatched it (RUN_MARK in its environment)
+    # a multi-process task: its ranks (cpus= is per rank), the processes shoal starts (1 for
+    # a command that starts its own ranks: torchrun), how long all may stay silent
+    procs: int = 1
+    starts: int = 1
+    hang_timeout_s: float | None = None
 
     @property
     def label(self) -> str:

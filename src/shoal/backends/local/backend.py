@@ -90,7 +90,7 @@ class LocalBackend(Backend):
         """
         spec = specs[0]
         self._watch(spec)
-        if spec.command is not None:
+        if spec.command is not None and spec.procs == 1:  # (a command's ranks: in a worker)
             self.commands.start(specs)
             return
         shape: Shape = (spec.cpus, tuple(spec.devices or ()), tuple(spec.setup))

@@ -169,7 +169,7 @@ class SlurmBackend(Backend):
                 if bumps:
                     for t in bundle:
                         t.mem_mb = int(s.mem_mb * factor ** bumps)
-            shape = (s.step, s.cpus, s.gpus, s.mem_mb, s.time_s, len(bundle))
+            shape = (s.step, s.cpus * s.procs, s.gpus, s.mem_mb, s.time_s, len(bundle))
             groups.setdefault(shape, []).append(bundle)
         self.pending = []
         if self._max_array is None:
