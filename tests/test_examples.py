@@ -100,3 +100,20 @@ def test_streamflow_packed_variant_gives_the_same_results(tmp_path: Path) -> Non
                                                                    rel=1e-5)
     logs = list((tmp_path / "packed/train").rglob(".shoal.log"))
     assert len(logs) == 6 and all("pack of" in p.read_text() for p in logs)
+
+
+def test_genomic_gcn_example_threads_and_ddp_agree(tmp_path: Path) -> None:
+    """Seed 002's workload: the GCN per thread count (cpus="{n_threads}") and as a 2-rank
+    DDP task over Gloo; DDP averages the gradients of two halves of the training set, so it
+    follows the single-process training of the same seed."""
+    exp = str(ROOT / "examples" / "genomic_gcn")
+    root = tmp_path / "runs"
+    res = shoal("run", exp, "--root", str(root), "-j", "2", "--progress", "none")
+    assert res.returncode == 0, res.stderr[-3000:]
+    m = json.loads((root / "compare/.shoal-result.json").read_text())["metrics"]
+    assert set(m) == {"1_threads_test_r", "1_threads_train_s", "2_threads_test_r",
+                      "2_threads_train_s", "ddp_x2_test_r", "ddp_x2_train_s"}
+    assert m["1_threads_test_r"] > 0.2  # (the trait is heritable: the model finds it)
+    assert abs(m["ddp_x2_test_r"] - m["1_threads_test_r"]) < 0.02
+    one = json.loads((root / "threads/n_threads=2/seed=0/.shoal-result.json").read_text())
+    assert one["metrics"]["test_rmse_days"] > 0
