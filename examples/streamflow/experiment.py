@@ -130,8 +130,10 @@ def _train_pack(pack, site: str, factor: list[float], seed: list[int]) -> list[A
     return results
 
 
-_TRAIN = dict(per=["site", "factor", "seed"], needs=[prep], cpus=1, mem="1G", time="20m",
-              version=TRAIN_VERSION)
+# threads per training (`shoal tune examples/streamflow train` says which fills the machine
+# best; --config train_cpus=N sets it)
+_TRAIN = dict(per=["site", "factor", "seed"], needs=[prep], cpus=shoal.config("train_cpus", 1),
+              mem="1G", time="20m", version=TRAIN_VERSION)
 if PACK:
     train = exp.step(**_TRAIN, name="train", pack=["factor", "seed"],
                      pack_size=PACK_SIZE)(_train_pack)

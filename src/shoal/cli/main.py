@@ -169,6 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the archive to write (.tar, or .tar.gz to compress)")
     p.set_defaults(func=_view("cmd_pack_data"))
 
+    p = sub.add_parser("tune", help="threads per task x tasks at once: the most tasks per "
+                       "hour for a step on this machine (runs a sample, keeps no results)")
+    _common(p, only=False)
+    p.add_argument("step", metavar="STEP", help="the step to measure")
+    p.add_argument("--sample", type=_at_least(1), help="tasks per setting (default: twice "
+                   "the most tasks at once, at least 4)")
+    p.add_argument("--repeats", type=_at_least(1), default=2, help="runs of each setting, "
+                   "for the spread (2)")
+    p.add_argument("--threads", help="threads per task to try, e.g. 1,2,4 (default: 1, 2, "
+                   "4, ... up to the cores)")
+    p.add_argument("-j", "--jobs", type=_at_least(1), help="cores to fill (default: all)")
+    p.set_defaults(func=cmd_tune)
+
     p = sub.add_parser("status", help="counts by state from the store")
     _common(p, only=False)
     p.add_argument("--json", action="store_true", help="machine-readable counts")
@@ -291,6 +304,28 @@ def _slurm_options(exp: Any, args: argparse.Namespace) -> Any:
     if path:
         print(f"shoal: Slurm profile {path}", file=sys.stderr)
     return opts
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import time
+
+    from shoal.api.tune import HEADER, advice, table, tune
+
+    exp = _load(args)
+    threads = None
+    if args.threads:
+        try:
+            threads = [int(t) for t in args.threads.split(",")]
+        except ValueError:
+            raise ShoalError(f"--threads {args.threads}: give whole numbers, e.g. 1,2,4") from None
+    t0 = time.time()
+    settings = tune(exp, args.step, sample=args.sample, repeats=args.repeats,
+                    threads=threads, cores=args.jobs,
+                    say=lambda line: print(line, file=sys.stderr))
+    print(_table(table(settings), HEADER))
+    print(advice(args.step, settings))
+    print(f"(measured in {time.time() - t0:.1f} s; the samples' results were not kept)")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

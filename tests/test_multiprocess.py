@@ -247,3 +247,40 @@ def test_resources_from_a_dimension_give_each_task_its_own(write_exp, tmp_path: 
     rc, _, err = cli("plan", write_exp(THREADS.replace('per=["n_threads"], cpus=',
                                                        'per=["ranks"], cpus=', 1), "b2.py"))
     assert rc == 2 and "names 'n_threads', which is not a dimension of the step" in err
+
+
+def test_tune_prints_a_table_and_a_recommendation_and_keeps_no_results(write_exp, cli,
+                                                                        tmp_path: Path) -> None:
+    """`shoal tune` runs a sample of a step's tasks at threads x tasks-at-once settings
+    that fill the machine; it prints its table (figures are not asserted) and what to use,
+    and leaves neither results nor its scratch folder behind."""
+    path = write_exp("""
+        exp = shoal.Experiment("tune", grid=shoal.Grid(i=range(6)))
+
+        @exp.step(per=[])
+        def data(ctx):
+            return {"n": 6}
+
+        @exp.step(per=["i"], needs=[data])
+        def fit(ctx, i):
+            import numpy as np
+            a = np.random.default_rng(i).random((150, 150))
+            for _ in range(20):
+                a = np.tanh(a @ a / 150)
+            return {"threads": ctx.threads, "v": float(a.sum())}
+    """)
+    assert run(path, "--only", "i=0").returncode == 0  # (data, and one fit)
+    rc, out, err = cli("tune", path, "fit", "--sample", "2", "--repeats", "2",
+                       "--threads", "1,2", "-j", "2")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["threads", "at", "once", "tasks/h", "spread", "s/task",
+                                "peak", "MB/task"]
+    rows = [ln.split() for ln in lines[1:3]]
+    assert sorted((r[0], r[1]) for r in rows) == [("1", "2"), ("2", "1")]
+    assert lines[3].startswith("recommend: cpus=") and "on step 'fit' and -j 2" in lines[3]
+    assert not list((tmp_path / "runs/.shoal/tune").glob("*"))
+    rc, out, _ = cli("status", path, "--json")
+    assert json.loads(out)["steps"]["fit"]["done"] == 1  # (only the run's own task)
+    rc, _, err = cli("tune", path, "nope")
+    assert rc == 2 and "no step 'nope'" in err
