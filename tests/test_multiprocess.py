@@ -195,16 +195,24 @@ def test_bad_multi_process_options_are_one_clear_error(write_exp, cli, body: str
     assert rc == 2 and message in err and "Traceback" not in err
 
 
-def test_two_ddp_tasks_on_slurm(write_exp, tmp_path: Path) -> None:
-    """The same DDP tasks as Slurm array elements: each element gets cpus x procs and runs
-    its ranks on its node."""
+def test_ddp_tasks_and_a_failing_rank_on_slurm(write_exp, tmp_path: Path) -> None:
+    """The same DDP tasks as Slurm array elements: a Slurm task per rank (--ntasks=2,
+    --cpus-per-task=1), started by srun from the element, the rendezvous on the job's first
+    node; a command's rank that fails fails its task, named, with that rank's log."""
     _need_slurm()
-    path = write_exp(DDP)
+    path = write_exp(DDP + """
+exp.command("ranks", "sh -c 'echo rank $RANK of $WORLD_SIZE; test $RANK = 0'",
+            per=["task"], procs=2)
+""")
     res = slurm_run(path, timeout=300)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, res.stderr
     _check_two_ddp_tasks(tmp_path)
+    assert "(srun)" in (tmp_path / "runs/allreduce/task=0/.shoal.log").read_text()
     scripts = [p.read_text() for p in (tmp_path / "runs/.shoal/slurm").glob("*/array-0.sh")]
-    assert any("--cpus-per-task=2" in s for s in scripts)
+    assert any("--ntasks=2" in s and "--cpus-per-task=1" in s for s in scripts)
+    err = _error(tmp_path, "ranks/task=0")
+    assert err["error"] == "rank 1: command exited with status 1", err
+    assert "rank 1 of 2" in err["log_tail"]
 
 
 THREADS = """

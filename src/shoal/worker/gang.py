@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -97,26 +98,26 @@ def run_ranks(spec: TaskSpec) -> Outcome:
         port = held.getsockname()[1]
         ranks = _start(spec, port, started)
         why, status = _watch(spec, ranks)
-    failed = min((r for r in ranks if r.code not in (0, None)), key=lambda r: r.ended,
-                 default=None)
     if spec.command is not None:
         return _command_end(spec, ranks, why, status, started)
-    reports = [_report(spec, r.rank) for r in ranks]
-    # the cause: a rank that reported its failure, else the first that died
-    # (a rank whose peer died fails too, "connection closed": the first to end is the cause)
+    reports = [_report(spec, k) for k in range(spec.starts)]
+    # the cause: a rank that reported its failure — the first to (a rank whose peer died
+    # fails too, "connection closed") — else the first process that died
     bad = min((r for r in reports if r.get("status") not in (None, TaskStatus.DONE)),
-              key=lambda r: r.get("ended") or ranks[r["rank"]].ended, default=None)
+              key=lambda r: r.get("ended") or float("inf"), default=None)
+    failed = min((r for r in ranks if r.code not in (0, None)), key=lambda r: r.ended,
+                 default=None)
     if why is not None or bad is not None or failed is not None:
+        who = 0
         if why is None and bad is not None:
             status = TaskStatus(bad["status"])
-            why = f"rank {bad['rank']}: {bad.get('error')}"
+            why, who = f"rank {bad['rank']}: {bad.get('error')}", int(bad["rank"])
         elif why is None:
             assert failed is not None
-            why = f"rank {failed.rank} {_exit_text(failed.code or 0)}"
-        who = bad["rank"] if bad is not None else failed.rank if failed is not None else 0
+            who = max(failed.rank, 0)
+            why = f"{_who(failed)} {_exit_text(failed.code or 0)}"
         return W.write_failure(spec, status, why, started, in_log=True,
-                               tail=log_tail(Path(ranks[who].log).parent,
-                                             name=Path(ranks[who].log).name))
+                               tail=_tail(spec, who))
     first = reports[0]
     if first.get("status") is None:
         return W.write_failure(spec, TaskStatus.FAILED, "rank 0 ended without its result",
@@ -124,11 +125,34 @@ def run_ranks(spec: TaskSpec) -> Outcome:
     return W.finish(spec, first.get("metrics") or {}, started)
 
 
+def rank_log(spec: TaskSpec, rank: int) -> str:
+    """Rank 0 writes to the task's log, rank k to ``.shoal-ranks/k.log``."""
+    return f"{spec.out}/{resultfile.LOG}" if rank == 0 else f"{spec.out}/{RANKS}/{rank}.log"
+
+
+def _tail(spec: TaskSpec, rank: int) -> str:
+    path = Path(rank_log(spec, rank))
+    return log_tail(path.parent, name=path.name)
+
+
+def _who(r: _Rank) -> str:
+    return "srun (its ranks)" if r.rank < 0 else f"rank {r.rank}"
+
+
+def on_slurm(spec: TaskSpec) -> bool:
+    """Whether the ranks start through ``srun`` (inside a Slurm job, several processes)."""
+    return bool(os.environ.get("SLURM_JOB_ID")) and spec.starts > 1 and bool(
+        shutil.which("srun"))
+
+
 def _start(spec: TaskSpec, port: int, started: float) -> list[_Rank]:
-    """Start the ranks, each with its log (rank 0: the task's log)."""
+    """Start the ranks, each with its log: here, or through ``srun`` in a Slurm job."""
+    slurm = on_slurm(spec)
+    addr = _first_host() if slurm else "127.0.0.1"
     with open(f"{spec.out}/{resultfile.LOG}", "a") as fh:
         fh.write(W.header(spec, started) + (f"$ {spec.command}\n" if spec.command else "")
-                 + f"shoal: {spec.starts} rank(s), rendezvous port {port}\n")
+                 + f"shoal: {spec.starts} rank(s), rendezvous {addr}:{port}"
+                 + (" (srun)" if slurm else "") + "\n")
     base = {**os.environ, **spec.env()}
     if spec.command is None:
         path = f"{spec.out}/{RANKS}/spec.pkl"
@@ -137,9 +161,11 @@ def _start(spec: TaskSpec, port: int, started: float) -> list[_Rank]:
         argv = [sys.executable, "-m", "shoal.worker.rank", path]
     else:
         argv = spec.argv or ["/bin/sh", "-c", spec.command]
+    if slurm:
+        return [_srun(spec, argv, {**base, **rank_env(spec, 0, port, addr)})]
     ranks = []
     for k in range(spec.starts):
-        log = f"{spec.out}/{resultfile.LOG}" if k == 0 else f"{spec.out}/{RANKS}/{k}.log"
+        log = rank_log(spec, k)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 [*argv, str(k)] if spec.command is None else argv,
@@ -147,6 +173,40 @@ def _start(spec: TaskSpec, port: int, started: float) -> list[_Rank]:
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         ranks.append(_Rank(k, proc, log))
     return ranks
+
+
+#: run by srun as each rank: its variables from Slurm's, its log, its exit status kept
+_RANK_SH = (
+    'export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" NODE_RANK="$SLURM_NODEID" '
+    'GROUP_RANK="$SLURM_NODEID"; '
+    'if [ "$RANK" = 0 ]; then log="$SHOAL_OUT/.shoal.log"; '
+    'else log="$SHOAL_OUT/.shoal-ranks/$RANK.log"; fi; '
+    '"$@" >>"$log" 2>&1; code=$?; echo "$code" >"$SHOAL_OUT/.shoal-ranks/$RANK.code"; '
+    'exit "$code"')
+
+
+def _srun(spec: TaskSpec, argv: list[str], env: dict[str, str]) -> _Rank:
+    """One ``srun`` for all ranks of the task, over the job's nodes (``--kill-on-bad-exit``:
+    a rank that fails ends the others). A function's rank reads its number from Slurm."""
+    for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "CUDA_VISIBLE_DEVICES"):
+        env.pop(k, None)  # (set per rank from Slurm's variables; GPUs bound by Slurm)
+    cmd = ["srun", f"--ntasks={spec.starts}", f"--cpus-per-task={spec.cpus}",
+           "--kill-on-bad-exit=1", "--export=ALL", "/bin/sh", "-c", _RANK_SH, "shoal-rank",
+           *argv, *(["env"] if spec.command is None else [])]
+    proc = subprocess.Popen(cmd, env=env, cwd=spec.cwd or None, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return _Rank(-1, proc, rank_log(spec, 0))
+
+
+def _first_host() -> str:
+    """The first node of the job: where this process (the batch step) runs rank 0's port."""
+    nodes = os.environ.get("SLURM_JOB_NODELIST", "")
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True,
+                             text=True, timeout=30, check=True).stdout.split()
+        if out:
+            return out[0]
+    return socket.gethostname()
 
 
 def _watch(spec: TaskSpec, ranks: list[_Rank]) -> tuple[str | None, TaskStatus]:
@@ -189,9 +249,9 @@ def _watch(spec: TaskSpec, ranks: list[_Rank]) -> tuple[str | None, TaskStatus]:
 def _activity(spec: TaskSpec, ranks: list[_Rank]) -> tuple[float, ...]:
     """What changes while a task makes progress: its logs' sizes, its checkpoints' times."""
     out: list[float] = []
-    for r in ranks:
+    for k in range(spec.starts):
         with contextlib.suppress(OSError):
-            out.append(os.stat(r.log).st_size)
+            out.append(os.stat(rank_log(spec, k)).st_size)
     with contextlib.suppress(OSError):
         out.append(os.stat(f"{spec.out}/{resultfile.CHECKPOINTS}").st_mtime)
     return tuple(out)
@@ -232,14 +292,25 @@ def _command_end(spec: TaskSpec, ranks: list[_Rank], why: str | None, status: Ta
                  started: float) -> Outcome:
     if why is not None:
         return W.write_failure(spec, status, why, started, in_log=True)
-    bad = min((r for r in ranks if r.code != 0), key=lambda r: r.ended, default=None)
     stopped = status == TaskStatus.INTERRUPTED
-    if bad is None or bad.rank == 0:
-        return finish_command(spec, 0 if bad is None else bad.code or 0, started, stopped)
+    codes = {r.rank: r.code or 0 for r in ranks}
+    if -1 in codes:  # (srun: each rank left its status)
+        codes = {k: _code(spec, k, codes[-1]) for k in range(spec.starts)}
+    bad = next((k for k in sorted(codes) if codes[k] != 0), None)
+    if bad is None or bad == 0:
+        return finish_command(spec, 0 if bad is None else codes[0], started, stopped)
     return W.write_failure(
         spec, TaskStatus.INTERRUPTED if stopped else TaskStatus.FAILED,
-        f"rank {bad.rank}: command {_exit_text(bad.code or 0)}", started, in_log=True,
-        tail=log_tail(Path(bad.log).parent, name=Path(bad.log).name))
+        f"rank {bad}: command {_exit_text(codes[bad])}", started, in_log=True,
+        tail=_tail(spec, bad))
+
+
+def _code(spec: TaskSpec, rank: int, default: int) -> int:
+    try:
+        with open(f"{spec.out}/{RANKS}/{rank}.code") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return default or 1  # (it never got to say: killed with the others)
 
 
 def _exit_text(code: int) -> str:

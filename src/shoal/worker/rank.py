@@ -17,7 +17,8 @@ import time
 
 
 def main(argv: list[str]) -> int:
-    path, rank = argv[0], int(argv[1])
+    path = argv[0]
+    rank = int(os.environ["RANK"] if argv[1] == "env" else argv[1])  # ("env": srun set it)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # (the controller decides)
     from shoal.spec.loader import load_experiment
     from shoal.state import resultfile

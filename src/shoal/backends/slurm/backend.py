@@ -169,12 +169,16 @@ class SlurmBackend(Backend):
                 if bumps:
                     for t in bundle:
                         t.mem_mb = int(s.mem_mb * factor ** bumps)
-            shape = (s.step, s.cpus * s.procs, s.gpus, s.mem_mb, s.time_s, len(bundle))
+            # a multi-process task: one Slurm task per rank (srun starts them), cpus each;
+            # a command that starts its own ranks: one task with all their cpus
+            ntasks = s.starts if s.starts > 1 else 1
+            cpus = s.cpus if ntasks > 1 else s.cpus * s.procs
+            shape = (s.step, cpus, ntasks, s.gpus, s.mem_mb, s.time_s, len(bundle))
             groups.setdefault(shape, []).append(bundle)
         self.pending = []
         if self._max_array is None:
             self._max_array = commands.max_array_size()
-        for (step, cpus, gpus, mem_mb, _t, _n), bundles in groups.items():
+        for (step, cpus, ntasks, gpus, mem_mb, _t, _n), bundles in groups.items():
             self._submissions += 1
             sub = self.root / ".shoal" / "slurm" / f"{int(time.time())}-{os.getpid()}-" \
                 f"{self._submissions}"
@@ -196,7 +200,8 @@ class SlurmBackend(Backend):
                 text = script.render(
                     job_name=f"shoal-{self.experiment}-{step}", size=n,
                     output=str(logs / "%A_%a.out"), python=self.python,
-                    submission=str(sub), offset=offset, cpus=cpus, mem_mb=mem_mb,
+                    submission=str(sub), offset=offset, cpus=cpus, ntasks=ntasks,
+                    mem_mb=mem_mb,
                     time_s=job_time, signal_grace=grace, gpus=gpus, options=o,
                     dependency=dependency,
                     setup=bundles[0][0].setup if bundles[0][0].command is None else (),

@@ -18,6 +18,7 @@ def render(
     submission: str,
     offset: int,
     cpus: int,
+    ntasks: int = 1,
     mem_mb: int | None = None,
     time_s: float | None = None,
     gpus: float = 0.0,
@@ -39,6 +40,8 @@ def render(
         "#SBATCH --open-mode=append",  # a requeued element adds to its log
         f"#SBATCH --cpus-per-task={cpus}",
     ]
+    if ntasks > 1:  # a multi-process task: its ranks, started by srun (shoal.worker.gang)
+        lines.append(f"#SBATCH --ntasks={ntasks}")
     if signal_grace:  # time to checkpoint: the element (exec'd below) gets USR2 first
         lines.append(f"#SBATCH --signal=B:USR2@{int(signal_grace)}")
     if mem_mb:
