@@ -187,6 +187,8 @@ def test_a_stop_reaches_every_rank_and_the_task_is_interrupted(write_exp,
     ("@exp.step(per=['t'], procs=0)\ndef f(ctx, t): ...", "procs=0 must be a whole number"),
     ("@exp.step(per=['t'], hang_timeout='1m')\ndef f(ctx, t): ...",
      "hang_timeout= watches the ranks"),
+    ("@exp.step(per=['t'], procs=3, nodes=2)\ndef f(ctx, t): ...",
+     "give procs= a multiple of 2"),
 ])
 def test_bad_multi_process_options_are_one_clear_error(write_exp, cli, body: str,
                                                        message: str) -> None:
@@ -292,3 +294,16 @@ def test_tune_prints_a_table_and_a_recommendation_and_keeps_no_results(write_exp
     assert json.loads(out)["steps"]["fit"]["done"] == 1  # (only the run's own task)
     rc, _, err = cli("tune", path, "nope")
     assert rc == 2 and "no step 'nope'" in err
+
+
+def test_a_task_over_two_nodes_asks_slurm_for_its_ranks_per_node() -> None:
+    """(Golden text: the local Slurm has one node.) nodes=2, procs=4: four Slurm tasks, two
+    per node; --gres and --mem count per node."""
+    from shoal.backends.slurm import script
+
+    text = script.render(job_name="j", size=1, output="o/%A_%a.out", python="py",
+                         submission="/s", offset=0, cpus=8, ntasks=4, nodes=2, gpus=4,
+                         mem_mb=64000)
+    for line in ("--cpus-per-task=8", "--ntasks=4", "--nodes=2", "--ntasks-per-node=2",
+                 "--gres=gpu:2", "--mem=64000M"):
+        assert f"#SBATCH {line}\n" in text, line

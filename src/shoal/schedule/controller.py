@@ -157,6 +157,10 @@ class Controller:
                 f"step '{sp.name}' asks for {asks}; it runs with {total}, all this run has "
                 f"(-j {total})")
         s = self.slots
+        if sp.step.nodes > 1 and not s.unlimited:
+            self.report.warnings.append(
+                f"step '{sp.name}' spreads its ranks over nodes={sp.step.nodes} on a cluster; "
+                "here all of them run on this machine")
         if s.unlimited:
             return
         if res.gpus > 0 and (len(s.gpus) < max(1, int(res.gpus))):

@@ -115,6 +115,7 @@ class SpecBuilder:
             timeout_s=step.timeout_s, needs=needs, gather=gather,
             token=resultfile.unique_id(), stage=self.archives(sp), stage_dir=self.stage_dir,
             run_id=self.run_id, procs=res.procs, hang_timeout_s=step.hang_timeout_s,
+            nodes=step.nodes,
         )
         if res.procs > 1:  # N copies, unless a command starts its own ranks ({procs})
             self_launched = step.command is not None and "{procs" in step.command
@@ -125,7 +126,7 @@ class SpecBuilder:
             values.update(params)
             values.update(out=out, threads=spec.cpus, device=spec.device, step=sp.name,
                           root=self._root, python=sys.executable,
-                          gpus=",".join(map(str, devices)), procs=res.procs, nodes=1,
+                          gpus=",".join(map(str, devices)), procs=res.procs, nodes=step.nodes,
                           port=RawField('"$MASTER_PORT"'),
                           master_addr=RawField('"$MASTER_ADDR"'))
             values.update({name: u["out"] for name, u in needs.items()})

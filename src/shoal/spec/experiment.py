@@ -23,6 +23,7 @@ from shoal.spec.step import (
     _names,
     _refs,
     parse_hang,
+    parse_nodes,
     signature_args,
     step_options,
 )
@@ -137,6 +138,7 @@ class Experiment:
         setup: str | Sequence[str] | None = None,
         procs: int | str = 1,
         hang_timeout: str | int | float | None = None,
+        nodes: int = 1,
     ) -> Any:
         """Declare a function step: ``@exp.step(per=["site"], needs=[prep], cpus=1)``.
 
@@ -146,7 +148,8 @@ class Experiment:
         ``setup=``: see the guide. ``procs=N``: each task runs as N processes (ranks, with
         torch.distributed's variables and a free port of its own); rank 0's return value is
         the result; ``cpus=`` is per rank, ``gpus=`` per task; ``hang_timeout=``: kill a
-        task whose ranks went silent that long.
+        task whose ranks went silent that long; ``nodes=K``: on Slurm, spread the ranks
+        over K nodes (procs/K each).
         """
         opts = dict(inputs=inputs, outputs=outputs, vars=vars, env=env, setup=setup)
 
@@ -158,7 +161,7 @@ class Experiment:
                     per=_names(sname, "per", per),
                     fn=f,
                     needs=_refs(sname, "needs", needs),
-                    **_resources(sname, cpus, gpus, mem, time, procs, hang_timeout),
+                    **_resources(sname, cpus, gpus, mem, time, procs, hang_timeout, nodes),
                     timeout_s=parse_duration(sname, "timeout", timeout),
                     retries=retries,
                     version=None if version is None else str(version),
@@ -247,6 +250,7 @@ class Experiment:
         metrics: str | Mapping[str, str] | None = None,
         procs: int | str = 1,
         hang_timeout: str | int | float | None = None,
+        nodes: int = 1,
     ) -> Step:
         """Declare a shell-command step. ``{dim}`` fields take the task's values (shell-quoted),
         ``{out}`` its folder, ``{threads}`` its cpus, ``{device}``/``{gpus}`` its GPU,
@@ -269,7 +273,7 @@ class Experiment:
                 per=_names(name, "per", per),
                 command=template,
                 needs=_refs(name, "needs", needs),
-                **_resources(name, cpus, gpus, mem, time, procs, hang_timeout),
+                **_resources(name, cpus, gpus, mem, time, procs, hang_timeout, nodes),
                 timeout_s=parse_duration(name, "timeout", timeout),
                 retries=retries,
                 version=None if version is None else str(version),
@@ -310,9 +314,10 @@ class Experiment:
 
 
 def _resources(step: str, cpus: Any, gpus: Any, mem: Any, time: Any, procs: Any = 1,
-               hang_timeout: Any = None) -> dict[str, Any]:
-    """A step's resources (options may name a dimension), and its hang_timeout."""
+               hang_timeout: Any = None, nodes: Any = 1) -> dict[str, Any]:
+    """A step's resources (options may name a dimension), its hang_timeout and nodes."""
     resources, dims = parse_resources(step, cpus=cpus, gpus=gpus, mem=mem, time=time,
                                       procs=procs)
     return {"resources": resources, "resource_dims": dims,
-            "hang_timeout_s": parse_hang(step, procs, hang_timeout)}
+            "hang_timeout_s": parse_hang(step, procs, hang_timeout),
+            "nodes": parse_nodes(step, procs, nodes)}

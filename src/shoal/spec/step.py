@@ -37,6 +37,8 @@ class Step:
     timeout_s: float | None = None
     #: resource options given as a dimension's value (``cpus="{n_threads}"``): option -> dim
     resource_dims: dict[str, str] = field(default_factory=dict)
+    #: on Slurm, the nodes one multi-process task's ranks spread over (procs/nodes each)
+    nodes: int = 1
     #: a multi-process task with no output on any rank's log and no checkpoint this long
     #: is stuck (a collective that never completes): killed, and failed
     hang_timeout_s: float | None = None
@@ -170,3 +172,13 @@ def parse_hang(step: str, procs: Any, hang_timeout: Any) -> float | None:
         raise SpecError(f"step '{step}': hang_timeout= watches the ranks of a multi-process "
                         "task; give procs= > 1, or use timeout= for a single process")
     return hang
+
+
+def parse_nodes(step: str, procs: Any, nodes: Any) -> int:
+    """``nodes=`` of a step: a whole number that divides ``procs=``."""
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+        raise SpecError(f"step '{step}': nodes={nodes!r} must be a whole number >= 1")
+    if nodes > 1 and (not isinstance(procs, int) or procs % nodes):
+        raise SpecError(f"step '{step}': nodes={nodes} spreads procs= ranks evenly over the "
+                        f"nodes; give procs= a multiple of {nodes} (procs={procs!r})")
+    return nodes

@@ -48,7 +48,7 @@ def _check_template(exp: Experiment, s: Step, upstream: set[str]) -> None:
     base: dict[str, Any] = {d: values[d][0] for d in s.per if values.get(d)}
     base.update(out="/out", threads=1, device="cpu", gpus="", step=s.name, root="/root",
                 python="python", staged=defaultdict(lambda: RawField('"$STAGED"')),
-                procs=s.procs, nodes=1, port=RawField('"$MASTER_PORT"'),
+                procs=s.procs, nodes=s.nodes, port=RawField('"$MASTER_PORT"'),
                 master_addr=RawField('"$MASTER_ADDR"'))
     base.update({u: "/upstream" for u in upstream})
     base.update(exp.around(s).vars)

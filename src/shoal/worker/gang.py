@@ -178,7 +178,7 @@ def _start(spec: TaskSpec, port: int, started: float) -> list[_Rank]:
 #: run by srun as each rank: its variables from Slurm's, its log, its exit status kept
 _RANK_SH = (
     'export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" NODE_RANK="$SLURM_NODEID" '
-    'GROUP_RANK="$SLURM_NODEID"; '
+    'GROUP_RANK="$SLURM_NODEID" LOCAL_WORLD_SIZE="${SLURM_NTASKS_PER_NODE:-$LOCAL_WORLD_SIZE}"; '
     'if [ "$RANK" = 0 ]; then log="$SHOAL_OUT/.shoal.log"; '
     'else log="$SHOAL_OUT/.shoal-ranks/$RANK.log"; fi; '
     '"$@" >>"$log" 2>&1; code=$?; echo "$code" >"$SHOAL_OUT/.shoal-ranks/$RANK.code"; '

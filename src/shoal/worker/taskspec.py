@@ -74,6 +74,7 @@ class TaskSpec:
     # a command that starts its own ranks: torchrun), how long all may stay silent
     procs: int = 1
     starts: int = 1
+    nodes: int = 1  # (Slurm: the nodes its ranks spread over)
     hang_timeout_s: float | None = None
 
     @property

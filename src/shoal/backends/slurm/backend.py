@@ -173,12 +173,12 @@ class SlurmBackend(Backend):
             # a command that starts its own ranks: one task with all their cpus
             ntasks = s.starts if s.starts > 1 else 1
             cpus = s.cpus if ntasks > 1 else s.cpus * s.procs
-            shape = (s.step, cpus, ntasks, s.gpus, s.mem_mb, s.time_s, len(bundle))
+            shape = (s.step, cpus, ntasks, s.nodes, s.gpus, s.mem_mb, s.time_s, len(bundle))
             groups.setdefault(shape, []).append(bundle)
         self.pending = []
         if self._max_array is None:
             self._max_array = commands.max_array_size()
-        for (step, cpus, ntasks, gpus, mem_mb, _t, _n), bundles in groups.items():
+        for (step, cpus, ntasks, nodes, gpus, mem_mb, _t, _n), bundles in groups.items():
             self._submissions += 1
             sub = self.root / ".shoal" / "slurm" / f"{int(time.time())}-{os.getpid()}-" \
                 f"{self._submissions}"
@@ -201,7 +201,7 @@ class SlurmBackend(Backend):
                     job_name=f"shoal-{self.experiment}-{step}", size=n,
                     output=str(logs / "%A_%a.out"), python=self.python,
                     submission=str(sub), offset=offset, cpus=cpus, ntasks=ntasks,
-                    mem_mb=mem_mb,
+                    nodes=nodes, mem_mb=mem_mb,
                     time_s=job_time, signal_grace=grace, gpus=gpus, options=o,
                     dependency=dependency,
                     setup=bundles[0][0].setup if bundles[0][0].command is None else (),

@@ -19,6 +19,7 @@ def render(
     offset: int,
     cpus: int,
     ntasks: int = 1,
+    nodes: int = 1,
     mem_mb: int | None = None,
     time_s: float | None = None,
     gpus: float = 0.0,
@@ -42,6 +43,8 @@ def render(
     ]
     if ntasks > 1:  # a multi-process task: its ranks, started by srun (shoal.worker.gang)
         lines.append(f"#SBATCH --ntasks={ntasks}")
+    if nodes > 1:  # (its ranks spread evenly; --mem and --gres count per node)
+        lines += [f"#SBATCH --nodes={nodes}", f"#SBATCH --ntasks-per-node={ntasks // nodes}"]
     if signal_grace:  # time to checkpoint: the element (exec'd below) gets USR2 first
         lines.append(f"#SBATCH --signal=B:USR2@{int(signal_grace)}")
     if mem_mb:
@@ -49,7 +52,7 @@ def render(
     if time_s:
         lines.append(f"#SBATCH --time={slurm_time(time_s)}")
     if gpus > 0:
-        lines.append(f"#SBATCH --gres=gpu:{max(1, int(gpus))}")
+        lines.append(f"#SBATCH --gres=gpu:{max(1, int(gpus) // max(1, nodes))}")
     for flag, value in (("partition", o.partition), ("account", o.account), ("qos", o.qos),
                         ("dependency", dependency)):
         if value:
