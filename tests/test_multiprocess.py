@@ -307,3 +307,59 @@ def test_a_task_over_two_nodes_asks_slurm_for_its_ranks_per_node() -> None:
     for line in ("--cpus-per-task=8", "--ntasks=4", "--nodes=2", "--ntasks-per-node=2",
                  "--gres=gpu:2", "--mem=64000M"):
         assert f"#SBATCH {line}\n" in text, line
+
+
+TUNE_BODY = """
+exp = shoal.Experiment("tune", grid=shoal.Grid(i=range(4)))
+
+@exp.step(per=[])
+def data(ctx):
+    return {"n": 4}
+
+@exp.step(per=["i"], needs=[data])
+def fit(ctx, i):
+    import os
+    return {"threads": ctx.threads, "omp": int(os.environ["OMP_NUM_THREADS"])}
+"""
+
+
+def test_tune_writes_its_choice_into_a_profile_that_slurm_runs_use(write_exp, cli,
+                                                                  tmp_path: Path) -> None:
+    """--write-profile puts the recommended cpus into [steps.STEP] of a Slurm profile
+    (made, or updated in place, the rest of the file kept); a run with that profile gives
+    the step those cpus (--cpus-per-task and its threads)."""
+    path = write_exp(TUNE_BODY)
+    prof = tmp_path / "fast.toml"
+    prof.write_text('partition = "debug"\n\n[steps.fit]\ncpus = 7  # old\nthrottle = 2\n')
+    assert run(path, "--only", "i=0").returncode == 0
+    rc, out, err = cli("tune", path, "fit", "--sample", "2", "--repeats", "1",
+                       "--threads", "2", "-j", "2", "--write-profile", "fast")
+    assert rc == 0, err
+    text = prof.read_text()
+    assert text.startswith('partition = "debug"\n') and "throttle = 2" in text
+    assert text.count("cpus =") == 1 and "cpus = 2  # shoal tune: " in text
+    assert f"into [steps.fit] of {prof}" in out
+    rc, _, err = cli("tune", path, "fit", "--sample", "2", "--repeats", "1",
+                     "--threads", "1", "-j", "1", "--write-profile", str(tmp_path / "new.toml"))
+    assert rc == 0 and (tmp_path / "new.toml").read_text().startswith("[steps.fit]\ncpus = 1")
+    _need_slurm()
+    res = slurm_run(path, "--profile", "fast", "--partition", "debug")
+    assert res.returncode == 0, res.stderr
+    assert _result(tmp_path, "fit/i=3")["metrics"] == {"threads": 2, "omp": 2}
+    scripts = [p.read_text() for p in (tmp_path / "runs/.shoal/slurm").glob("*/array-0.sh")]
+    assert any("#SBATCH --job-name=shoal-tune-fit" in s and "--cpus-per-task=2" in s
+               for s in scripts)
+
+
+def test_tune_on_one_slurm_node(write_exp, tmp_path: Path) -> None:
+    """--backend slurm: the same measurement inside one whole node (srun --exclusive)."""
+    _need_slurm()
+    path = write_exp(TUNE_BODY)
+    assert run(path, "--only", "i=0").returncode == 0
+    res = subprocess.run([*shoal_cmd(), "tune", str(path), "fit", "--backend", "slurm",
+                          "--sample", "2", "--repeats", "1", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "srun --nodes=1 --ntasks=1 --exclusive" in res.stderr
+    assert res.stdout.splitlines()[0].split()[:2] == ["threads", "at"]
+    assert "recommend: cpus=1 on step 'fit'" in res.stdout

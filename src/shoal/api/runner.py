@@ -55,6 +55,8 @@ def run_experiment(
     if jobs is not None and jobs < 1:
         raise ShoalError(f"--jobs {jobs}: give at least 1")
     root: Path = exp.root
+    if backend == "slurm" and slurm is not None:
+        _profile_cpus(exp, slurm)
     exp.validate()
     for w in exp.warnings:
         print(f"shoal: warning: {w}", file=sys.stderr)
@@ -131,6 +133,17 @@ def run_experiment(
                     display.close()
     finally:
         lock.release()
+
+
+def _profile_cpus(exp: Experiment, slurm: Any) -> None:
+    """A profile's ``[steps.X] cpus`` (``shoal tune --write-profile``) is step X's cpus= on
+    that cluster: its threads and its --cpus-per-task."""
+    from dataclasses import replace
+
+    for name, step in exp.steps.items():
+        cpus = slurm.for_step(name).cpus
+        if cpus is not None and "cpus" not in step.resource_dims:
+            step.resources = replace(step.resources, cpus=int(cpus))
 
 
 def _refuse_live_detached(root: Path) -> None:

@@ -163,6 +163,12 @@ def table(settings: list[Setting]) -> list[list[str]]:
     return rows
 
 
+def best(settings: list[Setting]) -> Setting | None:
+    """The setting with the most tasks per hour (None: none ran every sampled task)."""
+    ok = [st for st in settings if not st.failed and st.rate > 0]
+    return ok[0] if ok else None
+
+
 def advice(step: str, settings: list[Setting]) -> str:
     """The recommendation in words."""
     ok = [st for st in settings if not st.failed and st.rate > 0]
@@ -173,3 +179,34 @@ def advice(step: str, settings: list[Setting]) -> str:
     return (f"recommend: cpus={best.threads} on step '{step}' and -j {best.threads * best.at_once}"
             f" ({best.at_once} tasks at once): {best.rate:,.0f} tasks/h, {ratio:.2f}x the "
             f"slowest setting ({worst.threads} thread(s) x {worst.at_once})")
+
+
+def on_slurm_node(exp: Experiment, args: Any, options: Any) -> int:
+    """``shoal tune --backend slurm``: the same measurement on one whole node of the
+    cluster, through ``srun --nodes=1 --exclusive`` (its output streams here)."""
+    import shutil as sh
+    import subprocess
+    import sys
+
+    if sh.which("srun") is None:
+        raise ShoalError("shoal tune --backend slurm: srun is not on PATH; run on a "
+                         "cluster's login node")
+    o = options.for_step(args.step)
+    flags = [f"--{k}={v}" for k, v in (("partition", o.partition), ("account", o.account),
+                                       ("qos", o.qos)) if v]
+    inner = [sys.executable, "-m", "shoal.cli.main", "tune", str(exp.source or args.experiment),
+             args.step, "--root", str(exp.root), "--repeats", str(args.repeats)]
+    for flag, value in (("--sample", args.sample), ("--threads", args.threads),
+                        ("-j", args.jobs), ("--write-profile", args.write_profile)):
+        if value:
+            inner += [flag, str(value)]
+    if args.config:
+        inner += ["--config", *args.config]
+    if args.config_file:
+        inner += ["--config-file", args.config_file]
+    cmd = ["srun", "--nodes=1", "--ntasks=1", "--exclusive", "--cpu-bind=none",
+           f"--job-name=shoal-tune-{exp.name}", *flags, *o.extra, *inner]
+    print(f"shoal tune: on one Slurm node: {' '.join(cmd[:6 + len(flags)])} ...",
+          file=sys.stderr)
+    return subprocess.run(cmd, cwd=str(exp.source.parent) if exp.source else None,
+                          check=False).returncode

@@ -57,6 +57,12 @@ def _view(name: str) -> Any:
     return call
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from shoal.cli.tune import cmd_tune
+
+    return cmd_tune(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shoal",
@@ -180,7 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", help="threads per task to try, e.g. 1,2,4 (default: 1, 2, "
                    "4, ... up to the cores)")
     p.add_argument("-j", "--jobs", type=_at_least(1), help="cores to fill (default: all)")
-    p.set_defaults(func=cmd_tune)
+    p.add_argument("--backend", choices=["local", "slurm"], default="local", help="measure "
+                   "here, or on one whole Slurm node (srun --exclusive)")
+    p.add_argument("--partition", help="(--backend slurm) the partition of the node")
+    p.add_argument("--profile", metavar="NAME", help="(--backend slurm) the Slurm profile "
+                   "whose partition, account and qos to use")
+    p.add_argument("--write-profile", metavar="NAME", help="write the recommended cpus into "
+                   "this Slurm profile's [steps.STEP] table (NAME.toml beside the experiment, "
+                   "or a path): later runs with --profile NAME use it")
+    p.set_defaults(func=_tune)
 
     p = sub.add_parser("status", help="counts by state from the store")
     _common(p, only=False)
@@ -304,28 +318,6 @@ def _slurm_options(exp: Any, args: argparse.Namespace) -> Any:
     if path:
         print(f"shoal: Slurm profile {path}", file=sys.stderr)
     return opts
-
-
-def cmd_tune(args: argparse.Namespace) -> int:
-    import time
-
-    from shoal.api.tune import HEADER, advice, table, tune
-
-    exp = _load(args)
-    threads = None
-    if args.threads:
-        try:
-            threads = [int(t) for t in args.threads.split(",")]
-        except ValueError:
-            raise ShoalError(f"--threads {args.threads}: give whole numbers, e.g. 1,2,4") from None
-    t0 = time.time()
-    settings = tune(exp, args.step, sample=args.sample, repeats=args.repeats,
-                    threads=threads, cores=args.jobs,
-                    say=lambda line: print(line, file=sys.stderr))
-    print(_table(table(settings), HEADER))
-    print(advice(args.step, settings))
-    print(f"(measured in {time.time() - t0:.1f} s; the samples' results were not kept)")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,6 +45,7 @@ class StepOptions:
     extra: list[str] = field(default_factory=list)  # free sbatch options ("sbatch" in TOML)
     max_time: float | None = None  # longest job (s): longer tasks run as chained segments
     signal_grace: float = 90.0  # USR2 this many seconds before a job's time limit
+    cpus: int | None = None  # ([steps.X] only) the step's cpus= on this cluster (shoal tune)
 
 
 @dataclass
@@ -112,6 +113,18 @@ def find(name: str, exp_dir: Path | None) -> Path:
     raise ShoalError(f"--profile {name}: no profile found (looked for {looked})")
 
 
+def target(name: str, exp_dir: Path | None) -> Path:
+    """Where ``--write-profile NAME`` writes: the profile :func:`find` would read, or a new
+    ``NAME.toml`` beside the experiment (a path as given)."""
+    try:
+        return find(name, exp_dir)
+    except ShoalError:
+        given = Path(name).expanduser()
+        if given.suffix == ".toml" or os.sep in name:
+            return given
+        return (exp_dir or Path.cwd()) / f"{name}.toml"
+
+
 def load(path: Path) -> dict[str, Any]:
     """Read and check a profile: ``{"defaults": {...}, "steps": {step: {...}}}``."""
     if sys.version_info >= (3, 11):
@@ -150,7 +163,10 @@ def _check(path: Path, where: str, table: dict[str, Any], allowed: tuple[str, ..
                 table[key] = parse_duration("(profile)", f"{where}{key}", value)
             except ShoalError as exc:
                 raise ShoalError(f"profile {path}: {exc}") from None
-        elif key in ("throttle", "tasks_per_job", "max_requeues"):
+        elif key == "cpus" and not where:
+            raise ShoalError(f"profile {path}: 'cpus' sets one step's threads on this cluster: "
+                             "put it in a [steps.NAME] table")
+        elif key in ("throttle", "tasks_per_job", "max_requeues", "cpus"):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ShoalError(f"profile {path}: '{where}{key}' must be a whole number")
         elif key in ("partition", "account", "qos"):
@@ -168,3 +184,26 @@ def step_options(base: StepOptions, overrides: dict[str, Any]) -> StepOptions:
     if overrides.get("sbatch"):
         out.extra = [*base.extra, *overrides["sbatch"]]
     return out
+
+
+def write_step_cpus(path: Path, step: str, cpus: int, why: str) -> None:
+    """Set ``cpus`` in the profile's ``[steps.STEP]`` table (made if missing, the file
+    too), keeping the rest of the file as it is; ``why`` goes in a comment."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    head = f"[steps.{step}]"
+    entry = f"cpus = {cpus}  # {why}"
+    try:
+        at = next(k for k, ln in enumerate(lines) if ln.strip() == head)
+    except StopIteration:
+        lines += ([""] if lines else []) + [head, entry]
+    else:
+        end = next((k for k in range(at + 1, len(lines)) if lines[k].lstrip().startswith("[")),
+                   len(lines))
+        old = [k for k in range(at + 1, end) if lines[k].split("=")[0].strip() == "cpus"]
+        if old:
+            lines[old[0]] = entry
+        else:
+            lines.insert(at + 1, entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    load(path)  # (what it wrote must read back as a profile)
