@@ -180,6 +180,29 @@ def test_a_stop_reaches_every_rank_and_the_task_is_interrupted(write_exp,
     assert _error(tmp_path, "long/task=0")["status"] == "interrupted"
 
 
+def test_every_rank_keeps_its_own_checkpoint_across_attempts(write_exp,
+                                                              tmp_path: Path) -> None:
+    path = write_exp("""
+        exp = shoal.Experiment("ck", grid=shoal.Grid(task=range(1)))
+
+        @exp.step(per=["task"], procs=2, retries=1)
+        def resume(ctx, task):
+            got = ctx.checkpoint.load(reader=lambda p: p.read_text())
+            if got is None:
+                text = f"saved by rank {ctx.rank}"
+                ctx.checkpoint.save(writer=lambda p: p.write_text(text))
+                raise RuntimeError("first attempt fails after its checkpoints")
+            (ctx.out / f"loaded-{ctx.rank}").write_text(got)
+            return {"loaded": got}
+    """)
+    res = run(path, "-j", "2")
+    assert res.returncode == 0, res.stderr
+    folder = tmp_path / "runs/resume/task=0"
+    assert _result(tmp_path, "resume/task=0")["metrics"] == {"loaded": "saved by rank 0"}
+    assert (folder / "loaded-1").read_text() == "saved by rank 1"
+    assert not (folder / ".shoal-checkpoints").exists()  # done: they go
+
+
 @pytest.mark.parametrize("body, message", [
     ("@exp.step(per=['t'], procs=2, pack=['t'])\ndef f(ctx, t): ...",
      "pack= and procs=2 do not go together"),

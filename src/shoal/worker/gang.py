@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shoal.context.checkpoint import Checkpoints
 from shoal.state import resultfile
 from shoal.state.status import Outcome, TaskStatus
 from shoal.worker import task as W
@@ -91,6 +92,8 @@ def run_ranks(spec: TaskSpec) -> Outcome:
     try:
         prepare_task(spec)
         os.makedirs(f"{spec.out}/{RANKS}", exist_ok=True)
+        # (checkpoints of another fingerprint go now, before any rank saves its own)
+        Checkpoints(spec.out, spec.fingerprint)._check()
     except OSError as exc:
         return W.outcome(spec, TaskStatus.FAILED,
                          error=f"cannot prepare task folder {spec.out}: {exc}")

@@ -35,6 +35,8 @@ def main(argv: list[str]) -> int:
         step = exp.steps[spec.step]
         ctx = W.task_context(spec, W.stop_requested, W.enter(spec))
         ctx.rank, ctx.world_size = rank, spec.starts
+        if rank > 0:  # every rank may checkpoint: rank k's in a folder of its own
+            ctx.checkpoint.folder = ctx.checkpoint.folder / f"rank-{rank}"
         takes, _ = W._signature(step)
         assert step.fn is not None
         value = step.fn(ctx, **{d: spec.params[d] for d in takes})
