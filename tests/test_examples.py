@@ -117,3 +117,18 @@ def test_genomic_gcn_example_threads_and_ddp_agree(tmp_path: Path) -> None:
     assert abs(m["ddp_x2_test_r"] - m["1_threads_test_r"]) < 0.02
     one = json.loads((root / "threads/n_threads=2/seed=0/.shoal-result.json").read_text())
     assert one["metrics"]["test_rmse_days"] > 0
+
+
+def test_tune_on_the_streamflow_train_step(tmp_path: Path) -> None:
+    """`shoal tune` on the streamflow example's train step prints its table and a
+    recommendation (figures printed, never asserted)."""
+    exp = str(ROOT / "examples" / "streamflow")
+    args = ["--root", str(tmp_path / "runs"), "--config", "sites=1", "seeds=2", "epochs=3",
+            "days=400"]
+    res = shoal("run", exp, *args, "--progress", "none")
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = shoal("tune", exp, "train", *args, "--sample", "2", "--repeats", "1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    print(res.stdout)
+    assert res.stdout.startswith("threads  at once  tasks/h")
+    assert "recommend: cpus=" in res.stdout and "on step 'train'" in res.stdout

@@ -176,9 +176,10 @@ def advice(step: str, settings: list[Setting]) -> str:
         return "no setting ran every sampled task: see the failures above"
     best, worst = ok[0], ok[-1]
     ratio = best.rate / worst.rate if worst.rate else float("inf")
-    return (f"recommend: cpus={best.threads} on step '{step}' and -j {best.threads * best.at_once}"
-            f" ({best.at_once} tasks at once): {best.rate:,.0f} tasks/h, {ratio:.2f}x the "
-            f"slowest setting ({worst.threads} thread(s) x {worst.at_once})")
+    tasks = f"{best.at_once} task{'s' if best.at_once > 1 else ''}"
+    return (f"recommend: cpus={best.threads} on step '{step}' and "
+            f"-j {best.threads * best.at_once} ({tasks} at once): {best.rate:,.0f} tasks/h, "
+            f"{ratio:.2f}x the slowest setting ({worst.threads} thread(s) x {worst.at_once})")
 
 
 def on_slurm_node(exp: Experiment, args: Any, options: Any) -> int:
