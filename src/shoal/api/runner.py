@@ -37,6 +37,7 @@ def run_experiment(
     detach: bool = False,
     max_requeues: int | None = None,
     missing_inputs: str = "error",
+    address: str | None = None,
 ) -> Any:
     """Run what the plan says must run; returns the report. Resumes where it stopped.
 
@@ -46,10 +47,11 @@ def run_experiment(
     submits every step at once (with dependencies) and returns a
     :class:`~shoal.schedule.runreport.DetachReport` without waiting.
     ``missing_inputs="skip"``: tasks whose input files are missing do not run (nor what
-    depends on them) instead of the run stopping before it starts.
+    depends on them) instead of the run stopping before it starts. ``backend="ray"``: on
+    the Ray cluster at ``address`` (default ``$RAY_ADDRESS``).
     """
-    if backend not in ("local", "slurm"):
-        raise ShoalError(f"unknown backend '{backend}' (available: local, slurm)")
+    if backend not in ("local", "slurm", "ray"):
+        raise ShoalError(f"unknown backend '{backend}' (available: local, slurm, ray)")
     if detach and backend != "slurm":
         raise ShoalError("--detach needs --backend slurm (a local run ends with its process)")
     if jobs is not None and jobs < 1:
@@ -92,6 +94,14 @@ def run_experiment(
                                       missing_inputs=missing_inputs)
                 be.adopt, alive = detached.live(root, states, prune=True)
                 _cancel_stale(plan, be.adopt)
+            elif backend == "ray":
+                from shoal.backends.ray.backend import RayBackend
+
+                _refuse_live_detached(root)
+                be = RayBackend(root=root, address=address)
+                cpus, n_gpus, mem = be.capacity()  # (Ray places each task on a node)
+                slots = Slots.local(jobs or cpus, [f"ray-gpu{k}" for k in range(n_gpus)],
+                                    mem_mb if mem_mb is not None else mem)
             else:
                 from shoal.backends.local.backend import LocalBackend
 

@@ -103,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
     p.add_argument("--progress-interval", type=_at_least(0, float, strict=True),
                    default=10.0, help="seconds between plain progress lines")
-    p.add_argument("--backend", choices=["local", "slurm"],
+    p.add_argument("--backend", choices=["local", "slurm", "ray"],
                    help="where to run (default: local; slurm when --profile is given)")
+    p.add_argument("--address", metavar="HOST:PORT", help="(--backend ray) the Ray cluster "
+                   "(default: $RAY_ADDRESS)")
     sg = p.add_argument_group("Slurm (--backend slurm)")
     sg.add_argument("--detach", action="store_true", help="submit every step at once (with "
                    "job dependencies) and return; `shoal status` follows, `shoal run` "
@@ -267,6 +269,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         keep_going=args.keep_going is not False, only=_only(exp, args), grace_s=args.grace,
         missing_inputs="skip" if args.keep_going else "error",
         progress=args.progress, progress_interval=args.progress_interval, backend=args.backend,
+        address=args.address,
         detach=args.detach, max_requeues=args.max_requeues,
     )
     if args.detach:

@@ -38,8 +38,26 @@ def request_stop(*_: Any) -> None:
     _stop_requested = True
 
 
+_stop_file: str | None = None  # (an engine without signals: a file that asks to stop)
+_stop_checked = 0.0
+
+
 def stop_requested() -> bool:
+    global _stop_requested, _stop_checked
+    if not _stop_requested and _stop_file is not None:
+        now = time.monotonic()
+        if now - _stop_checked >= 0.5:  # (a stat at most twice a second)
+            _stop_checked = now
+            _stop_requested = os.path.exists(_stop_file)
     return _stop_requested
+
+
+def watch_stop_file(path: str | None) -> None:
+    """Where no signal reaches a task (a Ray worker), ``path`` existing asks it to stop.
+    A reused worker process starts each task from no stop request (unless it exists)."""
+    global _stop_requested, _stop_file, _stop_checked
+    _stop_file, _stop_checked = path, 0.0
+    _stop_requested = False
 
 
 def install_stop_handlers() -> None:

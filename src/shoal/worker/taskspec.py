@@ -75,6 +75,7 @@ class TaskSpec:
     procs: int = 1
     starts: int = 1
     nodes: int = 1  # (Slurm: the nodes its ranks spread over)
+    stop_file: str | None = None  # (Ray: a file whose presence asks the task to stop)
     hang_timeout_s: float | None = None
 
     @property

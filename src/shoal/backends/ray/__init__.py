@@ -1,0 +1,1 @@
+"""The Ray backend: the controller's tasks on an existing Ray cluster (``--backend ray``)."""
