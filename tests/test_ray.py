@@ -191,3 +191,17 @@ def test_a_node_removed_mid_run_loses_no_result(cluster, write_exp, tmp_path: Pa
     local = _run(path, root=tmp_path / "local")
     assert local.returncode == 0
     assert _metrics(root) == _metrics(tmp_path / "local")
+
+
+def test_ddp_tasks_run_on_one_ray_node(cluster, write_exp, tmp_path: Path) -> None:
+    """A multi-process task is one Ray task of cpus x procs; its ranks start on that node
+    with their own rendezvous port, as locally."""
+    pytest.importorskip("torch")
+    from test_multiprocess import DDP
+
+    path = write_exp(DDP)
+    res = _run(path, "--backend", "ray", "--address", cluster.address, root=tmp_path / "r")
+    assert res.returncode == 0, res.stderr
+    a = _metrics(tmp_path / "r")["allreduce/task=0"]
+    b = _metrics(tmp_path / "r")["allreduce/task=1"]
+    assert (a["sum"], b["sum"]) == (3.0, 23.0) and a["world"] == 2
