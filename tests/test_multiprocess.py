@@ -183,6 +183,7 @@ def test_a_stop_reaches_every_rank_and_the_task_is_interrupted(write_exp,
 def test_every_rank_keeps_its_own_checkpoint_across_attempts(write_exp,
                                                               tmp_path: Path) -> None:
     path = write_exp("""
+        import time
         exp = shoal.Experiment("ck", grid=shoal.Grid(task=range(1)))
 
         @exp.step(per=["task"], procs=2, retries=1)
@@ -191,6 +192,11 @@ def test_every_rank_keeps_its_own_checkpoint_across_attempts(write_exp,
             if got is None:
                 text = f"saved by rank {ctx.rank}"
                 ctx.checkpoint.save(writer=lambda p: p.write_text(text))
+                (ctx.out / f"saved-{ctx.rank}").write_text("1")
+                for _ in range(200):  # (both saved before one fails and ends the other)
+                    if len(list(ctx.out.glob("saved-*"))) == 2:
+                        break
+                    time.sleep(0.05)
                 raise RuntimeError("first attempt fails after its checkpoints")
             (ctx.out / f"loaded-{ctx.rank}").write_text(got)
             return {"loaded": got}

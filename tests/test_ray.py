@@ -29,6 +29,9 @@ except ImportError:  # pragma: no cover - CI installs ray
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """A head with 2 CPUs, and a second node with 1 CPU and one (pretend) GPU."""
+    # (a test that ran a task in this process may have left CUDA_VISIBLE_DEVICES="", which
+    # Ray's GPU node refuses)
+    saved = os.environ.pop("CUDA_VISIBLE_DEVICES", None)
     c = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": False, "object_store_memory": 150 * 2**20})
     c.gpu_node = c.add_node(num_cpus=1, num_gpus=1, object_store_memory=150 * 2**20)
@@ -37,6 +40,8 @@ def cluster() -> Iterator[Cluster]:
         yield c
     finally:
         c.shutdown()
+        if saved is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
 PIPE = """
@@ -57,6 +62,9 @@ def train(ctx, site, seed):
 @exp.gather(over=train)
 def combine(ctx, runs):
     return {"total": int(runs.score.sum()), "n": len(runs)}
+
+exp.command("count", "wc -c < {prep}/data.txt", per=["site"], needs=[prep],
+            metrics={"bytes": r"^\\s*(\\d+)"})
 """
 
 
@@ -78,7 +86,7 @@ def test_an_experiment_runs_unchanged_on_ray_with_the_local_results(cluster, wri
     assert local.returncode == 0, local.stderr
     res = _run(path, "--backend", "ray", "--address", cluster.address, root=tmp_path / "ray")
     assert res.returncode == 0, res.stderr
-    assert "9 done" in res.stderr
+    assert "11 done" in res.stderr  # (the command steps too, through the same entry)
     assert _metrics(tmp_path / "ray") == _metrics(tmp_path / "local")
     again = _run(path, "--backend", "ray", "--address", cluster.address,
                  root=tmp_path / "ray")
