@@ -196,8 +196,9 @@ def _srun(spec: TaskSpec, argv: list[str], env: dict[str, str]) -> _Rank:
     cmd = ["srun", f"--ntasks={spec.starts}", f"--cpus-per-task={spec.cpus}",
            "--kill-on-bad-exit=1", "--export=ALL", "/bin/sh", "-c", _RANK_SH, "shoal-rank",
            *argv, *(["env"] if spec.command is None else [])]
-    proc = subprocess.Popen(cmd, env=env, cwd=spec.cwd or None, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(rank_log(spec, 0), "ab") as log:  # (srun's own words: a step it cannot make)
+        proc = subprocess.Popen(cmd, env=env, cwd=spec.cwd or None, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
     return _Rank(-1, proc, rank_log(spec, 0))
 
 
@@ -255,8 +256,10 @@ def _activity(spec: TaskSpec, ranks: list[_Rank]) -> tuple[float, ...]:
     for k in range(spec.starts):
         with contextlib.suppress(OSError):
             out.append(os.stat(rank_log(spec, k)).st_size)
-    with contextlib.suppress(OSError):
-        out.append(os.stat(f"{spec.out}/{resultfile.CHECKPOINTS}").st_mtime)
+    folder = f"{spec.out}/{resultfile.CHECKPOINTS}"
+    for sub in ["", *(f"/rank-{k}" for k in range(1, spec.starts))]:  # (each rank's own)
+        with contextlib.suppress(OSError):
+            out.append(os.stat(folder + sub).st_mtime)
     return tuple(out)
 
 
