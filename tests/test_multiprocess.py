@@ -209,6 +209,25 @@ def test_every_rank_keeps_its_own_checkpoint_across_attempts(write_exp,
     assert not (folder / ".shoal-checkpoints").exists()  # done: they go
 
 
+def test_a_rank_that_would_crash_in_its_teardown_still_finishes_the_task(
+        write_exp, tmp_path: Path) -> None:
+    """Bug (CI): a Gloo rank that finished and reported its result then died in the
+    interpreter's teardown ("terminate called without an active exception", SIGABRT), and
+    the task failed. A rank now leaves without the teardown once its report is written."""
+    path = write_exp("""
+        import atexit, os
+        exp = shoal.Experiment("td", grid=shoal.Grid(task=range(1)))
+
+        @exp.step(per=["task"], procs=2)
+        def teardown(ctx, task):
+            atexit.register(os.abort)  # (what a library's static destructor may do)
+            return {"rank": ctx.rank}
+    """)
+    res = run(path, "-j", "2")
+    assert res.returncode == 0, res.stderr
+    assert _result(tmp_path, "teardown/task=0")["metrics"] == {"rank": 0}
+
+
 @pytest.mark.parametrize("body, message", [
     ("@exp.step(per=['t'], procs=2, pack=['t'])\ndef f(ctx, t): ...",
      "pack= and procs=2 do not go together"),

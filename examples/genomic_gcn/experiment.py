@@ -145,6 +145,7 @@ def ddp(ctx, seed):
         out = train_gcn(ctx.input(data).out / "data.npz", seed, ctx.rank, ctx.world_size,
                         device, wrap=lambda m: DDP(m, device_ids=[0] if BACKEND == "nccl"
                                                    else None))
+        dist.barrier()  # (no rank tears the group down while another still uses it)
     finally:
         dist.destroy_process_group()
     return {**out, "ranks": ctx.world_size}

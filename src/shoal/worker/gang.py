@@ -110,6 +110,14 @@ def run_ranks(spec: TaskSpec) -> Outcome:
               key=lambda r: r.get("ended") or float("inf"), default=None)
     failed = min((r for r in ranks if r.code not in (0, None)), key=lambda r: r.ended,
                  default=None)
+    if failed is not None and why is None and bad is None and all(
+            r.get("status") == TaskStatus.DONE for r in reports):
+        # every rank finished its work and said so; one died on its way out (a library's
+        # teardown): the task's result stands, and its log says what happened
+        with contextlib.suppress(OSError), open(rank_log(spec, 0), "a") as fh:
+            fh.write(f"shoal: note: {_who(failed)} {_exit_text(failed.code or 0)} after it "
+                     "reported its result\n")
+        failed = None
     if why is not None or bad is not None or failed is not None:
         who = 0
         if why is None and bad is not None:
