@@ -8,6 +8,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,21 +115,31 @@ def _clean_modules() -> Iterable[None]:
     sys.path[:] = path
 
 
-def kill9_when(args: list[str], ready: Callable[[], bool], timeout: float = 60) -> None:
-    """Start ``shoal ARGS``, wait until ``ready()`` (failing if the run ends first), then
-    SIGKILL it, as the OOM killer or a lost machine would."""
-    import signal
+def start_until(args: list[str], ready: Callable[[], bool], timeout: float = 60) -> Any:
+    """Start ``shoal ARGS`` (text output), wait until ``ready()`` — failing if the run ends
+    first — and return the still running process."""
     import subprocess
 
     from test_run import shoal_cmd
 
     proc = subprocess.Popen([*shoal_cmd(), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while not ready():
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(f"not ready, or the run ended: {proc.communicate()}")
+        time.sleep(0.05)
+    return proc
+
+
+def kill9_when(args: list[str], ready: Callable[[], bool], timeout: float = 60) -> None:
+    """Start ``shoal ARGS``, wait until ``ready()`` (failing if the run ends first), then
+    SIGKILL it, as the OOM killer or a lost machine would."""
+    import signal
+
+    proc = start_until(args, ready, timeout)
     try:
-        deadline = time.time() + timeout
-        while not ready():
-            assert time.time() < deadline and proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import start_until
 from test_run import run, shoal_cmd
 from test_slurm import _need_slurm, slurm_run
 
@@ -166,13 +167,9 @@ def test_a_stop_reaches_every_rank_and_the_task_is_interrupted(write_exp,
                 time.sleep(0.05)
             return {}
     """)
-    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "-j", "2", "--progress", "plain"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     folder = tmp_path / "runs/long/task=0"
-    deadline = time.time() + 60
-    while len(list(folder.glob("started-*"))) < 2:
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.1)
+    proc = start_until(["run", str(path), "-j", "2", "--progress", "plain"],
+                       lambda: len(list(folder.glob("started-*"))) == 2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -9,12 +9,12 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from conftest import start_until
 from test_run import shoal_cmd
 
 try:
@@ -72,6 +72,10 @@ def _run(path: Path, *args: str, root: Path, timeout: float = 180) -> subprocess
     return subprocess.run([*shoal_cmd(), "run", str(path), "--root", str(root),
                            "--progress", "plain", *args], capture_output=True, text=True,
                           timeout=timeout)
+
+
+def _on(cluster: Cluster) -> list[str]:
+    return ["--backend", "ray", "--address", cluster.address, "--progress", "plain"]
 
 
 def _metrics(root: Path) -> dict[str, dict]:
@@ -135,14 +139,8 @@ def test_ctrl_c_stops_ray_tasks_and_the_next_run_resumes(cluster, write_exp,
             return {"i": i}
     """)
     root = tmp_path / "runs"
-    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "--root", str(root),
-                             "--backend", "ray", "--address", cluster.address,
-                             "--progress", "plain"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while len(list((root / "long").glob("*/started"))) < 2:
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
+    proc = start_until(["run", str(path), "--root", str(root), *_on(cluster)],
+                       lambda: len(list((root / "long").glob("*/started"))) == 2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -181,14 +179,8 @@ def test_a_node_removed_mid_run_loses_no_result(cluster, write_exp, tmp_path: Pa
             return {{"i": i, "square": i * i}}
     """)
     root = tmp_path / "runs"
-    proc = subprocess.Popen([*shoal_cmd(), "run", str(path), "--root", str(root),
-                             "--backend", "ray", "--address", cluster.address,
-                             "--progress", "plain"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not list(tmp_path.glob(f"on-{victim.node_id}-*")):
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
+    proc = start_until(["run", str(path), "--root", str(root), *_on(cluster)],
+                       lambda: bool(list(tmp_path.glob(f"on-{victim.node_id}-*"))))
     cluster.remove_node(victim, allow_graceful=False)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
