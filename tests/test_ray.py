@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,3 +206,29 @@ def test_ddp_tasks_run_on_one_ray_node(cluster, write_exp, tmp_path: Path) -> No
     a = _metrics(tmp_path / "r")["allreduce/task=0"]
     b = _metrics(tmp_path / "r")["allreduce/task=1"]
     assert (a["sum"], b["sum"]) == (3.0, 23.0) and a["world"] == 2
+
+
+def test_a_killed_controller_leaves_no_task_running_on_the_cluster(cluster, write_exp,
+                                                                   tmp_path: Path) -> None:
+    """kill -9 of `shoal run --backend ray` (a lost login session): Ray ends the tasks of
+    the dead driver; none goes on writing into its task folder."""
+    path = write_exp(f"""
+        import time, pathlib
+        exp = shoal.Experiment("orphan", grid=shoal.Grid(i=range(2)))
+
+        @exp.step(per=["i"])
+        def beat(ctx, i):
+            for _ in range(600):
+                pathlib.Path({str(tmp_path)!r}, f"beat-{{i}}").write_text(str(time.time()))
+                time.sleep(0.1)
+            return {{}}
+    """)
+    proc = start_until(["run", str(path), "--root", str(tmp_path / "runs"), *_on(cluster)],
+                       lambda: len(list(tmp_path.glob("beat-*"))) == 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(10)  # (Ray notices the dead driver and ends its job's workers)
+    before = {p.name: p.read_text() for p in tmp_path.glob("beat-*")}
+    time.sleep(3)
+    after = {p.name: p.read_text() for p in tmp_path.glob("beat-*")}
+    assert before == after, "a task of the killed run is still running"
