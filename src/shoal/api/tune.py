@@ -171,14 +171,14 @@ def best(settings: list[Setting]) -> Setting | None:
 
 def advice(step: str, settings: list[Setting]) -> str:
     """The recommendation in words."""
-    ok = [st for st in settings if not st.failed and st.rate > 0]
-    if not ok:
+    top = best(settings)
+    if top is None:
         return "no setting ran every sampled task: see the failures above"
-    best, worst = ok[0], ok[-1]
-    ratio = best.rate / worst.rate if worst.rate else float("inf")
-    tasks = f"{best.at_once} task{'s' if best.at_once > 1 else ''}"
-    return (f"recommend: cpus={best.threads} on step '{step}' and "
-            f"-j {best.threads * best.at_once} ({tasks} at once): {best.rate:,.0f} tasks/h, "
+    worst = [st for st in settings if not st.failed and st.rate > 0][-1]
+    ratio = top.rate / worst.rate if worst.rate else float("inf")
+    tasks = f"{top.at_once} task{'s' if top.at_once > 1 else ''}"
+    return (f"recommend: cpus={top.threads} on step '{step}' and "
+            f"-j {top.threads * top.at_once} ({tasks} at once): {top.rate:,.0f} tasks/h, "
             f"{ratio:.2f}x the slowest setting ({worst.threads} thread(s) x {worst.at_once})")
 
 

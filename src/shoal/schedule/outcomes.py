@@ -58,10 +58,13 @@ def _ingest(self: Controller, o: Outcome) -> None:
     requeues = self.requeues.get(run.tid, 0)
     if o.status == TaskStatus.INTERRUPTED and not self.stopping and o.may_requeue:
         requeues = self.requeues[run.tid] = requeues + 1
-    move = next_move(o.status, attempt=self.attempt[run.tid],
-                     max_attempts=self._max_attempts(sp), requeues=requeues,
-                     max_requeues=self._max_requeues(sp), stopping=self.stopping,
-                     may_requeue=o.may_requeue)
+    if o.status == TaskStatus.DONE:  # (the common case: no limits to look up per task)
+        move = Move.DONE
+    else:
+        move = next_move(o.status, attempt=self.attempt[run.tid],
+                         max_attempts=self._max_attempts(sp), requeues=requeues,
+                         max_requeues=self._max_requeues(sp), stopping=self.stopping,
+                         may_requeue=o.may_requeue)
     if move is not Move.AGAIN:
         doc = o.doc or {}
         self.attempt_rows.append((sp.name, sp.keys[i], run.spec.attempt, o.status, sp.fps[i],
