@@ -29,13 +29,15 @@ except ImportError:  # pragma: no cover - CI installs ray
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    """A head with 2 CPUs, and a second node with 1 CPU and one (pretend) GPU."""
+    """A head with 2 CPUs, and a second node with 1 CPU, one (pretend) GPU and a custom
+    resource ``bignode``."""
     # (a test that ran a task in this process may have left CUDA_VISIBLE_DEVICES="", which
     # Ray's GPU node refuses)
     saved = os.environ.pop("CUDA_VISIBLE_DEVICES", None)
     c = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": False, "object_store_memory": 150 * 2**20})
-    c.gpu_node = c.add_node(num_cpus=1, num_gpus=1, object_store_memory=150 * 2**20)
+    c.gpu_node = c.add_node(num_cpus=1, num_gpus=1, resources={"bignode": 4},
+                            object_store_memory=150 * 2**20)
     c.wait_for_nodes()
     try:
         yield c
@@ -232,3 +234,104 @@ def test_a_killed_controller_leaves_no_task_running_on_the_cluster(cluster, writ
     time.sleep(3)
     after = {p.name: p.read_text() for p in tmp_path.glob("beat-*")}
     assert before == after, "a task of the killed run is still running"
+
+
+def test_a_ray_profile_names_the_cluster_and_a_step_s_custom_resources(
+        cluster, write_exp, tmp_path: Path) -> None:
+    """`--profile NAME` alone: the profile's backend = "ray", its [ray] address, and
+    [ray.steps.big] resources = {bignode = 1} put that step's tasks on the node that has it."""
+    path = write_exp("""
+        exp = shoal.Experiment("prof", grid=shoal.Grid(i=range(3)))
+
+        @exp.step(per=["i"])
+        def big(ctx, i):
+            import ray
+            return {"node": ray.get_runtime_context().get_node_id()}
+    """)
+    (path.parent / "lab.toml").write_text(
+        f'backend = "ray"\n[ray]\naddress = "{cluster.address}"\n'
+        "[ray.steps.big]\nresources = { bignode = 1 }\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    res = subprocess.run([*shoal_cmd(), "run", str(path), "--root", str(tmp_path / "r"),
+                          "--profile", "lab", "--progress", "plain"], capture_output=True,
+                         text=True, env=env, timeout=180)
+    assert res.returncode == 0, res.stderr
+    assert "Ray profile" in res.stderr
+    nodes = {m["node"] for m in _metrics(tmp_path / "r").values()}
+    assert nodes == {cluster.gpu_node.node_id}
+
+
+def test_a_bad_ray_profile_is_one_clear_error_before_anything_runs(write_exp,
+                                                                    tmp_path: Path) -> None:
+    path = write_exp(PIPE)
+    bad = {
+        "[ray]\nadress = 'x:1'\n": "unknown key 'ray.adress'",
+        "[ray]\nresources = { CPU = 2 }\n": "set it with the step's cpus=",
+        "[ray.steps.nosuch]\nresources = { a = 1 }\n": "[ray.steps.nosuch] names no step",
+        "backend = 'k8s'\n": "give \"slurm\" or \"ray\"",
+    }
+    for text, says in bad.items():
+        (path.parent / "p.toml").write_text(text)
+        res = subprocess.run([*shoal_cmd(), "run", str(path), "--root", str(tmp_path / "r"),
+                              "--backend", "ray", "--profile", "p"], capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 2 and says in res.stderr, (text, res.stderr)
+        assert "Traceback" not in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_staged_archives_unpack_once_per_ray_node(cluster, write_exp, tmp_path: Path) -> None:
+    """stage=: unpacked into the node's scratch (not the run root), once for all its tasks
+    (the two Ray nodes here share this machine's /tmp: one unpack)."""
+    data = tmp_path / "raw"
+    data.mkdir()
+    for k in range(20):
+        (data / f"f{k}.txt").write_text(str(k))
+    assert subprocess.run([*shoal_cmd(), "pack-data", str(data), "-o",
+                           str(tmp_path / "data.tar")], capture_output=True).returncode == 0
+    path = write_exp("""
+        exp = shoal.Experiment("sg", grid=shoal.Grid(i=range(6)), stage="data.tar")
+
+        @exp.step(per=["i"])
+        def read(ctx, i):
+            d = ctx.staged("data")
+            return {"dir": str(d), "marker": (d / ".shoal-staged").read_text(),
+                    "sum": sum(int(p.read_text()) for p in d.glob("f*.txt"))}
+    """)
+    root = tmp_path / "r"
+    res = _run(path, *_on(cluster), root=root)
+    assert res.returncode == 0, res.stderr
+    docs = list(_metrics(root).values())
+    assert len(docs) == 6 and {d["sum"] for d in docs} == {sum(range(20))}
+    assert len({d["dir"] for d in docs}) == 1 and len({d["marker"] for d in docs}) == 1
+    assert not Path(docs[0]["dir"]).is_relative_to(root)  # node-local scratch
+    import shutil
+    shutil.rmtree(docs[0]["dir"])
+
+
+def test_nodes_that_join_mid_run_take_tasks(cluster, write_exp, tmp_path: Path) -> None:
+    """The controller looks at the cluster again as it runs (an autoscaler adds nodes): a
+    node of 3 CPUs added mid-run gets tasks; more run at once than the cluster first had."""
+    path = write_exp(f"""
+        import time, pathlib
+        exp = shoal.Experiment("grow", grid=shoal.Grid(i=range(24)))
+
+        @exp.step(per=["i"])
+        def work(ctx, i):
+            t0 = time.time()
+            time.sleep(2.5)
+            pathlib.Path({str(tmp_path)!r}, f"span-{{i}}").write_text(f"{{t0}} {{time.time()}}")
+            return {{"i": i}}
+    """)
+    root = tmp_path / "runs"
+    proc = start_until(["run", str(path), "--root", str(root), *_on(cluster)],
+                       lambda: bool(list(tmp_path.glob("span-*"))))
+    extra = cluster.add_node(num_cpus=3, object_store_memory=150 * 2**20)
+    try:
+        _, err = proc.communicate(timeout=180)
+    finally:
+        cluster.remove_node(extra)
+    assert proc.returncode == 0, err
+    spans = [tuple(map(float, p.read_text().split())) for p in tmp_path.glob("span-*")]
+    at_once = max(sum(a <= t < b for a, b in spans) for t, _ in spans)
+    assert len(spans) == 24 and at_once > 3, at_once

@@ -38,6 +38,7 @@ def run_experiment(
     max_requeues: int | None = None,
     missing_inputs: str = "error",
     address: str | None = None,
+    ray: Any = None,
 ) -> Any:
     """Run what the plan says must run; returns the report. Resumes where it stopped.
 
@@ -48,7 +49,8 @@ def run_experiment(
     :class:`~shoal.schedule.runreport.DetachReport` without waiting.
     ``missing_inputs="skip"``: tasks whose input files are missing do not run (nor what
     depends on them) instead of the run stopping before it starts. ``backend="ray"``: on
-    the Ray cluster at ``address`` (default ``$RAY_ADDRESS``).
+    the Ray cluster at ``address`` (default ``$RAY_ADDRESS``), with ``ray`` (a
+    :class:`~shoal.backends.ray.options.RayOptions`, a profile's ``[ray]`` table).
     """
     if backend not in ("local", "slurm", "ray"):
         raise ShoalError(f"unknown backend '{backend}' (available: local, slurm, ray)")
@@ -96,12 +98,16 @@ def run_experiment(
                 _cancel_stale(plan, be.adopt)
             elif backend == "ray":
                 from shoal.backends.ray.backend import RayBackend
+                from shoal.backends.ray.options import RayOptions
 
                 _refuse_live_detached(root)
-                be = RayBackend(root=root, address=address)
-                cpus, n_gpus, mem = be.capacity()  # (Ray places each task on a node)
-                slots = Slots.local(jobs or cpus, [f"ray-gpu{k}" for k in range(n_gpus)],
-                                    mem_mb if mem_mb is not None else mem)
+                ray = ray if ray is not None else RayOptions.from_profile(None, address)
+                ray.address = address or ray.address
+                be = RayBackend(root=root, options=ray)
+                cpus, devices, mem = be.capacity()  # (Ray places each task on a node)
+                slots = Slots.local(jobs or cpus, devices, mem_mb if mem_mb is not None else mem)
+                if jobs:
+                    be.grows = False  # (--jobs: the user's limit, whatever the cluster has)
             else:
                 from shoal.backends.local.backend import LocalBackend
 

@@ -68,6 +68,11 @@ class Backend(abc.ABC):
     def shutdown(self) -> None:
         """Start nothing more; end what runs; free the engine's resources."""
 
+    def grown(self) -> tuple[int, list[str]] | None:
+        """The engine's capacity now where it can grow while a run goes on (nodes join a
+        Ray cluster): CPUs and device names, looked at every few seconds; None: fixed."""
+        return None
+
     def bundle_size(self, step: str, time_s: float | None, queued: int) -> int | None:
         """How many of a step's ``queued`` tasks one slot takes at once, by the engine's own
         rule (a cluster: tasks per job); None: the controller's rule (bundles of short tasks

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from shoal import __version__
@@ -104,16 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress-interval", type=_at_least(0, float, strict=True),
                    default=10.0, help="seconds between plain progress lines")
     p.add_argument("--backend", choices=["local", "slurm", "ray"],
-                   help="where to run (default: local; slurm when --profile is given)")
+                   help="where to run (default: local; with --profile, the profile's "
+                   "backend = ..., else slurm)")
+    p.add_argument("--profile", metavar="NAME", help="cluster settings from NAME.toml beside "
+                   "the experiment (or profiles/NAME.toml, or ~/.config/shoal/profiles/), or "
+                   "a .toml path; flags override it")
     p.add_argument("--address", metavar="HOST:PORT", help="(--backend ray) the Ray cluster "
-                   "(default: $RAY_ADDRESS)")
+                   "(default: the profile's [ray] address, else $RAY_ADDRESS)")
     sg = p.add_argument_group("Slurm (--backend slurm)")
     sg.add_argument("--detach", action="store_true", help="submit every step at once (with "
                    "job dependencies) and return; `shoal status` follows, `shoal run` "
                    "attaches again")
-    sg.add_argument("--profile", metavar="NAME", help="Slurm settings from NAME.toml beside "
-                   "the experiment (or profiles/NAME.toml, or ~/.config/shoal/profiles/), or "
-                   "a .toml path; flags override it")
     sg.add_argument("--partition", help="sbatch --partition")
     sg.add_argument("--account", help="sbatch --account")
     sg.add_argument("--qos", help="sbatch --qos")
@@ -251,17 +253,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from shoal.api.runner import print_report, run_experiment
+    from shoal.backends.slurm import profile
     from shoal.schedule.slots import parse_gpu_list
     from shoal.spec.resources import parse_mem
 
     exp = _load(args)
-    slurm = None
-    if args.backend is None:
-        args.backend = "slurm" if args.profile else "local"
+    slurm = ray = None
+    path = (profile.find(args.profile, exp.source.parent if exp.source else None)
+            if args.profile else None)
+    named = profile.load(path)["backend"] if path else "local"  # (checks the whole file)
+    if args.backend is None:  # (a profile's backend = "..."; Slurm's by default)
+        args.backend = named
     if args.backend == "slurm":
-        slurm = _slurm_options(exp, args)
-    elif args.profile:
-        raise ShoalError("--profile holds Slurm settings: use it with --backend slurm")
+        slurm = _slurm_options(exp, args, path)
+    elif args.backend == "ray":
+        ray = _ray_options(exp, args, path)
+    elif path:
+        raise ShoalError("--profile holds cluster settings: use it with --backend slurm or "
+                         "--backend ray")
     report = run_experiment(
         exp, slurm=slurm,
         jobs=args.jobs, gpus=parse_gpu_list(args.gpus) if args.gpus is not None else None,
@@ -269,7 +278,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         keep_going=args.keep_going is not False, only=_only(exp, args), grace_s=args.grace,
         missing_inputs="skip" if args.keep_going else "error",
         progress=args.progress, progress_interval=args.progress_interval, backend=args.backend,
-        address=args.address,
+        address=args.address, ray=ray,
         detach=args.detach, max_requeues=args.max_requeues,
     )
     if args.detach:
@@ -294,12 +303,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _slurm_options(exp: Any, args: argparse.Namespace) -> Any:
-    from shoal.backends.slurm import SlurmOptions, profile
+def _ray_options(exp: Any, args: argparse.Namespace, path: Path | None) -> Any:
+    from shoal.backends.ray.options import RayOptions
 
-    path = None
-    if args.profile:
-        path = profile.find(args.profile, exp.source.parent if exp.source else None)
+    opts = RayOptions.from_profile(path, args.address)
+    _known_steps(exp, path, "ray.steps", opts.steps)
+    if path:
+        print(f"shoal: Ray profile {path}", file=sys.stderr)
+    return opts
+
+
+def _known_steps(exp: Any, path: Path | None, table: str, steps: dict[str, Any]) -> None:
+    unknown = sorted(set(steps) - set(exp.steps))
+    if unknown:
+        raise ShoalError(
+            f"profile {path}: [{table}.{unknown[0]}] names no step of '{exp.name}' "
+            f"(steps: {', '.join(exp.steps)}); fix the table name"
+        )
+
+
+def _slurm_options(exp: Any, args: argparse.Namespace, path: Path | None) -> Any:
+    from shoal.backends.slurm import SlurmOptions
     from shoal.spec.resources import parse_duration
 
     opts = SlurmOptions.from_profile(
@@ -312,12 +336,7 @@ def _slurm_options(exp: Any, args: argparse.Namespace) -> Any:
             float(args.signal_grace) if (args.signal_grace or "").isdigit()
             else args.signal_grace),
     )
-    unknown = sorted(set(opts.steps) - set(exp.steps))
-    if unknown:
-        raise ShoalError(
-            f"profile {path}: [steps.{unknown[0]}] names no step of '{exp.name}' "
-            f"(steps: {', '.join(exp.steps)}); fix the table name"
-        )
+    _known_steps(exp, path, "steps", opts.steps)
     if path:
         print(f"shoal: Slurm profile {path}", file=sys.stderr)
     return opts

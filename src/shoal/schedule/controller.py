@@ -92,6 +92,7 @@ class Controller:
         self._last_flush = 0.0
         self._timeouts = any(sp.step.timeout_s is not None for sp in self.sps)
         self._last_check = 0.0
+        self._last_grow = time.time()
         self.builder = SpecBuilder(plan, store, backend.assigns_devices,
                                    lambda: self._flush(force=True),
                                    node_stage=backend.stages_on_node)
@@ -165,10 +166,13 @@ class Controller:
             return
         if res.gpus > 0 and (len(s.gpus) < max(1, int(res.gpus))):
             have = ", ".join(map(str, s.gpus)) or "none"
-            raise ShoalError(
-                f"step '{sp.name}' asks for gpus={res.gpus:g} but this machine offers "
-                f"{len(s.gpus)} GPU(s) ({have}); run where GPUs are, pass --gpus, or lower gpus="
-            )
+            where, fix = ("this machine", "run where GPUs are, pass --gpus, or lower gpus=")
+            if self.backend.grown() is not None:  # (a cluster that can grow: Ray)
+                where, fix = (f"the {self.backend.name} cluster", "add GPU nodes, or say what "
+                              "an autoscaling cluster may grow to (gpus = N in the profile's "
+                              f"[{self.backend.name}] table)")
+            raise ShoalError(f"step '{sp.name}' asks for gpus={res.gpus:g} but {where} offers "
+                             f"{len(s.gpus)} GPU(s) ({have}); {fix}")
         if res.mem_mb and s.mem_mb is not None and res.mem_mb > s.mem_mb:
             raise ShoalError(
                 f"step '{sp.name}' asks for mem={res.mem_mb} MiB but this machine has "
@@ -243,12 +247,28 @@ class Controller:
             now = time.time()
             self._check_time(now)
             self._note_long_runs(now)
+            self._grow(now)
             if self.guard is not None and now - self._last_guard >= 1.0:
                 self._last_guard = now
                 why = self.guard()
                 if why and self.report.aborted is None:
                     self.report.aborted = why
                     self.request_stop()
+
+    def _grow(self, now: float) -> None:
+        """Nodes that joined the engine's cluster (an autoscaler) take tasks too."""
+        if now - self._last_grow < 5.0:
+            return
+        self._last_grow = now
+        got = self.backend.grown()
+        if got is None:
+            return
+        cpus, devices = got
+        if cpus > self.total_cpus:
+            self.slots.cpus += cpus - self.total_cpus
+            self.total_cpus = cpus
+        for d in devices:
+            self.slots.gpus.setdefault(d, 1.0)
 
     def _note_long_runs(self, now: float) -> None:
         """A member of a bundle that has run a second is stored as running too (its

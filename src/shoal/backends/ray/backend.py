@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from shoal.backends.base import Backend
+from shoal.backends.ray.options import RayOptions
 from shoal.errors import ShoalError
 from shoal.state import resultfile
 from shoal.state.status import Outcome, TaskStatus
@@ -100,8 +101,9 @@ class RayBackend(Backend):
     """Runs task specs as Ray tasks on an existing cluster."""
 
     root: Path
-    address: str | None = None
+    options: RayOptions = field(default_factory=RayOptions)
     run_id: str = ""
+    grows: bool = True  # the controller takes more tasks as the cluster grows
     name: ClassVar[str] = "ray"
     assigns_devices: ClassVar[bool] = False  # Ray sets CUDA_VISIBLE_DEVICES itself
     stages_on_node: ClassVar[bool] = True  # stage= archives unpack in the node's scratch
@@ -110,20 +112,34 @@ class RayBackend(Backend):
     _remote: Any = None
 
     def __post_init__(self) -> None:
-        self._ray = connect(self.address)
+        self._ray = connect(self.options.address)
         self._remote = self._ray.remote(max_retries=0)(run_specs)
         self.stop_file = str(self.root / ".shoal" / f"stop-{self.run_id or os.getpid()}")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.stop_file)
         probe(self._ray, self.root)
 
-    def capacity(self) -> tuple[int, int, int | None]:
-        """The cluster's CPUs, GPUs and memory (MiB) now: what the controller hands out, so
-        that short tasks go in bundles and Ray's queue stays short."""
+    def capacity(self) -> tuple[int, list[str], int | None]:
+        """The cluster's CPUs, GPUs (as names) and memory (MiB) now, or what the profile
+        says an autoscaling cluster may grow to where that is more: what the controller
+        hands out, so that short tasks go in bundles and Ray's queue stays short (but
+        holds what an autoscaler must see)."""
         res = self._ray.cluster_resources()
         mem = res.get("memory")
-        return (max(1, int(res.get("CPU", 1))), int(res.get("GPU", 0)),
-                int(mem // (1024 * 1024)) if mem else None)
+        cpus = max(1, int(res.get("CPU", 1)), self.options.cpus or 0)
+        gpus = max(int(res.get("GPU", 0)), self.options.gpus or 0)
+        return cpus, [f"ray-gpu{k}" for k in range(gpus)], (
+            int(mem // (1024 * 1024)) if mem and not self.options.cpus else None)
+
+    def grown(self) -> tuple[int, list[str]] | None:
+        """The cluster's CPUs and GPUs now (nodes join: an autoscaler, ``ray start``)."""
+        if not self.grows:
+            return None
+        try:
+            cpus, devices, _ = self.capacity()
+        except Exception:  # (Ray's own errors: the next look)
+            return None
+        return cpus, devices
 
     # ---------------------------------------------------------------- running
     @property
@@ -135,6 +151,9 @@ class RayBackend(Backend):
         opts: dict[str, Any] = {"num_cpus": max(1, s.cpus * s.procs), "num_gpus": s.gpus}
         if s.mem_mb:
             opts["memory"] = s.mem_mb * 1024 * 1024
+        custom = self.options.resources_of(s.step)
+        if custom:
+            opts["resources"] = custom
         for spec in specs:
             spec.stop_file = self.stop_file
         ref = self._remote.options(**opts).remote(specs)

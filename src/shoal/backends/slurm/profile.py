@@ -137,7 +137,10 @@ def load(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
         raise ShoalError(f"profile {path}: {exc}") from None
     steps = data.pop("steps", {})
-    data.pop("backend", None)  # allowed, informative: profiles are for --backend slurm
+    data.pop("ray", None)  # (--backend ray's table: shoal.backends.ray.options)
+    backend = data.pop("backend", "slurm")
+    if backend not in ("slurm", "ray"):
+        raise ShoalError(f"profile {path}: backend = {backend!r}: give \"slurm\" or \"ray\"")
     _check(path, "", data, STEP_KEYS + RUN_KEYS)
     if not isinstance(steps, dict):
         raise ShoalError(f"profile {path}: [steps] must be a table of step tables")
@@ -145,7 +148,7 @@ def load(path: Path) -> dict[str, Any]:
         if not isinstance(table, dict):
             raise ShoalError(f"profile {path}: steps.{step} must be a table")
         _check(path, f"steps.{step}.", table, STEP_KEYS)
-    return {"defaults": data, "steps": steps}
+    return {"defaults": data, "steps": steps, "backend": backend}
 
 
 def _check(path: Path, where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
