@@ -357,7 +357,7 @@ def test_results_options_and_paths_are_one_clear_error(cli, write_exp, load, tmp
            "--level 0.95)" in err
     rc, out, err = cli("results", path, "--by", "site", "site", "--format", "csv")
     assert rc == 0, err
-    assert out.splitlines()[0].startswith("site,metric,n,")
+    assert out.splitlines()[0].startswith("site,over,metric,n,")
     rc, _, err = cli("results", path, "--format", "json", "-o", tmp_path / "no/such/x.json")
     assert rc == 2 and "Traceback" not in err
     assert f"{tmp_path}/no/such/x.json: No such file or directory; check this path" in err

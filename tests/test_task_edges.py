@@ -166,8 +166,8 @@ def test_summaries_of_clashing_text_and_infinite_metrics(write_exp, tmp_path, cl
                        "--format", "csv")
     assert rc == 0, err
     rows = [line.split(",") for line in out.splitlines()[1:]]
-    assert [(r[0], r[1], r[3]) for r in rows] == [("1", "metric_a", "10.5"),
-                                                   ("2", "metric_a", "20.5")]
+    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [("1", "seed", "metric_a", "10.5"),
+                                                         ("2", "seed", "metric_a", "20.5")]
     rc, _, err = cli("results", path, "--step", "s", "--by", "a", "--metric", "dev")
     assert rc == 2 and "the values of 'dev' are not numbers (e.g. 'cpu')" in err
     rc, out, err = cli("results", path, "--step", "t", "--summary")

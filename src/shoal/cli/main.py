@@ -151,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metrics to summarise (default: every numeric metric)")
     p.add_argument("--summary", action="store_true", help="summarise over everything "
                    "(same as --by with no dimension)")
+    q = p.add_argument_group("comparisons (--by DIM with one of these; see the guide)")
+    q.add_argument("--baseline", metavar="DIM=VALUE", help="compare every level of --by with "
+                   "this one, paired on the other dimensions (paired t, Wilcoxon, Holm)")
+    q.add_argument("--replicates", nargs="+", action="extend", default=[], metavar="DIM",
+                   help="dimensions averaged within each block first (e.g. seed); n counts "
+                   "the blocks (the other dimensions, e.g. site)")
+    q.add_argument("--split", metavar="DIM", help="compare separately per value of DIM")
+    q.add_argument("--lower-is-better", action="store_true", help="the metric improves as it "
+                   "falls (an error, a loss); default: the experiment's exp.metric(...), "
+                   "else higher is better")
+    q.add_argument("--headline", action="store_true", help="the answer to the experiment's "
+                   "exp.question(...)")
     p.add_argument("--level", type=float, default=0.95, help="confidence level of the CI")
     p.add_argument("--format", choices=["table", "csv", "parquet", "json"], default="table")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")

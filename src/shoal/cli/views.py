@@ -69,6 +69,10 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     exp = _load(args, reuse_config=True)
     plan = build_plan(exp, exp.root, missing_inputs="skip")
+    if args.headline or args.baseline or args.replicates or args.split:
+        from shoal.cli.compare import cmd_compare
+
+        return cmd_compare(exp, plan, args)
     if args.by or args.metric or args.summary:
         frame = summary(exp, args.step, by=args.by, metrics=args.metric or None,
                         level=args.level, plan=plan)

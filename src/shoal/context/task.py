@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any, overload
 from shoal.errors import ShoalError
 
 if TYPE_CHECKING:
-    import logging
-
     from shoal.context.checkpoint import Checkpoints
+    from shoal.context.history import TaskLog
 
 
 class Interrupted(Exception):
@@ -129,7 +128,7 @@ class TaskContext:
     world_size: int = 1
     _stop: Callable[[], bool] = field(default=lambda: False, repr=False)
     _staged: Mapping[str, Path] = field(default_factory=dict, repr=False)
-    _log: logging.Logger | None = field(default=None, repr=False)
+    _log: TaskLog | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.checkpoint is None:
@@ -168,10 +167,14 @@ class TaskContext:
         return self._stop()
 
     @property
-    def log(self) -> logging.Logger:
-        """A logger writing to the task's log file (``shoal logs``)."""
+    def log(self) -> TaskLog:
+        """``ctx.log.info(...)`` writes to the task's log file (``shoal logs``);
+        ``ctx.log(epoch=3, loss=0.2)`` adds to its history (learning curves:
+        :mod:`shoal.context.history`)."""
         if self._log is None:
             import logging  # (on first use: most tasks never log this way)
+
+            from shoal.context.history import TaskLog
 
             logger = logging.getLogger(f"shoal.task.{self.step}")
             logger.setLevel(logging.INFO)
@@ -182,7 +185,7 @@ class TaskContext:
                     logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
                 )
                 logger.addHandler(handler)
-            self._log = logger
+            self._log = TaskLog(logger, self.out, self.checkpoint.fingerprint, self.step)
         return self._log
 
 

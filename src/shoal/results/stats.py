@@ -1,74 +1,65 @@
-"""Small statistics without scipy: Student's t quantiles for confidence intervals."""
+"""The statistics of results, from scipy.stats: confidence intervals, paired tests, and the
+Holm correction across the levels compared with one baseline."""
 
 from __future__ import annotations
 
 import math
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    front = math.exp(lbeta + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
-    x = df / (df + t * t)
-    tail = 0.5 * betainc(df / 2.0, 0.5, x)
-    return 1.0 - tail if t > 0 else tail
+from collections.abc import Sequence
+from typing import Any
 
 
 def t_ppf(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t (bisection on the CDF; ~1e-12 accurate)."""
-    if not 0.0 < p < 1.0:
-        raise ValueError("p must be in (0, 1)")
-    if p == 0.5:
-        return 0.0
-    lo, hi = -1.0, 1.0
-    while t_cdf(lo, df) > p:
-        lo *= 2.0
-    while t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-13 * max(1.0, abs(mid)):
-            break
-    return 0.5 * (lo + hi)
+    """Student's t quantile (``scipy.stats.t.ppf``)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(p, df))
+
+
+def mean_ci(values: Any, level: float = 0.95) -> tuple[int, float, float, float]:
+    """``(n, mean, low, high)``: the mean of ``values`` and its t-based confidence interval
+    (NaN bounds for fewer than two values)."""
+    import numpy as np
+
+    vals = np.asarray(values, dtype=float)
+    vals = vals[~np.isnan(vals)]
+    n = len(vals)
+    if n == 0:
+        return 0, math.nan, math.nan, math.nan
+    mean = float(vals.mean())
+    if n < 2:
+        return n, mean, math.nan, math.nan
+    half = t_ppf(0.5 + level / 2.0, n - 1) * float(vals.std(ddof=1)) / math.sqrt(n)
+    return n, mean, mean - half, mean + half
+
+
+def paired_tests(diffs: Any) -> tuple[float, float]:
+    """Two-sided p values of the paired differences ``diffs`` against zero: Student's t
+    (``ttest_1samp``, the paired t test) and Wilcoxon's signed-rank test. NaN where a test
+    cannot be made (fewer than two differences, all of them zero)."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) < 2 or not np.any(d):
+        return math.nan, math.nan
+    with np.errstate(all="ignore"):
+        p_t = float(stats.ttest_1samp(d, 0.0).pvalue)
+        try:
+            p_w = float(stats.wilcoxon(d).pvalue)
+        except ValueError:  # (e.g. every difference zero after ties)
+            p_w = math.nan
+    return p_t, p_w
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``pvalues`` (one family: the levels compared with one
+    baseline); NaN stays NaN and is not counted."""
+    idx = sorted((p, k) for k, p in enumerate(pvalues) if not math.isnan(p))
+    m = len(idx)
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, k) in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[k] = running
+    return out

@@ -224,7 +224,10 @@ def summary(
     if not chosen:
         raise ShoalError(f"step '{name}' has no numeric metrics to summarise yet; see its "
                          f"table without --by/--summary, or choose --step")
-    return summarise(frame, by, chosen, level)
+    out = summarise(frame, by, chosen, level)
+    # (what each row pools: never silently; --replicates averages within blocks instead)
+    out.insert(len(by), "over", " × ".join(d for d in dims if d not in by) or "-")
+    return out
 
 
 def write_table(frame: pd.DataFrame, fmt: str, path: Path | None) -> str | None:

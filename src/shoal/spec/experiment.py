@@ -16,6 +16,8 @@ from shoal.errors import SpecError
 from shoal.spec import around
 from shoal.spec.around import Container
 from shoal.spec.grid import Grid
+from shoal.spec.question import MetricInfo, Question
+from shoal.spec.question import make as make_question
 from shoal.spec.resources import parse_duration, parse_resources
 from shoal.spec.step import (
     _STEP_NAME,
@@ -80,6 +82,9 @@ class Experiment:
         self._around: dict[str, around.Around] = {}
         #: notes from checking the definition (printed by plan and run)
         self.warnings: list[str] = []
+        #: what the results answer (``question``) and what the metrics are (``metric``)
+        self.headline: Question | None = None
+        self.metrics: dict[str, MetricInfo] = {}
 
     # ----------------------------------------------------------------- definition
     @property
@@ -282,6 +287,32 @@ class Experiment:
                                   setup=setup, container=container, metrics=metrics),
             )
         )
+
+    # ----------------------------------------------------------------- results
+    def question(
+        self, step: Step | str, *, metric: str, x: str,
+        replicates: str | Sequence[str] | None = None,
+        blocks: str | Sequence[str] | None = None, baseline: Any = None,
+        split: str | None = None, higher_is_better: bool | None = None,
+    ) -> Question:
+        """What the experiment asks: ``metric`` of ``step`` against dimension ``x``, with
+        ``replicates`` (e.g. ``"seed"``) averaged within each block (the step's other
+        dimensions, e.g. sites) and, with ``baseline``, every level compared with that one
+        paired on blocks and replicates. ``shoal report`` opens with the answer, ``shoal
+        results --headline`` prints it (see :mod:`shoal.spec.question`)."""
+        self.headline = make_question(step, metric, x, replicates, blocks, baseline, split,
+                                      higher_is_better)
+        self._validated = None
+        return self.headline
+
+    def metric(self, name: str, *, label: str | None = None, unit: str | None = None,
+               higher_is_better: bool | None = None) -> MetricInfo:
+        """Describe a metric: its label and unit on plots and tables, and which way is
+        better (the report's comparisons say "improves" or "worsens" by it)."""
+        if not isinstance(name, str) or not name:
+            raise SpecError("exp.metric(name, ...): give the metric's name as a string")
+        self.metrics[name] = info = MetricInfo(label, unit, higher_is_better)
+        return info
 
     # ----------------------------------------------------------------- checking
     def validate(self) -> list[Step]:

@@ -83,6 +83,12 @@ def validate(exp: Experiment) -> list[Step]:
     exp.warnings.clear()
     for s in steps:
         _check_step(exp, s, dims)
+    q = exp.headline
+    if q is not None:
+        if q.step not in seen:
+            raise SpecError(f"exp.question: unknown step '{q.step}' (steps: "
+                            f"{', '.join(seen)})")
+        q.resolve(seen[q.step].per, {d: list(exp.grid.values[d]) for d in dims})
     return _topo(exp, steps)
 
 

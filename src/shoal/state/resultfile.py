@@ -27,6 +27,7 @@ RESULT = ".shoal-result.json"
 ERROR = ".shoal-error.json"
 LOG = ".shoal.log"
 CHECKPOINTS = ".shoal-checkpoints"
+HISTORY = ".shoal-history.jsonl"  # ctx.log(epoch=..., loss=...): one JSON line per call
 OWNER = ".shoal-owner"  # in a folder output: the dispatch token of the task that made it
 FORMAT = 1
 FSYNC = os.environ.get("SHOAL_FSYNC", "0") not in ("", "0", "false", "no")

@@ -13,7 +13,8 @@ from typing import Any
 from shoal.state import resultfile
 from shoal.worker.taskspec import TaskSpec
 
-KEEP = (resultfile.CHECKPOINTS, resultfile.LOG)  # kept across attempts of a task
+#: kept across attempts of a task (a resumed task's history goes on; see context.history)
+KEEP = (resultfile.CHECKPOINTS, resultfile.LOG, resultfile.HISTORY)
 
 
 def prepare_folder(out: Path | str) -> bool:
@@ -41,6 +42,8 @@ def prepare_task(spec: TaskSpec) -> bool:
     """:func:`prepare_folder`, then the task's owned outputs removed (a tool that finds its
     old state must not reuse it) and their parent folders made. True for a new folder."""
     new = prepare_folder(spec.out)
+    if not new:
+        _drop_foreign_history(f"{spec.out}/{resultfile.HISTORY}", spec.fingerprint)
     for path in spec.stale_outputs or ():  # (its old outputs: nobody else owns them now)
         remove_path(path)
     for path in spec.outputs or ():
@@ -49,6 +52,19 @@ def prepare_task(spec: TaskSpec) -> bool:
         if parent:
             os.makedirs(parent, exist_ok=True)
     return new
+
+
+def _drop_foreign_history(path: str, fingerprint: str) -> None:
+    """A history is kept across attempts of one definition of the task; one that another
+    fingerprint (or a command, without the heading line) left is removed."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = fh.readline()
+    except OSError:
+        return
+    if f'"_fingerprint": "{fingerprint}"' not in head:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def remove_path(path: str) -> None:

@@ -98,6 +98,7 @@ class TaskSpec:
             "SHOAL_OUT": self.out,
             "SHOAL_ATTEMPT": str(self.attempt),
             "SHOAL_CHECKPOINTS": f"{self.out}/.shoal-checkpoints",
+            "SHOAL_HISTORY": f"{self.out}/.shoal-history.jsonl",  # JSON lines: curves
         })
         if self.run_id:
             env[RUN_MARK] = self.run_id

@@ -14,7 +14,9 @@ file, else ``NAME.toml`` (or ``profiles/NAME.toml``) beside the experiment, else
     partition = "cpu"
     sbatch = ["--nice=10"]       # added after the defaults' extras
 
-Flags given on the command line override the profile's defaults.
+Flags given on the command line override the profile's defaults. ``backend = "ray"`` at
+the top makes ``--profile NAME`` alone mean ``--backend ray``; a ``[ray]`` table holds the
+Ray backend's settings (:mod:`shoal.backends.ray.options`), so one file can serve both.
 """
 
 from __future__ import annotations
