@@ -59,7 +59,7 @@ def test_paired_comparison_matches_a_hand_computation_and_scipy() -> None:
     # level summaries: each site's mean over its 2 seeds, then over the 4 sites
     for f in (0, 1, 5):
         per_site = [np.mean([_value(s, f, k) for k in (0, 1)]) for s in BASE]
-        n, mean, lo, hi = mean_ci(per_site)
+        _, mean, lo, hi = mean_ci(per_site)
         assert t.loc[f, "n"] == 4 and t.loc[f, "mean"] == pytest.approx(mean)
         assert (t.loc[f, "ci_low"], t.loc[f, "ci_high"]) == pytest.approx((lo, hi))
     # paired: per site the mean over seeds of (factor f - factor 0), then the tests on them
