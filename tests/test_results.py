@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -167,13 +168,22 @@ def test_report_loads_in_headless_chromium(cli, write_exp, tmp_path) -> None:
         if os.environ.get("SHOAL_REQUIRE_CHROMIUM"):
             pytest.fail("chromium is required here (SHOAL_REQUIRE_CHROMIUM) but not installed")
         pytest.skip("chromium not installed (apt-get install chromium)")
-    path = write_exp(GRID)
+    path = write_exp(GRID + """
+exp.question("train", metric="rmse", x="factor", replicates="seed", baseline=0,
+             higher_is_better=False)
+exp.metric("rmse", label="RMSE of flow", unit="m³/s")
+""")
     run(path, env={**os.environ, "FAIL_SEED": "1"})
     out = tmp_path / "report.html"
     rc, _, err = cli("report", path, "-o", out)
     assert rc == 0, err
     page = out.read_text()
-    assert "planned failure" in page and "http" not in page.replace("http-equiv", "")
+    assert "planned failure" in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//|url\(["']?https?:""", page)
+    assert page.index("id='s-headline'") < page.index("id='s-tasks'")  # the answer first
+    assert "factor 10 worsens RMSE of flow by" in page and "RMSE of flow [m³/s]" in page
+    assert "by seed" not in page  # (per-seed plots: only with --all)
+    assert "<svg class=\"fig\"" in page and "<title>factor=10:" in page  # hover values
     res = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -182,9 +192,11 @@ def test_report_loads_in_headless_chromium(cli, write_exp, tmp_path) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    images = page.count("<img ")
-    assert images >= 4
+    images = page.count("<img ") + page.count("<svg class=\"fig\"")
+    assert images >= 2
     assert f'data-images-ok="{images}/{images}"' in res.stdout
+    links = page.count("<li><a href='#")
+    assert links >= 6 and f'data-toc-ok="{links}/{links}"' in res.stdout
 
 
 def test_json_export_round_trips_floats_exactly(cli, write_exp, tmp_path) -> None:

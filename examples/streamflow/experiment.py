@@ -85,6 +85,7 @@ def _train_one(ctx, site: str, factor: float, seed: int) -> dict[str, Any]:
         should_stop=ctx.should_stop,
         device=ctx.device,
         log=ctx.log.info,
+        on_epoch=lambda r: _log_epoch(ctx, r),  # learning curves in `shoal report`
     )
     write_history(history, ctx.out / "history.csv")
     last = history[-1]
@@ -93,6 +94,11 @@ def _train_one(ctx, site: str, factor: float, seed: int) -> dict[str, Any]:
         raise RuntimeError(f"stop requested after {len(history)} of {EPOCHS} epochs")
     save_model(model, ctx.out / "model.pt")
     return _train_metrics(history)
+
+
+def _log_epoch(ctx, record: dict[str, Any]) -> None:
+    ctx.log(epoch=record["epoch"], loss=record["loss"], loss_flow=record["loss_flow"],
+            loss_temp=record["loss_temp"])
 
 
 def _train_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -124,6 +130,8 @@ def _train_pack(pack, site: str, factor: list[float], seed: list[int]) -> list[A
         raise RuntimeError(f"stop requested after {len(histories[0])} of {EPOCHS} epochs")
     results = []
     for member, model, history in zip(pack.members, models, histories):
+        for record in history:
+            _log_epoch(member, record)
         write_history(history, member.out / "history.csv")
         save_model(model, member.out / "model.pt")
         results.append(_train_metrics(history))
@@ -151,6 +159,20 @@ def evaluate(ctx, site: str, factor: float, seed: int) -> dict[str, Any]:
     model = load_model(ctx.input(train).out / "model.pt", device=ctx.device)
     save_predictions(model, arrays, ctx.out / "val_preds.csv", part="val")
     return evaluate_model(model, arrays)
+
+
+# The question the experiment asks: does multi-tasking help? `shoal report` opens with the
+# answer (each factor against factor 0, paired on site and seed; seeds averaged per site).
+exp.question(evaluate, metric="val_nse_flow", x="factor", replicates="seed",
+             baseline=0 if 0 in FACTORS else None)
+exp.metric("val_nse_flow", label="NSE of flow, validation period", higher_is_better=True)
+exp.metric("val_nse_temp", label="NSE of water temperature, validation period",
+           higher_is_better=True)
+exp.metric("val_rmse_flow", label="RMSE of flow, validation period", unit="m³/s",
+           higher_is_better=False)
+exp.metric("val_rmse_temp", label="RMSE of water temperature, validation period", unit="°C",
+           higher_is_better=False)
+exp.metric("loss", label="training loss (normalised units)", higher_is_better=False)
 
 
 @exp.gather(per=[], over=evaluate)

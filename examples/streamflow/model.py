@@ -306,6 +306,7 @@ def train_model(
     log_every: int = 10,
     clip: float | None = 1.0,
     dtype: torch.dtype = torch.float32,
+    on_epoch: Callable[[dict[str, Any]], Any] | None = None,
 ) -> tuple[StreamLSTM, list[dict[str, Any]]]:
     """Train a :class:`StreamLSTM` with loss ``mse(flow) + factor * mse(temp)``.
 
@@ -315,7 +316,8 @@ def train_model(
     returns True, training ends there and the model trained so far is returned, with
     ``stopped`` True in the last history record. ``log``, if given, receives a line every
     ``log_every`` epochs and at the end. ``clip`` caps the global gradient norm (``None``:
-    no clipping). ``dtype``: float32, or float64 for exact comparisons.
+    no clipping). ``dtype``: float32, or float64 for exact comparisons. ``on_epoch``
+    receives each epoch's history record as it ends (e.g. to ``ctx.log`` it).
 
     Returns the model (in eval mode, on ``device``) and the history: one dict per epoch
     with ``epoch``, ``loss``, ``loss_flow``, ``loss_temp`` (means over the epoch's
@@ -365,6 +367,8 @@ def train_model(
             "stopped": stopped,
         }
         history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
         last = stopped or epoch + 1 == epochs
         if log is not None and (last or (epoch + 1) % max(1, log_every) == 0):
             log(

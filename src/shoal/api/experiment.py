@@ -57,3 +57,23 @@ class Experiment(spec.Experiment):
         by = [by] if isinstance(by, str) else list(by)
         metrics = [metric] if isinstance(metric, str) else metric
         return summary(self, step, by=by, metrics=metrics, level=level)
+
+    def history(self, step: str | None = None) -> Any:
+        """The histories of ``step``'s done tasks (``ctx.log(epoch=..., loss=...)``) as one
+        long DataFrame: the task's dimensions, the x column (``frame.attrs["x"]``: epoch,
+        step, ... or the record's number) and the values. Default: the first step that has
+        them."""
+        from shoal.errors import ShoalError
+        from shoal.results.history import read_histories
+        from shoal.results.table import results
+
+        plan = self.plan(missing_inputs="skip")
+        names = [step] if step else list(plan.steps)
+        for name in names:
+            if name not in plan.steps:
+                raise ShoalError(f"unknown step '{name}' (steps: {', '.join(plan.steps)})")
+            got = read_histories(results(self, name, plan=plan), plan.steps[name].dims)
+            if len(got) or step:
+                return got
+        raise ShoalError(f"no step of '{self.name}' has histories yet: call ctx.log(epoch=..., "
+                         "loss=...) in a step and run it")

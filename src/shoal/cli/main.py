@@ -168,10 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.set_defaults(func=_view("cmd_results"))
 
-    p = sub.add_parser("report", help="one self-contained HTML page of counts, plots, tables")
+    p = sub.add_parser("report", help="one self-contained HTML page: the headline answer, "
+                       "learning curves, counts, durations, failures, plots, tables")
     _common(p, only=False)
     p.add_argument("-o", "--output", metavar="FILE", default="report.html",
                    help="where to write the page (default: report.html)")
+    p.add_argument("--all", action="store_true", help="every plot, also of constant metrics, "
+                   "per-seed and one-value groups")
     p.set_defaults(func=_view("cmd_report"))
 
     p = sub.add_parser("cancel", help="cancel this run root's Slurm jobs (only those)")

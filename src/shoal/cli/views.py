@@ -59,7 +59,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from shoal.results.report import write_report
 
     exp = _load(args, reuse_config=True)
-    path = write_report(exp, Path(args.output))
+    path = write_report(exp, Path(args.output), all_plots=args.all)
     print(f"shoal: wrote {path}", file=sys.stderr)
     return 0
 

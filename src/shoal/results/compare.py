@@ -167,7 +167,7 @@ def sentence(a: Answer, row: dict[str, Any]) -> str:
                 f"[{_fmt(lo)}, {_fmt(hi)}] over {q.x} {q.baseline}")
     else:
         head = (f"{q.x} {row[q.x]}{where}: no clear difference in {name} from {q.x} "
-                f"{q.baseline} ({_fmt(diff)} [{_fmt(lo)}, {_fmt(hi)}])")
+                f"{q.baseline}: {_fmt(diff)} [{_fmt(lo)}, {_fmt(hi)}]")
     return (f"{head} (paired t p {_p(row['p_t_holm'])}, Wilcoxon p "
             f"{_p(row['p_wilcoxon_holm'])}, Holm); {row['better']} of {row['pairs']} "
             f"{unit}s improve")

@@ -1,21 +1,33 @@
-"""``shoal report``: one self-contained HTML page (images inline, no network).
+"""``shoal report``: one self-contained HTML page (figures inline, no network) that opens with
+the answer to the experiment's question.
 
-Per step: counts and a histogram of task durations; failures with their log tails; each
-metric plotted against each dimension (box plot with the points across the other
-dimensions); summary tables per dimension. Plots use matplotlib's Agg backend.
+1. **Headline** (``exp.question(...)``): the sentences comparing each level with the baseline,
+   the metric against x with mean ± CI over blocks, the paired differences (hover a point for
+   its values), and the table with the method and what n counts.
+2. **Learning curves** from the tasks' histories (``ctx.log(epoch=..., ...)``): mean ± CI
+   bands per level of the headline's x.
+3. **Tasks**: counts and durations per step (gathers too); **failures** with their log tails.
+4. Per step, its metrics: constant metrics, dimensions with one value, per-seed plots and
+   groups of single values are left out (``all_plots=True``, ``shoal report --all``, keeps
+   them); a step with the headline's x draws its other dimensions as a line per level of x
+   instead of pooling them. Tables sort on a click.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from shoal.errors import ShoalError
 from shoal.plan.build import build_plan
+from shoal.results import figures, page
+from shoal.results.compare import Answer, headline
+from shoal.results.history import bands, curve_metrics, read_histories
 from shoal.results.table import metric_columns, results, summarise
+from shoal.spec.question import SEED_NAMES, MetricInfo
+from shoal.state.resultfile import HISTORY
 from shoal.state.store import Store
 
 if TYPE_CHECKING:
@@ -24,156 +36,198 @@ if TYPE_CHECKING:
     from shoal.plan.build import Plan
     from shoal.spec.experiment import Experiment
 
-MAX_PLOTS = 60
+MAX_PLOTS = 40
 MAX_CATEGORIES = 40
+MAX_CURVES = 8
+STATES = ("done", "changed", "failed", "missing", "skipped", "interrupted")
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;
-color:#222;padding:0 1rem}
-h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;
-margin-top:2rem}h3{font-size:1.05rem}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}
-th,td{border:1px solid #ddd;padding:.2rem .5rem;text-align:right}th{background:#f5f5f5}
-td:first-child,th:first-child{text-align:left}
-pre{background:#f8f8f8;border:1px solid #eee;padding:.5rem;overflow-x:auto;font-size:.8rem}
-.fail{color:#b00020}.muted{color:#777}.plots{display:flex;flex-wrap:wrap;gap:.5rem}
-.plots img{max-width:520px;border:1px solid #eee}
-"""
-
-_CHECK = """
-<script>
-window.addEventListener("load", function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
-  document.body.setAttribute("data-images-ok", ok + "/" + imgs.length);
-});
-</script>
-"""
+esc = html.escape
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
+class _Page:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.sections: list[tuple[str, str, int]] = []
 
-    plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode()
-    return f'<img alt="plot" src="data:image/png;base64,{data}">'
+    def section(self, title: str, depth: int = 1, cls: str = "") -> None:
+        sid = page.anchor(title)
+        self.sections.append((sid, title, depth))
+        tag = "h2" if depth == 1 else "h3"
+        klass = f" class='{cls}'" if cls else ""
+        self.parts.append(f"<{tag} id='{sid}'{klass}>{esc(title)}</{tag}>")
 
-
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}",
-                         na_rep="")
-
-
-def _duration_hist(frame: pd.DataFrame, step: str) -> str | None:
-    durations = frame["duration"].dropna()
-    if len(durations) < 2:
-        return None
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 2.6))
-    ax.hist(durations, bins=min(40, max(5, len(durations) // 5)), color="#4c78a8")
-    ax.set_xlabel("task duration (s)")
-    ax.set_ylabel("tasks")
-    ax.set_title(f"{step}: durations")
-    return _png(fig)
+    def add(self, text: str) -> None:
+        self.parts.append(text)
 
 
-def _metric_plot(frame: pd.DataFrame, dim: str, metric: str, step: str) -> str | None:
-    done = frame[frame["status"] == "done"]
-    vals = done[[dim, metric]].dropna()
-    if vals.empty:
-        return None
-    cats = sorted(vals[dim].unique(), key=lambda v: (isinstance(v, str), v))
-    if len(cats) > MAX_CATEGORIES:
-        return None
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    groups = [vals.loc[vals[dim] == c, metric].astype(float).to_numpy() for c in cats]
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.boxplot(groups, showfliers=False)
-    rng = np.random.default_rng(0)
-    for k, g in enumerate(groups, start=1):
-        ax.plot(k + rng.uniform(-0.15, 0.15, len(g)), g, ".", alpha=0.5, color="#e45756",
-                markersize=4)
-    ax.set_xticks(range(1, len(cats) + 1))
-    ax.set_xticklabels([str(c) for c in cats], rotation=45 if len(cats) > 8 else 0,
-                       fontsize=8)
-    ax.set_xlabel(dim)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{step}: {metric} by {dim}", fontsize=10)
-    return _png(fig)
-
-
-def build_report(exp: Experiment, plan: Plan | None = None) -> str:
+def build_report(exp: Experiment, plan: Plan | None = None, all_plots: bool = False) -> str:
     """The report page as one HTML string."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    plan = plan or build_plan(exp, exp.root, missing_inputs="skip")
-    esc = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>shoal report: "
-             f"{esc(exp.name)}</title><style>{_CSS}</style></head><body>"]
-    summary = plan.summary()
-    done = summary["total"] - summary["run"]
-    parts.append(f"<h1>{esc(exp.name)}</h1><p class='muted'>{done:,} of {summary['total']:,} "
-                 f"tasks done · root {esc(str(plan.root))} · "
-                 f"{esc(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>")
-    frames = {name: results(exp, name, plan=plan) for name in plan.steps}
-    counts = []
-    for name, frame in frames.items():
-        c = frame["status"].value_counts()
-        counts.append({"step": name, "total": len(frame),
-                       **{s: int(c.get(s, 0)) for s in
-                          ("done", "changed", "failed", "missing", "skipped", "interrupted")}})
     import pandas as pd
 
-    parts.append("<h2>Tasks</h2>" + _table(pd.DataFrame(counts)))
-    hists = [h for name, f in frames.items() if (h := _duration_hist(f, name))]
-    if hists:
-        parts.append("<div class='plots'>" + "".join(hists) + "</div>")
-    parts.append(_failures(plan.root))
+    plan = plan or build_plan(exp, exp.root, missing_inputs="skip")
+    summary = plan.summary()
+    done = summary["total"] - summary["run"]
+    frames = {name: results(exp, name, plan=plan) for name in plan.steps}
+    p = _Page()
+    answer: Answer | None = None
+    problem = None
+    try:
+        answer = headline(exp, plan)
+    except ShoalError as exc:
+        problem = str(exc)
+    if answer is not None or problem:
+        _headline(p, exp, answer, problem)
+    _curves(p, exp, plan, frames, answer)
+    p.section("Tasks")
+    counts = [{"step": n, "total": len(f), **{s: int((f["status"] == s).sum()) for s in STATES}}
+              for n, f in frames.items()]
+    p.add(page.table(pd.DataFrame(counts)))
+    p.section("Durations")
+    p.add(page.table(_durations(frames)))
+    p.add(_failures(plan.root, p))
     plots = 0
     for name, frame in frames.items():
-        sp = plan.steps[name]
-        metrics = metric_columns(frame, sp.dims)
-        if not metrics or not sp.dims:
-            if metrics and len(frame):
-                parts.append(f"<h2>{esc(name)}</h2>" + _table(frame[metrics]))
+        plots = _step(p, exp, plan, name, frame, answer, plots, all_plots)
+    head = (f"<!doctype html><html><head><meta charset='utf-8'><title>shoal report: "
+            f"{esc(exp.name)}</title><style>{page.CSS}</style></head><body>"
+            f"<h1>{esc(exp.name)}</h1><p class='muted'>{done:,} of {summary['total']:,} "
+            f"tasks done · root {esc(str(plan.root))} · "
+            f"{esc(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>")
+    return "\n".join([head, page.toc(p.sections), *p.parts, page.SCRIPT, "</body></html>"])
+
+
+def _info(exp: Experiment, metric: str) -> MetricInfo:
+    return exp.metrics.get(metric) or MetricInfo()
+
+
+def _headline(p: _Page, exp: Experiment, a: Answer | None, problem: str | None) -> None:
+    p.section("Headline")
+    if a is None:
+        p.add(f"<p class='fail'>The question cannot be answered: {esc(problem or '')}</p>")
+        return
+    q = a.question
+    ask = (f"Does <b>{esc(a.info.label or q.metric)}</b> (step {esc(q.step)}) change with "
+           f"<b>{esc(q.x)}</b>")
+    ask += (f", against {esc(q.x)}={esc(str(q.baseline))}?" if q.baseline is not None
+            else "?")
+    p.add(f"<p>{ask}</p>")
+    if a.sentences:
+        p.add("<div class='answer'><ul>" + "".join(f"<li>{esc(s)}</li>" for s in a.sentences)
+              + "</ul></div>")
+    if a.table["n"].sum() == 0:
+        p.add("<p class='muted'>No task of this step is done yet.</p>")
+        return
+    p.add(figures.headline(a))
+    p.add(f"<p class='muted'>n counts {esc(a.units)}. Method: {esc(a.method)}.</p>")
+    p.add(page.table(a.table))
+
+
+def _curves(p: _Page, exp: Experiment, plan: Plan, frames: dict[str, pd.DataFrame],
+            a: Answer | None) -> None:
+    first = True
+    for name, frame in frames.items():
+        done = frame[frame["status"] == "done"]
+        if done.empty or not (Path(done["out"].iloc[0]) / HISTORY).exists():
+            continue  # (histories are per step: the first done task tells)
+        dims = plan.steps[name].dims
+        hist = read_histories(frame, dims)
+        metrics = curve_metrics(hist, dims)[:MAX_CURVES]
+        if not metrics:
             continue
-        parts.append(f"<h2>{esc(name)}: metrics</h2>")
-        imgs = []
-        for dim in sp.dims:
-            for m in metrics:
-                if plots >= MAX_PLOTS:
-                    break
-                img = _metric_plot(frame, dim, m, name)
-                if img:
-                    imgs.append(img)
-                    plots += 1
-        if imgs:
-            parts.append("<div class='plots'>" + "".join(imgs) + "</div>")
-        for dim in sp.dims:
-            if frame[dim].nunique() > MAX_CATEGORIES:
+        if first:
+            p.section("Learning curves")
+            first = False
+        q = a.question if a is not None else None
+        by = q.x if q is not None and q.x in dims else None
+        reps = [d for d in (q.replicates if q else ()) if d in dims]
+        units = [d for d in dims if d != by and d not in reps] if reps else []
+        what = (" × ".join(units) + "s" if units else "tasks") + (
+            f" (each the mean of its {' × '.join(reps)}s)" if units else "")
+        p.section(f"{name}: learning curves", depth=2)
+        for m in metrics:
+            band = bands(hist, m, by, units)
+            p.add(figures.curves(name, m, band, by, hist.attrs["x"], _info(exp, m), what))
+
+
+def _durations(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    import pandas as pd
+
+    rows = []
+    for name, f in frames.items():
+        d = f.loc[f["status"] == "done", "duration"].dropna().astype(float)
+        rows.append({"step": name, "done": len(d),
+                     "mean_s": d.mean() if len(d) else None,
+                     "median_s": d.median() if len(d) else None,
+                     "p90_s": d.quantile(0.9) if len(d) else None,
+                     "max_s": d.max() if len(d) else None,
+                     "total_h": d.sum() / 3600 if len(d) else None})
+    return pd.DataFrame(rows)
+
+
+def _plot_dims(frame: pd.DataFrame, dims: list[str], reps: set[str], all_plots: bool,
+               ) -> list[str]:
+    out = []
+    for d in dims:
+        n = frame[d].nunique()
+        if n > MAX_CATEGORIES or (not all_plots and (n < 2 or d in reps)):
+            continue
+        out.append(d)
+    return out
+
+
+def _step(p: _Page, exp: Experiment, plan: Plan, name: str, frame: pd.DataFrame,
+          a: Answer | None, plots: int, all_plots: bool) -> int:
+    dims = list(plan.steps[name].dims)
+    done = frame[frame["status"] == "done"]
+    metrics = metric_columns(frame, dims)
+    if not all_plots:
+        metrics = [m for m in metrics if done[m].nunique(dropna=True) > 1]
+    if not metrics or done.empty:
+        return plots
+    q = a.question if a is not None else None
+    reps = {d for d in dims if d in SEED_NAMES} | set(q.replicates if q else ())
+    p.section(f"{name}: metrics")
+    if not dims:
+        p.add(page.table(frame[metrics]))
+        return plots
+    x = q.x if q is not None and q.x in dims and done[q.x].nunique() <= 10 else None
+    chosen = _plot_dims(done, dims, reps, all_plots)
+    for d in chosen:
+        if not all_plots and done.groupby(d).size().max() <= 1:
+            continue  # (a box of one value per level: the table says it)
+        for m in metrics:
+            if plots >= MAX_PLOTS:
+                break
+            vals = done[[*dict.fromkeys([d, *([x] if x else []), m])]].dropna()
+            if vals.empty:
                 continue
-            parts.append(f"<h3>{esc(name)}: summary by {esc(dim)}</h3>")
-            parts.append(_table(summarise(frame, [dim], metrics)))
-    parts.append(_CHECK + "</body></html>")
-    return "\n".join(parts)
+            if x is not None and d != x:
+                p.add(figures.interaction(vals, d, x, m, name, _info(exp, m)))
+            else:
+                p.add(figures.boxes(vals, d, m, name, _info(exp, m)))
+            plots += 1
+    for d in chosen:
+        by = [x, d] if x is not None and d != x else [d]
+        if done[by].drop_duplicates().shape[0] > MAX_CATEGORIES * 3:
+            continue
+        p.section(f"{name}: summary by {' and '.join(by)}", depth=2)
+        rest = [k for k in dims if k not in by]
+        p.add(f"<p class='muted'>over {esc(' × '.join(rest) or 'nothing')} (n tasks per row)"
+              "</p>" + page.table(summarise(frame, by, metrics)))
+    return plots
 
 
-def _failures(root: Path) -> str:
+def _failures(root: Path, p: _Page) -> str:
     with Store.open(root) as store:
         failed = list(store.records(status="failed"))
+    title = f"Failures ({len(failed)})" if failed else "Failures"
+    p.section(title, cls="fail" if failed else "")
     if not failed:
-        return "<h2>Failures</h2><p>none</p>"
-    esc = html.escape
-    out = [f"<h2 class='fail'>Failures ({len(failed)})</h2>"]
+        return "<p>none</p>"
+    out = []
     for r in failed[:50]:
         label = f"{r.step}[{r.key.replace('/', ',')}]" if r.key else r.step
-        out.append(f"<h3 class='fail'>{esc(label)}</h3><p>{esc(r.error or '')}</p>")
+        out.append(f"<h4 class='fail'>{esc(label)}</h4><p>{esc(r.error or '')}</p>")
         if r.log_tail:
             out.append(f"<pre>{esc(r.log_tail)}</pre>")
     if len(failed) > 50:
@@ -181,7 +235,7 @@ def _failures(root: Path) -> str:
     return "\n".join(out)
 
 
-def write_report(exp: Experiment, path: Path) -> Path:
+def write_report(exp: Experiment, path: Path, all_plots: bool = False) -> Path:
     """Write the report to ``path``."""
-    path.write_text(build_report(exp), encoding="utf-8")
+    path.write_text(build_report(exp, all_plots=all_plots), encoding="utf-8")
     return path

@@ -4,6 +4,7 @@ Holm correction across the levels compared with one baseline."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,7 +44,8 @@ def paired_tests(diffs: Any) -> tuple[float, float]:
     d = d[~np.isnan(d)]
     if len(d) < 2 or not np.any(d):
         return math.nan, math.nan
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (identical differences: p = 0)
         p_t = float(stats.ttest_1samp(d, 0.0).pvalue)
         try:
             p_w = float(stats.wilcoxon(d).pvalue)

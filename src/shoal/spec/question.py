@@ -11,7 +11,8 @@ sites and seeds? That is::
 - ``replicates``: dimensions whose tasks repeat one measurement (random seeds): they are
   averaged within each block first;
 - ``blocks``: the units the mean, its confidence interval and the tests are taken over
-  (default: every other dimension of the step, e.g. ``site``); n is their number;
+  (default: every other dimension of the step with more than one value, e.g. ``site``); n
+  is their number (without blocks, the replicates are the units);
 - ``baseline``: a level of ``x`` that every other level is compared with, paired on the
   blocks and replicates (the same site and seed under factor 0 and factor 1);
 - ``split``: a further dimension drawn as separate lines (compared separately).
@@ -61,7 +62,8 @@ class Question:
                 raise SpecError(f"{where}: '{d}' is both {seen[d]} and {role}; give each "
                                 "dimension one role")
             seen[d] = role
-        rest = tuple(d for d in dims if d not in seen)
+        # (a dimension of one value pools nothing: not a block)
+        rest = tuple(d for d in dims if d not in seen and len(values.get(d, [0, 1])) > 1)
         if self.blocks is not None and rest:
             raise SpecError(
                 f"{where}: dimension '{rest[0]}' is neither x, split, a replicate nor a "
