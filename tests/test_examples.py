@@ -36,6 +36,17 @@ def test_streamflow_example(tmp_path: Path) -> None:
     combine = json.loads((tmp_path / "runs/combine/.shoal-result.json").read_text())
     assert combine["metrics"]["n_runs"] == 27
     assert shoal("plan", exp, "--root", root, "--json").stdout.count('"run": 0') >= 1
+    # the headline: every factor against factor 0, paired on site and seed, seeds averaged
+    res = shoal("results", exp, "--root", root, "--headline", "--format", "json")
+    head = json.loads(res.stdout)[0]
+    assert (head["metric"], head["x"], head["baseline"]) == ("val_nse_flow", "factor", 0)
+    assert head["n_counts"] == "sites (each the mean of 3 seeds)"
+    rows = {r["factor"]: r for r in head["rows"]}
+    assert rows[1]["pairs"] == 3 and rows[0]["n"] == 3 and len(head["sentences"]) == 2
+    res = shoal("report", exp, "--root", root, "-o", str(tmp_path / "report.html"))
+    page = (tmp_path / "report.html").read_text()
+    assert "over factor 0" in page or "from factor 0" in page
+    assert "train: learning curves" in page  # (ctx.log(epoch=...) in the example)
 
 
 def test_locator_example(tmp_path: Path) -> None:

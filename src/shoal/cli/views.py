@@ -55,6 +55,19 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from shoal.results.export import export
+
+    exp = _load(args, reuse_config=True)
+    to, dest = args.to
+    rep = export(exp, to, dest, steps=args.step or None)
+    done = sum(rep.exported.values())
+    per = ", ".join(f"{s} {n:,}" for s, n in rep.exported.items())
+    print(f"shoal: exported {done:,} tasks{f' ({per})' if per else ''} to {to} "
+          f"{rep.dest}; {rep.unchanged:,} unchanged since the last export", file=sys.stderr)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from shoal.results.report import write_report
 
