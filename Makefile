@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,8 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/shoal run examples/streamflow --progress plain
-	$(VENV)/bin/shoal results examples/streamflow --by factor --metric val_nse_flow val_nse_temp
+	$(VENV)/bin/shoal results examples/streamflow --headline
+	$(VENV)/bin/shoal report examples/streamflow -o examples/streamflow/report.html
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
@@ -33,6 +34,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/plan_scale.py
 	$(PY) benchmarks/local_throughput.py
+
+screenshots: $(STAMP)
+	scripts/screenshot-report.sh
 
 clean:
 	rm -rf $(VENV) examples/*/runs examples/trak/trak_results

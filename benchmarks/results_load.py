@@ -7,7 +7,10 @@ task done and a dozen metrics per task (as `shoal run` would leave it), then tim
 
 - ``exp.results("evaluate")`` in this process (the Python API), and
 - the whole ``shoal results EXP --step evaluate --format csv -o FILE`` process,
-- ``shoal results EXP --by factor --metric val_rmse`` (summaries over 27,270 rows).
+- ``shoal results EXP --by factor --metric val_rmse`` (summaries over 27,270 rows),
+- ``shoal results EXP --headline`` (the paired comparison: factor against factor 0 over
+  101 sites, each the mean of 30 seeds), and
+- ``shoal report EXP`` (the whole page: headline, tables, plots; every step's table).
 
 Run by hand; prints its figures, asserts nothing::
 
@@ -59,7 +62,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="shoal-results-load-"))
     try:
         exp_dir = work / "streamflow"
-        write_experiment(exp_dir, args.sites, args.seeds)
+        path = write_experiment(exp_dir, args.sites, args.seeds)
+        with open(path, "a") as fh:  # (what the report opens with)
+            fh.write('\nexp.question("evaluate", metric="val_nse", x="factor", '
+                     'replicates="seed", baseline=0)\n')
         t0 = time.perf_counter()
         n = seed_store(exp_dir)
         print(f"seeded {n:,} done tasks with {len(METRICS)} metrics each in "
@@ -78,6 +84,11 @@ def main() -> int:
                       "-o", str(out)]) for _ in range(args.repeat)]
         summ = [timed([*shoal, "results", str(exp_dir), "--by", "factor", "--metric",
                        "val_rmse"]) for _ in range(args.repeat)]
+        head = [timed([*shoal, "results", str(exp_dir), "--headline"])
+                for _ in range(args.repeat)]
+        page = work / "report.html"
+        rep = [timed([*shoal, "report", str(exp_dir), "-o", str(page)])
+               for _ in range(args.repeat)]
         print()
         print(f"Summary ({n:,} tasks in the store; {len(frame):,} evaluate rows; median of "
               f"{args.repeat})")
@@ -86,6 +97,9 @@ def main() -> int:
         print(f"  shoal results --step evaluate -o csv     {statistics.median(cli):.3f} s"
               "      (whole process: import, plan, query, write)")
         print(f"  shoal results --by factor --metric ...   {statistics.median(summ):.3f} s")
+        print(f"  shoal results --headline                 {statistics.median(head):.3f} s")
+        print(f"  shoal report                             {statistics.median(rep):.3f} s"
+              f"      ({page.stat().st_size / 1e6:.1f} MB page)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -174,9 +174,10 @@ def sentence(a: Answer, row: dict[str, Any]) -> str:
 
 
 def headline(exp: Any, plan: Any = None, question: Question | None = None,
-             level: float = 0.95) -> Answer | None:
+             level: float = 0.95, frames: dict[str, Any] | None = None) -> Answer | None:
     """The answer to ``question`` (default: the experiment's ``exp.question(...)``; None
-    when it has none) from its step's results."""
+    when it has none) from its step's results (``frames``: results tables already read,
+    by step)."""
     from shoal.plan.build import build_plan
     from shoal.results.table import results
 
@@ -190,5 +191,7 @@ def headline(exp: Any, plan: Any = None, question: Question | None = None,
     values = {d: list(exp.grid.values[d]) for d in exp.grid.dims}
     info = exp.metrics.get(q.metric) or MetricInfo()
     q = q.resolve(plan.steps[q.step].dims, values, info.higher_is_better)
-    frame = results(exp, q.step, plan=plan)
+    frame = (frames or {}).get(q.step)
+    if frame is None:
+        frame = results(exp, q.step, plan=plan)
     return answer(frame, q, values[q.x], level, info)

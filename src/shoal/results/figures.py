@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from shoal.results.compare import Answer
 
 WIDE = (10.5, 3.6)
+MAX_POINTS = 2000  # points drawn over a box plot (a sample beyond that)
 COLORS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b",
           "#9d755d", "#bab0ac", "#ff9da6")
 
@@ -33,7 +34,8 @@ def _plt() -> Any:
 
 def png(fig: Any, alt: str) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    fig.tight_layout()  # (not bbox_inches="tight": that draws the figure twice)
+    fig.savefig(buf, format="png", dpi=96)
     _plt().close(fig)
     data = base64.b64encode(buf.getvalue()).decode()
     return f'<img class="fig" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
@@ -147,14 +149,20 @@ def boxes(vals: pd.DataFrame, dim: str, metric: str, step: str, info: MetricInfo
     fig, ax = plt.subplots(figsize=WIDE)
     ax.boxplot(groups, showfliers=False)
     rng = np.random.default_rng(0)
+    total = sum(len(g) for g in groups)
+    share = min(1.0, MAX_POINTS / max(total, 1))  # (the boxes use every value)
     for k, g in enumerate(groups, start=1):
+        if share < 1.0:
+            g = rng.choice(g, max(1, round(len(g) * share)), replace=False)
         ax.plot(k + rng.uniform(-0.15, 0.15, len(g)), g, ".", alpha=0.5, color="#e45756",
                 markersize=4)
     ax.set_xticks(range(1, len(cats) + 1), [str(c) for c in cats],
                   rotation=45 if len(cats) > 12 else 0, fontsize=8)
     ax.set_xlabel(dim)
     ax.set_ylabel(info.axis(metric))
-    ax.set_title(f"{step}: {metric} by {dim} (each point a task)", fontsize=9)
+    shown = "each point a task" if share >= 1.0 else (
+        f"points: {round(total * share):,} of {total:,} tasks at random")
+    ax.set_title(f"{step}: {metric} by {dim} ({shown})", fontsize=9)
     return png(fig, f"{step}: {metric} by {dim}")
 
 

@@ -10,7 +10,8 @@ the answer to the experiment's question.
 4. Per step, its metrics: constant metrics, dimensions with one value, per-seed plots and
    groups of single values are left out (``all_plots=True``, ``shoal report --all``, keeps
    them); a step with the headline's x draws its other dimensions as a line per level of x
-   instead of pooling them. Tables sort on a click.
+   instead of pooling them; with a question, only its step's metrics are drawn (the other
+   steps' are tables). Tables sort on a click.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def build_report(exp: Experiment, plan: Plan | None = None, all_plots: bool = Fa
     answer: Answer | None = None
     problem = None
     try:
-        answer = headline(exp, plan)
+        answer = headline(exp, plan, frames=frames)
     except ShoalError as exc:
         problem = str(exc)
     if answer is not None or problem:
@@ -192,7 +193,9 @@ def _step(p: _Page, exp: Experiment, plan: Plan, name: str, frame: pd.DataFrame,
         return plots
     x = q.x if q is not None and q.x in dims and done[q.x].nunique() <= 10 else None
     chosen = _plot_dims(done, dims, reps, all_plots)
-    for d in chosen:
+    # (with a question, the other steps' metrics are tables: the page answers it first)
+    drawn = chosen if all_plots or q is None or q.step == name else []
+    for d in drawn:
         if not all_plots and done.groupby(d).size().max() <= 1:
             continue  # (a box of one value per level: the table says it)
         for m in metrics:
