@@ -28,6 +28,7 @@ from shoal.spec.codehash import hash_code
 from shoal.spec.configuration import config
 from shoal.spec.experiment import Step
 from shoal.spec.grid import Grid, Zip, zip
+from shoal.spec.question import MetricInfo, Question
 from shoal.spec.loader import load
 
 __version__ = "0.1.0"
@@ -40,7 +41,9 @@ __all__ = [
     "Files",
     "Grid",
     "Interrupted",
+    "MetricInfo",
     "PackContext",
+    "Question",
     "Requeue",
     "ShoalError",
     "SpecError",

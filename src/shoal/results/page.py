@@ -15,7 +15,8 @@ color:#222;padding:0 1rem;line-height:1.4}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.25rem;border-bottom:1px solid #ddd;
 padding-bottom:.2rem;margin-top:2.2rem}h3{font-size:1.02rem;margin-top:1.4rem}
 nav.toc{background:#f7f7f9;border:1px solid #e5e5ea;padding:.4rem 1rem;font-size:.9rem}
-nav.toc ol{margin:.3rem 0;padding-left:1.2rem}
+nav.toc ol{margin:.3rem 0;padding-left:1.2rem;columns:2;column-gap:2rem}
+nav.toc ol ol{columns:1;margin:0;font-size:.85rem}nav.toc li{break-inside:avoid}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}
 th,td{border:1px solid #ddd;padding:.2rem .5rem;text-align:right}
 th{background:#f5f5f5;cursor:pointer;user-select:none}th.sorted-asc:after{content:" ▲"}
@@ -80,18 +81,25 @@ def anchor(text: str) -> str:
 
 
 def toc(sections: list[tuple[str, str, int]]) -> str:
-    """The contents: ``(id, title, depth)`` per section (depth 1 or 2)."""
+    """The contents: ``(id, title, depth)`` per section (depth 1 or 2; a depth-2 entry
+    goes in the list of the depth-1 entry before it)."""
     out = ["<nav class='toc'><strong>Contents</strong><ol>"]
-    open_sub = False
+    item = False  # a depth-1 <li> is open
+    sub = False  # its <ol> is open
     for sid, title, depth in sections:
-        if depth == 2 and not open_sub:
-            out.append("<ol>")
-            open_sub = True
-        elif depth == 1 and open_sub:
+        link = f"<a href='#{sid}'>{html.escape(title)}</a>"
+        if depth == 2 and item:
+            if not sub:
+                out.append("<ol>")
+                sub = True
+            out.append(f"<li>{link}</li>")
+            continue
+        if sub:
             out.append("</ol>")
-            open_sub = False
-        out.append(f"<li><a href='#{sid}'>{html.escape(title)}</a></li>")
-    if open_sub:
-        out.append("</ol>")
-    out.append("</ol></nav>")
+            sub = False
+        if item:
+            out.append("</li>")
+        out.append(f"<li>{link}")
+        item = True
+    out.append(("</ol>" if sub else "") + ("</li>" if item else "") + "</ol></nav>")
     return "".join(out)
