@@ -167,3 +167,18 @@ def test_comparison_flags_refuse_bad_input_with_the_fix(write_exp, cli) -> None:
         rc, _, err = cli("results", path, *flags)
         assert rc == 2 and says in err, (flags, err)
         assert "Traceback" not in err
+
+
+def test_split_compares_each_value_of_the_split_dimension_on_its_own() -> None:
+    frame = _frame()
+    both = pd.concat([frame.assign(loss="mse"),
+                      frame.assign(loss="mae", nse=frame["nse"] * 2)], ignore_index=True)
+    q = Question("ev", "nse", "factor", ("seed",), ("site",), 0, "loss", True)
+    a = answer(both, q, order=[0, 1, 5])
+    t = a.table.set_index(["loss", "factor"])
+    alone = answer(frame, Question("ev", "nse", "factor", ("seed",), ("site",), 0, None, True),
+                   order=[0, 1, 5]).table.set_index("factor")
+    assert t.loc[("mse", 1), "diff"] == pytest.approx(alone.loc[1, "diff"])
+    assert t.loc[("mae", 1), "diff"] == pytest.approx(2 * alone.loc[1, "diff"])
+    assert t.loc[("mse", 1), "p_t_holm"] == pytest.approx(alone.loc[1, "p_t_holm"])
+    assert any("(loss=mae)" in s for s in a.sentences)
