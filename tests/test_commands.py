@@ -138,7 +138,7 @@ def test_each_command_task_keeps_its_own_log(write_exp, tmp_path: Path) -> None:
         assert (folder / ".shoal-result.json").exists()
         log = folder / ".shoal.log"
         if i % 3 == 0:
-            assert log.read_text() == f"out {i}\nerr {i}\n"
+            assert _body(log, f"c[i={i}]") == f"out {i}\nerr {i}\n"
         else:
             assert not log.exists()
 
@@ -348,9 +348,9 @@ def test_a_long_command_s_log_is_in_its_folder_while_it_runs(write_exp, tmp_path
         '  [ -e "$SHOAL_OUT/.shoal.log" ] && echo placed || echo "not placed"\n'
         'fi\n')
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "runs/c/i=0/.shoal.log").read_text() == "started 0\nplaced\n"
+    assert _body(tmp_path / "runs/c/i=0/.shoal.log", "c[i=0]") == "started 0\nplaced\n"
     for i in (1, 2):
-        assert (tmp_path / f"runs/c/i={i}/.shoal.log").read_text() == f"started {i}\n"
+        assert _body(tmp_path / f"runs/c/i={i}/.shoal.log", f"c[i={i}]") == f"started {i}\n"
 
 
 def test_task_log_survives_its_scratch_file_being_removed(tmp_path: Path) -> None:
@@ -378,7 +378,7 @@ def test_output_of_a_command_left_running_stays_in_its_own_log(write_exp, tmp_pa
     assert res.returncode == 0, res.stderr
     time.sleep(0.6)
     logs = {p.parent.name: p.read_text() for p in (tmp_path / "runs/c").glob("*/.shoal.log")}
-    assert set(logs) == {"i=0"} and logs["i=0"] == "late from 0\n"
+    assert set(logs) == {"i=0"} and logs["i=0"].endswith("$ sh task.sh 0\nlate from 0\n")
 
 
 def test_commands_get_sigpipe_back(spawner, tmp_path: Path) -> None:
@@ -487,3 +487,26 @@ def test_a_command_is_forgotten_before_it_is_reaped(tmp_path: Path, monkeypatch)
     runner.shutdown()
     assert len(reaped) == 7
     assert still_known == []
+
+
+def _body(log: Path, label: str) -> str:
+    """A command task's log after its header (``=== LABEL attempt 1 ...``, ``$ command``)."""
+    head, command, rest = log.read_text().split("\n", 2)
+    assert head.startswith(f"=== {label} attempt 1 on ") and command.startswith("$ ")
+    return rest
+
+
+def test_every_attempt_s_log_starts_with_its_header_and_a_silent_one_leaves_none(
+        tmp_path: Path) -> None:
+    """Bug: the first attempt's log had no header (the second had one)."""
+    log = TaskLog(str(tmp_path / "scratch"), "-h")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    fd, fresh = log.open(str(a), "=== a attempt 1 ===\n", new_folder=True)
+    log.close(fd, str(a), fresh)  # wrote nothing but the header: no log kept
+    assert not (a / ".shoal.log").exists()
+    fd, fresh = log.open(str(b), "=== b attempt 1 ===\n", new_folder=True)
+    os.write(fd, b"out\n")
+    log.close(fd, str(b), fresh)
+    assert (b / ".shoal.log").read_text() == "=== b attempt 1 ===\nout\n"  # (not a's)

@@ -55,7 +55,7 @@ def train(ctx, width, seed):
             ctx.log.info("stopping after epoch %d", epoch + 1)
             return shoal.Requeue
     torch.save(model.state_dict(), ctx.out / "model.pt")
-    return {"loss": float(loss), "epochs": EPOCHS, "resumed_from": start}
+    return {"loss": loss.item(), "epochs": EPOCHS, "resumed_from": start}
 
 
 @exp.gather(per=["width"], over=train)

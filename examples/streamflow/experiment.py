@@ -90,8 +90,10 @@ def _train_one(ctx, site: str, factor: float, seed: int) -> dict[str, Any]:
     write_history(history, ctx.out / "history.csv")
     last = history[-1]
     if last["stopped"]:
-        # A half-trained model must not count as done: fail, so the next run redoes it.
-        raise RuntimeError(f"stop requested after {len(history)} of {EPOCHS} epochs")
+        # Asked to stop (Ctrl-C, preemption): a half-trained model must not count as done.
+        # Requeue: recorded interrupted, not failed; the next run trains it again.
+        ctx.log.info("stopped after %d of %d epochs; requeued", len(history), EPOCHS)
+        return shoal.Requeue
     save_model(model, ctx.out / "model.pt")
     return _train_metrics(history)
 
@@ -112,7 +114,7 @@ def _train_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _train_pack(pack, site: str, factor: list[float], seed: list[int]) -> list[Any]:
+def _train_pack(pack, site: str, factor: list[float], seed: list[int]) -> Any:
     """Train the pack's (factor, seed) models of one site as one stacked model; each member
     gets its own model.pt, history.csv and metrics, as if trained alone."""
     from model import load_arrays, save_model, write_history
@@ -127,7 +129,8 @@ def _train_pack(pack, site: str, factor: list[float], seed: list[int]) -> list[A
         log=pack.log.info,
     )
     if histories[0][-1]["stopped"]:
-        raise RuntimeError(f"stop requested after {len(histories[0])} of {EPOCHS} epochs")
+        pack.log.info("stopped after %d of %d epochs; requeued", len(histories[0]), EPOCHS)
+        return shoal.Requeue  # (every member: interrupted, trained again next run)
     results = []
     for member, model, history in zip(pack.members, models, histories):
         for record in history:

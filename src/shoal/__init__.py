@@ -28,8 +28,8 @@ from shoal.spec.codehash import hash_code
 from shoal.spec.configuration import config
 from shoal.spec.experiment import Step
 from shoal.spec.grid import Grid, Zip, zip
-from shoal.spec.question import MetricInfo, Question
 from shoal.spec.loader import load
+from shoal.spec.question import MetricInfo, Question
 
 __version__ = "0.1.0"
 

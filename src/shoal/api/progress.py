@@ -43,9 +43,9 @@ class PlainProgress:
 
     def __call__(self, ctl: Controller) -> None:
         now = time.time()
-        if now - self.last < self.interval and ctl.running:
+        due = now - self.last >= self.interval
+        if not due and ctl.running:
             return
-        self.last = now
         lines = []
         for name, c in step_lines(ctl):
             extra = "".join(
@@ -58,9 +58,10 @@ class PlainProgress:
         head = f"[{_hms(now - ctl.started)}] {ctl.report.done} done this run"
         head += f", ETA {_hms(left)}" if left is not None and ctl.running else ""
         body = "\n".join(lines)
-        if body != self.last_text:  # print only when a count moved
+        if due or body != self.last_text:  # every interval (a heartbeat with the elapsed
+            # time, also while long tasks move no count), and at once when the run ends
             print("\n".join([head, *lines]), file=self.stream, flush=True)
-            self.last_text = body
+            self.last, self.last_text = now, body
 
     def close(self) -> None:
         pass

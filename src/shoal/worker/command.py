@@ -90,9 +90,8 @@ def prepare_command(spec: TaskSpec, log: TaskLog, defer_log: bool = False) -> Pr
     new = prepare_task(spec)
     if not new and os.path.isdir(f"{spec.out}/{resultfile.CHECKPOINTS}"):  # another fp's?
         Checkpoints(spec.out, spec.fingerprint)._check()
-    header = "" if new else (  # (a new folder has no log to append to)
-        f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime()} ===\n"
-        f"$ {spec.command}\n")
+    header = (f"=== {spec.label} attempt {spec.attempt} on {HOST} at {time.ctime()} ===\n"
+              f"$ {spec.command}\n")
     fd, fresh = log.open(spec.out, header, new, defer_log)
     p = Prepared(spec, log, fd, fresh, spec.argv or ["/bin/sh", "-c", spec.command or ""],
                  spec.env())

@@ -10,7 +10,8 @@ controller hand up to 30 ready tasks with the same ``site`` and ``factor`` to on
         return [{"loss": ...} for member in pack.members]   # one result per member
 
 Each member keeps its own folder, result file, log, status and fingerprint. A result that is
-an exception fails that member only (``shoal.Requeue`` interrupts it); an exception raised
+an exception fails that member only (``shoal.Requeue`` interrupts it; returned instead of
+the list, every member); an exception raised
 by the function fails the whole pack. A pack occupies the step's resources once.
 """
 
@@ -22,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.context.task import TaskContext
+from shoal.context.task import Requeue, TaskContext
 from shoal.spec.experiment import Experiment
 from shoal.state import resultfile
 from shoal.state.status import Outcome, TaskStatus
@@ -66,6 +67,8 @@ class PackContext:
 
 def _member_results(pack: PackContext, value: Any) -> list[Any]:
     n = len(pack.members)
+    if value is Requeue:  # (the whole pack stopped on request: every member requeued)
+        return [Requeue] * n
     if isinstance(value, Mapping):
         missing = [pack.key(m) for m in pack.members if pack.key(m) not in value]
         if missing:
@@ -117,25 +120,29 @@ def run_pack(specs: list[TaskSpec], exp: Experiment,
         except BaseException as exc:  # the whole pack failed (or was interrupted)
             status, error = W.caught(exc)
             results = None
-    _share_log(specs, offset)
+    _share_log(specs, offset, W.header(first, started), started)
     if results is None:
         return [W.write_failure(s, status, error, started) for s in specs]
     return [W.finish(s, r, started) for s, r in zip(specs, results)]
 
 
-def _share_log(specs: list[TaskSpec], offset: int) -> None:
-    """Every member's log gets the pack's output of this call (it ran once, for all)."""
+def _share_log(specs: list[TaskSpec], offset: int, header: str, started: float) -> None:
+    """Every member's log gets the pack's output of this call (it ran once, for all),
+    after its own header line."""
     try:
         with open(f"{specs[0].out}/{resultfile.LOG}", "rb") as fh:
             fh.seek(offset)
             part = fh.read(1 << 24)
     except OSError:
         return
+    head = header.encode()
+    if part.startswith(head):
+        part = part[len(head):]
     if not part:
         return
     for s in specs[1:]:
         try:
             with open(f"{s.out}/{resultfile.LOG}", "ab") as fh:
-                fh.write(part)
+                fh.write(W.header(s, started).encode() + part)
         except OSError:
             continue

@@ -55,6 +55,7 @@ class TaskLog:
         self._links = True  # hard links work here
         self._pending: str | None = None  # the task folder of a deferred log not placed yet
         self._moved = False  # a deferred log placed by renaming (where links are refused)
+        self._header = 0  # bytes of the open attempt's header
 
     def open(
         self, out: str, header: str, new_folder: bool = False, defer: bool = False
@@ -63,15 +64,23 @@ class TaskLog:
         none); returns (fd, whether it is a fresh file). ``defer``: a fresh log is put in
         the folder later (see the class), not now.
 
-        A fresh log (first attempt) holds the task's output alone; later attempts append
-        after a ``=== attempt N ... ===`` line.
+        Every attempt's output follows its ``header`` (the ``=== ... attempt N ... ===``
+        line): a fresh log starts with it, later attempts append it. A fresh log that holds
+        nothing more when the attempt ends is not kept (:meth:`close`).
         """
         path = f"{out}/{resultfile.LOG}"
         self._pending, self._moved = None, False
+        self._header = len(header.encode())
         if not new_folder and os.path.exists(path):
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
             os.write(fd, header.encode())
             return fd, False
+        fd, fresh = self._open_fresh(out, path, defer)
+        if header:
+            os.write(fd, header.encode())
+        return fd, fresh
+
+    def _open_fresh(self, out: str, path: str, defer: bool) -> tuple[int, bool]:
         if self._links:
             if self._fd < 0:
                 self._fd = self._new_scratch()
@@ -127,7 +136,8 @@ class TaskLog:
     def close(self, fd: int, out: str, fresh: bool, lingering: bool = False) -> None:
         """Close; the folder gets no log when the attempt wrote nothing (and left nothing
         running that could still write: ``lingering``)."""
-        empty = fresh and not lingering and os.fstat(fd).st_size == 0
+        # (empty: nothing but its header)
+        empty = fresh and not lingering and os.fstat(fd).st_size <= self._header
         if fresh and fd == self._fd:  # the scratch file, linked into the folder (or not yet)
             pending, self._pending = self._pending is not None, None
             moved, self._moved = self._moved, False
@@ -138,6 +148,7 @@ class TaskLog:
                         os.rename(path, self.scratch)
                     elif not pending:
                         os.unlink(path)
+                os.ftruncate(fd, 0)  # (the next task's log starts empty)
                 return
             self._fd = -1  # the folder keeps it
             if pending:
@@ -149,6 +160,7 @@ class TaskLog:
         if empty:
             with contextlib.suppress(OSError):
                 os.rename(f"{out}/{resultfile.LOG}", self.scratch)
+                os.truncate(self.scratch, 0)
 
 
 def _move_into(scratch: str, fd: int, path: str) -> None:
