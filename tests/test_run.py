@@ -118,9 +118,11 @@ def test_keep_going_failure_skips_downstream_and_shows_log_tail(cli, write_exp) 
     assert "skipped" in res.stderr
     _, out, _ = cli("status", path, "--json")
     doc = json.loads(out)
-    assert doc["steps"]["first"] == {"total": 3, "done": 2, "failed": 1, "running": 0,
-                                     "changed": 0, "pending": 0}
-    assert doc["steps"]["second"]["done"] == 2 and doc["steps"]["second"]["pending"] == 1
+    from shoal.results.states import STATES
+
+    assert doc["steps"]["first"] == {"total": 3, **dict.fromkeys(STATES, 0), "done": 2,
+                                     "failed": 1}  # (one vocabulary: every state's count)
+    assert doc["steps"]["second"]["done"] == 2 and doc["steps"]["second"]["skipped"] == 1
     assert doc["steps"]["combine"]["done"] == 0
     assert doc["failures"][0]["key"] == "site=b"
     assert "about to fail on b" in doc["failures"][0]["log_tail"]

@@ -185,7 +185,7 @@ def _follow_detached(exp: Any) -> dict[str, Any] | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from shoal.plan.build import CHANGED, DONE, FAILED
+    from shoal.results.states import STATES, counts, task_states
     from shoal.state.store import Store, rescan
 
     exp = _load(args, reuse_config=True)
@@ -193,9 +193,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         from shoal.state.lock import RootLock
 
         with RootLock(exp.root).acquire("shoal status --rescan"):
-            counts = rescan(exp.root)
-        total = sum(counts.values())
-        detail = ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "nothing"
+            found = rescan(exp.root)
+        total = sum(found.values())
+        detail = ", ".join(f"{n:,} {s}" for s, n in sorted(found.items())) or "nothing"
         print(f"rescanned {exp.root}: {total:,} task records ({detail})", file=sys.stderr)
     from shoal.state.lock import RootLock
 
@@ -203,19 +203,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     plan = build_plan(exp, exp.root, missing_inputs="skip")
     live = RootLock(exp.root).held_by_other()
     with Store.open(exp.root) as store:
-        stored = store.counts()
+        stored = {name: store.statuses(name) for name in plan.steps}
         failures = [r for r in store.records(status="failed")][: max(0, args.failures)]
     out: dict[str, Any] = {"experiment": exp.name, "root": str(exp.root), "steps": {}}
     for name, sp in plan.steps.items():
-        st = sp.state
-        running = stored.get(name, {}).get("running", 0) if live else 0
-        done = st.count(DONE)
-        failed = st.count(FAILED)
-        changed = st.count(CHANGED)
-        out["steps"][name] = {
-            "total": len(st), "done": done, "failed": failed, "running": running,
-            "changed": changed, "pending": len(st) - done - failed - changed - running,
-        }
+        out["steps"][name] = {"total": len(sp.state),
+                              **counts(task_states(sp, stored[name], live))}
     out["total"] = sum(s["total"] for s in out["steps"].values())
     out["done"] = sum(s["done"] for s in out["steps"].values())
     out["controller"] = "running" if live else "none"
@@ -229,7 +222,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(out))
         return 0
     print(f"{exp.name}: {out['done']:,} of {out['total']:,} tasks done  (root: {exp.root})")
-    cols = ["total", "done", "failed", "running", "changed", "pending"]
+    cols = ["total", *[c for c in STATES if c == "done" or any(
+        s[c] for s in out["steps"].values())]]  # (states no step is in: left out)
     rows = [[name] + [s[c] for c in cols] for name, s in out["steps"].items()]
     print(_table(rows, ["step", *cols]))
     if slurm is not None:

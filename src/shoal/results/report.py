@@ -26,6 +26,8 @@ from shoal.plan.build import build_plan
 from shoal.results import figures, page
 from shoal.results.compare import Answer, headline
 from shoal.results.history import bands, curve_metrics, read_histories
+from shoal.results.states import STATES
+from shoal.results.states import counts as state_counts
 from shoal.results.table import metric_columns, results, summarise
 from shoal.spec.question import SEED_NAMES, MetricInfo
 from shoal.state.resultfile import HISTORY
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 MAX_PLOTS = 40
 MAX_CATEGORIES = 40
 MAX_CURVES = 8
-STATES = ("done", "changed", "failed", "missing", "skipped", "interrupted")
 
 esc = html.escape
 
@@ -80,9 +81,12 @@ def build_report(exp: Experiment, plan: Plan | None = None, all_plots: bool = Fa
         _headline(p, exp, answer, problem)
     _curves(p, exp, plan, frames, answer)
     p.section("Tasks")
-    counts = [{"step": n, "total": len(f), **{s: int((f["status"] == s).sum()) for s in STATES}}
+    counts = [{"step": n, "total": len(f), **state_counts(list(f["status"]))}
               for n, f in frames.items()]
-    p.add(page.table(pd.DataFrame(counts)))
+    table = pd.DataFrame(counts)
+    shown = ["step", "total", *[c for c in STATES if c == "done" or table[c].any()]]
+    p.add(page.table(table[shown]) + "<p class='muted'>States: see the guide's "
+          "“Task states”; columns that are 0 for every step are left out.</p>")
     p.section("Durations")
     p.add(page.table(_durations(frames)))
     p.add(_failures(plan.root, p))

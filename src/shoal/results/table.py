@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
-from shoal.plan.build import BLOCKED, CHANGED, DONE, FAILED, Plan, build_plan
+from shoal.plan.build import Plan, build_plan
+from shoal.results.states import STATES, task_states
 from shoal.results.stats import t_ppf
-from shoal.state.status import TaskStatus
 from shoal.state.store import Store
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
             )
         }
     n = len(sp)
-    status: list[str] = []
     attempts: list[Any] = [None] * n
     started: list[Any] = [None] * n
     ended: list[Any] = [None] * n
@@ -65,34 +64,20 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
     host: list[Any] = [None] * n
     metric_text: list[str] = ["{}"] * n
     base = f"{plan.root}/{name}"
+    status = task_states(sp, {k: r[0] for k, r in rows.items()})
     for i, key in enumerate(sp.keys):
-        st = sp.state[i]
         row = rows.get(key)
         adopted = sp.adopted.get(i)
         if adopted is not None:
             row = ("done", adopted.get("attempt"), adopted.get("started"), adopted.get("ended"),
                    adopted.get("duration"), adopted.get("host"),
                    json.dumps(adopted.get("metrics") or {}))
-        if st == DONE:
-            status.append("done")
-        elif st == FAILED:
-            status.append("failed")
-        elif st == CHANGED:
-            status.append("changed")
-        elif st == BLOCKED:
-            status.append("blocked")
-        else:
-            status.append(row[0] if row and row[0] in (
-                TaskStatus.RUNNING, TaskStatus.INTERRUPTED, TaskStatus.SKIPPED,
-                TaskStatus.SUBMITTED) else "missing")
         if row is not None:
             attempts[i], started[i], ended[i], duration[i], host[i] = row[1:6]
             if row[6] and row[0] == "done":
                 metric_text[i] = row[6]
     frame = pd.DataFrame({d: [p[k] for p in sp.params] for k, d in enumerate(sp.dims)})
-    frame["status"] = pd.Categorical(
-        status, categories=["done", "changed", "failed", "missing", "running", "interrupted",
-                            "skipped", "submitted", "blocked"])
+    frame["status"] = pd.Categorical(status, categories=list(STATES))
     frame["attempts"] = pd.array(attempts, dtype="Int64")
     frame["duration"] = pd.array(duration, dtype="Float64").astype("float64")
     frame["started"] = pd.to_datetime(pd.Series(started, dtype="float64"), unit="s", utc=True)

@@ -208,6 +208,10 @@ class Store:
         """
         return dict(self._query("SELECT key, dec FROM tasks WHERE step=?", (step,)))
 
+    def statuses(self, step: str) -> dict[str, str]:
+        """``key -> status`` as last recorded, for the stored tasks of ``step``."""
+        return dict(self._query("SELECT key, status FROM tasks WHERE step=?", (step,)))
+
     def column(self, step: str, column: str) -> dict[str, Any]:
         """``key -> value`` of one column (``files``, ``outputs``: decoded JSON) for the
         stored tasks of ``step``; empty for a store older than that column."""
