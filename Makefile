@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/local_throughput.py
 
 screenshots: $(STAMP)
-	scripts/screenshot-report.sh
+	scripts/screenshots.sh
 
 clean:
 	rm -rf $(VENV) examples/*/runs examples/trak/trak_results

@@ -1,5 +1,5 @@
 """The argument parsers of the commands that read results: ``results`` (with its
-comparisons), ``report`` and ``export``."""
+comparisons), ``report``, ``export`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -53,3 +53,12 @@ def add(sub: Any, _common: Callable[..., None], _view: Callable[[str], Any]) -> 
     p.add_argument("--step", nargs="+", action="extend", default=[], metavar="STEP",
                    help="only these steps (default: every step)")
     p.set_defaults(func=_view("cmd_export"))
+
+    p = sub.add_parser("serve", help="a live dashboard of the experiment in the browser "
+                       "(read-only; 127.0.0.1 and a token by default)")
+    _common(p, only=False)
+    p.add_argument("--port", type=int, default=8765, help="the port (default 8765; 0: any "
+                   "free one)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default "
+                   "127.0.0.1: only this machine; reach it from a laptop with ssh -L)")
+    p.set_defaults(func=_view("cmd_serve"))

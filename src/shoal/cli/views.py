@@ -68,6 +68,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from shoal.api.serve import serve
+
+    exp = _load(args, reuse_config=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"shoal: warning: listening on {args.host}: anyone who can reach it and has "
+              "the token sees this experiment; 127.0.0.1 with ssh -L is safer",
+              file=sys.stderr)
+
+    def ready(url: str) -> None:
+        print(f"shoal: dashboard of {exp.name} at\n    {url}\n"
+              f"  from another machine: ssh -L {url.split(':')[2].split('/')[0]}:"
+              f"127.0.0.1:{url.split(':')[2].split('/')[0]} {os.uname().nodename}, then "
+              "open the URL there; Ctrl-C stops", file=sys.stderr, flush=True)
+
+    serve(exp, host=args.host, port=args.port, ready=ready)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from shoal.results.report import write_report
 

@@ -1,0 +1,149 @@
+"""``shoal serve EXP``: the dashboard over HTTP, safe on a shared login node.
+
+- It binds ``127.0.0.1`` by default (``ssh -L 8765:127.0.0.1:8765 login-node`` shows it on
+  a laptop), and answers only requests whose ``Host`` is that address (no DNS rebinding).
+- Every request needs the random token printed with the URL (``?token=...``, as Jupyter
+  does; the page then keeps it in a same-site cookie): none is 401, a wrong one 403.
+- It reads files only through task ids of the plan (``/log?task=STEP/KEY``), never a path
+  from the request, and never follows a link out of the run root.
+- Read-only: no lock, no writes (:mod:`shoal.api.dashboard`).
+
+The standard library's ``http.server`` serves it (one thread per request): no extra
+dependency. The page polls ``/api/state`` every two seconds.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import sys
+import threading
+from http.cookies import SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from shoal.api.dashboard import Dashboard
+from shoal.api.dashboard_page import PAGE
+from shoal.errors import ShoalError
+
+COOKIE = "shoal_token"
+MAX_LOG = 20 * 1024 * 1024  # bytes of a log sent (its end)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, dashboard: Dashboard, host: str, port: int, token: str) -> None:
+        self.dashboard = dashboard
+        self.token = token
+        self.hosts = {host, f"{host}:{port}"}
+        if host in ("127.0.0.1", "localhost", "::1"):
+            self.hosts |= {"localhost", "127.0.0.1", "[::1]"}
+        self.lock = threading.Lock()  # (one state at a time: the caches are shared)
+        super().__init__((host, port), Handler)
+        actual = self.server_address[1]
+        self.hosts |= {f"{h}:{actual}" for h in list(self.hosts)}
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # (quiet: no access log)
+        pass
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        host = (self.headers.get("Host") or "").lower()
+        if self.server.hosts and host not in self.server.hosts:
+            return self._send(403, "text/plain", b"forbidden host\n")
+        in_url = query.get("token", [""])[0]
+        given = in_url or self._cookie()
+        if not given:
+            return self._send(401, "text/plain", b"a token is needed: open the URL that "
+                              b"shoal serve printed (?token=...)\n")
+        if not hmac.compare_digest(given.encode(), self.server.token.encode()):
+            return self._send(403, "text/plain", b"wrong token\n")
+        extra = {}
+        if in_url:
+            extra["Set-Cookie"] = (f"{COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/")
+        try:
+            if url.path == "/":
+                return self._send(200, "text/html; charset=utf-8", PAGE.encode(), extra)
+            if url.path == "/api/state":
+                with self.server.lock:
+                    doc = self.server.dashboard.state()
+                body = json.dumps(doc, default=str).encode()
+                return self._send(200, "application/json", body, extra)
+            if url.path == "/log":
+                return self._log(query.get("task", [""])[0], extra)
+        except ShoalError as exc:
+            return self._send(404, "text/plain", f"{exc}\n".encode())
+        except PermissionError as exc:
+            return self._send(403, "text/plain", f"{exc}\n".encode())
+        return self._send(404, "text/plain", b"not found\n")
+
+    def _log(self, task: str, extra: dict[str, str]) -> None:
+        with self.server.lock:
+            path = self.server.dashboard.log_path(task)
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(0, 2)
+                size = fh.tell()
+                fh.seek(max(0, size - MAX_LOG))
+                body = fh.read()
+        except FileNotFoundError:
+            body = b"(this task wrote no log yet)\n"
+        self._send(200, "text/plain; charset=utf-8", body, extra)
+
+    def _cookie(self) -> str | None:
+        raw = self.headers.get("Cookie")
+        if not raw:
+            return None
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(raw)
+        except Exception:
+            return None
+        got = jar.get(COOKIE)
+        return got.value if got else None
+
+    def _send(self, code: int, kind: str, body: bytes,
+              extra: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", "default-src 'self' 'unsafe-inline' data:")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def serve(exp: Any, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+          ready: Any = None) -> None:
+    """Serve the dashboard of ``exp`` until interrupted. ``port=0``: any free port.
+    ``ready(url)`` is called once it listens (the CLI prints the URL)."""
+    token = token or secrets.token_urlsafe(24)
+    dashboard = Dashboard(exp)
+    dashboard.plan()  # (a bad definition: one error before anything listens)
+    try:
+        server = Server(dashboard, host, port, token)
+    except OSError as exc:
+        raise ShoalError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose "
+                         "another --port (or --port 0: any free one)") from None
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{server.server_address[1]}/?token={token}"
+    if ready is not None:
+        ready(url)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        print("shoal: serve stopped", file=sys.stderr)
+    finally:
+        server.server_close()
