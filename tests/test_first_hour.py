@@ -60,3 +60,92 @@ def test_long_training_logs_no_warning(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     logs = [p.read_text() for p in root.rglob(".shoal.log")]
     assert not any("Warning" in t for t in logs), logs
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    """Bug: --progress and --format had no help text."""
+    import argparse
+
+    from shoal.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [f"{name} {a.option_strings or a.dest}"
+            for name, p in [("shoal", parser), *sub.choices.items()]
+            for a in p._actions
+            if not a.help and not isinstance(a, (argparse._HelpAction,
+                                                 argparse._SubParsersAction))]
+    assert bare == []
+
+
+def test_exp_defaults_to_experiment_py_in_the_current_folder(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """Bug: `[EXP]` showed as optional, but `shoal plan` inside examples/streamflow failed."""
+    from shoal.cli.main import main
+
+    (tmp_path / "experiment.py").write_text(
+        "import shoal\nexp = shoal.Experiment('here', grid=shoal.Grid(i=[1, 2]))\n"
+        "@exp.step(per=['i'])\ndef s(ctx, i):\n    return {}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan"]) == 0
+    assert main(["run", "--progress", "none"]) == 0
+    assert (tmp_path / "runs/s/i=2/.shoal-result.json").exists()
+    (tmp_path / "experiment.py").unlink()
+    assert main(["plan"]) == 2  # (none here: the error says what to give)
+
+
+SCALED = """
+SCALE = shoal.config("scale", 1)
+exp = shoal.Experiment("sw", grid=shoal.Grid(i=[0, 1, 2]))
+
+@exp.step(per=["i"], version=SCALE)
+def fit(ctx, i):
+    return {"value": i * SCALE}
+"""
+
+
+def test_switching_configs_never_replaces_done_results_by_accident(write_exp, tmp_path) -> None:
+    """Bug: the demo's default config, run where a `--config epochs=20000` run had finished,
+    silently replaced those results (one "note" line)."""
+    import json
+
+    path = write_exp(SCALED)
+    run(path, "--config", "scale=3", check=True)
+    result = tmp_path / "runs/fit/i=2/.shoal-result.json"
+    before = result.read_text()
+    res = run(path)  # the defaults now: would replace 3 done results
+    assert res.returncode == 2, res.stderr
+    assert "used --config scale=3; this one uses (defaults) and would replace 3 done results " \
+           "of that run (fit 3). Nothing ran." in res.stderr
+    assert "--root DIR" in res.stderr and "--yes" in res.stderr
+    assert result.read_text() == before  # nothing touched
+    res = run(path, "--root", str(tmp_path / "other"), check=True)  # a root per config: both
+    assert json.loads(result.read_text())["metrics"]["value"] == 6
+    res = run(path, "--yes", check=True)  # asked for: replaced
+    assert json.loads(result.read_text())["metrics"]["value"] == 2
+    assert run(path, "--config", "scale=1", check=True).returncode == 0  # (same grid: nothing)
+
+
+def test_the_readme_quick_start_commands_work_as_written(tmp_path: Path) -> None:
+    """A newcomer check: the README's block after the quick start, copied literally into a
+    clean shell (only the venv the quick start made, found as .venv), works on the demo."""
+    import os
+    import re
+    import sys
+
+    pytest.importorskip("torch")
+    venv = Path(sys.prefix)
+    if not (venv / "bin" / "activate").exists():
+        pytest.skip("not inside a virtual environment (make test makes .venv)")
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- newcomer:[^>]*-->\s*```sh\n(.*?)```", text, re.S)
+    assert block, "README.md lost its newcomer block"
+    (tmp_path / ".venv").symlink_to(venv)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    env = {"HOME": str(tmp_path), "PATH": "/usr/local/bin:/usr/bin:/bin",
+           "SHOAL_ROOT": str(tmp_path / "runs"), "LANG": "C.UTF-8"}
+    res = subprocess.run(["bash", "-e", "-c", block.group(1)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert "n: sites (each the mean of 3 seeds)" in res.stdout
+    assert (tmp_path / "report.html").exists() and not os.path.exists(ROOT / "report.html")

@@ -39,6 +39,8 @@ def run_experiment(
     missing_inputs: str = "error",
     address: str | None = None,
     ray: Any = None,
+    yes: bool = False,
+    ask: Any = None,
 ) -> Any:
     """Run what the plan says must run; returns the report. Resumes where it stopped.
 
@@ -51,6 +53,10 @@ def run_experiment(
     depends on them) instead of the run stopping before it starts. ``backend="ray"``: on
     the Ray cluster at ``address`` (default ``$RAY_ADDRESS``), with ``ray`` (a
     :class:`~shoal.backends.ray.options.RayOptions`, a profile's ``[ray]`` table).
+
+    A run whose config differs from the last run's on this root, and that would replace
+    done results of it, stops before it starts unless ``yes`` (or ``ask(message)``, the
+    question on a terminal, says yes): switching configs never loses results by accident.
     """
     if backend not in ("local", "slurm", "ray"):
         raise ShoalError(f"unknown backend '{backend}' (available: local, slurm, ray)")
@@ -70,6 +76,8 @@ def run_experiment(
         with Store.open(root, create=True) as store:
             plan = build_plan(exp, root=root, only=only, store=store,
                               missing_inputs=missing_inputs)
+            if not yes:
+                _guard_config_switch(exp, plan, store, ask)
             from shoal.api.progress import make_progress
 
             be: Any
@@ -149,6 +157,34 @@ def run_experiment(
                     display.close()
     finally:
         lock.release()
+
+
+def _guard_config_switch(exp: Experiment, plan: Any, store: Store, ask: Any) -> None:
+    """Stop before a run with another ``--config`` replaces the last run's done results
+    (they are *changed* under the new config), unless ``ask`` says yes."""
+    from shoal.plan.build import CHANGED
+
+    old = store.get_meta("config")
+    if old is None or old == json.dumps(exp.config, sort_keys=True):
+        return
+    changed = {name: n for name, sp in plan.steps.items() if (n := sp.state.count(CHANGED))}
+    if not changed:
+        return
+    before = json.loads(old)
+
+    def shown(cfg: dict[str, Any]) -> str:
+        return " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(cfg.items())) or "(defaults)"
+
+    total = sum(changed.values())
+    per = ", ".join(f"{s} {n:,}" for s, n in changed.items())
+    msg = (f"the last run on {plan.root} used --config {shown(before)}; this one uses "
+           f"{shown(exp.config)} and would replace {total:,} done results of that run "
+           f"({per})")
+    if ask is not None and ask(msg):
+        return
+    raise ShoalError(f"{msg}. Nothing ran. To keep both, give this config its own run root "
+                     f"(--root DIR); to replace them, pass --yes (or run with the last "
+                     f"run's --config)")
 
 
 def _profile_cpus(exp: Experiment, slurm: Any) -> None:

@@ -24,7 +24,11 @@ def _rescue_target(args: argparse.Namespace) -> None:
             if "=" not in item:
                 args.experiment = items.pop(k)
                 return
-    raise ShoalError("give the experiment: a .py file or a folder with experiment.py")
+    if os.path.isfile("experiment.py"):  # (inside an experiment's folder: that one)
+        args.experiment = "experiment.py"
+        return
+    raise ShoalError("give the experiment: a .py file or a folder with experiment.py (or run "
+                     "in a folder that has an experiment.py)")
 
 
 def _load(args: argparse.Namespace, reuse_config: bool = False) -> Any:

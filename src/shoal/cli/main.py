@@ -19,7 +19,8 @@ from shoal.errors import ShoalError
 
 def _common(p: argparse.ArgumentParser, only: bool = True) -> None:
     p.add_argument("experiment", metavar="EXP", nargs="?", help="experiment .py file, or a "
-                   "folder with experiment.py (FILE:NAME picks one of several)")
+                   "folder with experiment.py (FILE:NAME picks one of several); default: "
+                   "./experiment.py")
     p.add_argument("--config", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                    help="values the experiment reads with shoal.config(KEY, default)")
     p.add_argument("--config-file", metavar="FILE", help="TOML or JSON file of config values "
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="shoal",
         description="Run large grids of independent ML experiments: plan, run, resume, results.",
     )
-    parser.add_argument("--version", action="version", version=f"shoal {__version__}")
+    parser.add_argument("--version", action="version", version=f"shoal {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -102,12 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-requeues", type=_at_least(0), metavar="N",
                    help="times a task interrupted by preemption, requeue or a segment's "
                    "end goes out again (default 10, plus its chained segments)")
-    p.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto")
+    p.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto",
+                   help="live progress: a table on a terminal (rich), lines every "
+                   "--progress-interval elsewhere (plain: CI, nohup, Slurm), or none "
+                   "(default: auto)")
     p.add_argument("--progress-interval", type=_at_least(0, float, strict=True),
                    default=10.0, help="seconds between plain progress lines")
     p.add_argument("--backend", choices=["local", "slurm", "ray"],
                    help="where to run (default: local; with --profile, the profile's "
                    "backend = ..., else slurm)")
+    p.add_argument("--yes", action="store_true", help="replace the done results of the last "
+                   "run's other --config without asking (default: ask on a terminal, else "
+                   "stop)")
     p.add_argument("--profile", metavar="NAME", help="cluster settings from NAME.toml beside "
                    "the experiment (or profiles/NAME.toml, or ~/.config/shoal/profiles/), or "
                    "a .toml path; flags override it")
@@ -261,7 +269,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         keep_going=args.keep_going is not False, only=_only(exp, args), grace_s=args.grace,
         missing_inputs="skip" if args.keep_going else "error",
         progress=args.progress, progress_interval=args.progress_interval, backend=args.backend,
-        address=args.address, ray=ray,
+        address=args.address, ray=ray, yes=args.yes, ask=_ask,
         detach=args.detach, max_requeues=args.max_requeues,
     )
     if args.detach:
@@ -284,6 +292,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if report.aborted:
         return 2
     return 0 if report.ok else 1
+
+
+def _ask(message: str) -> bool:
+    """The question before replacing another config's results: asked on a terminal only."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    print(f"shoal: {message}.", file=sys.stderr)
+    try:
+        answer = input("Replace them? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _ray_options(exp: Any, args: argparse.Namespace, path: Path | None) -> Any:

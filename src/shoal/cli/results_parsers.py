@@ -30,7 +30,9 @@ def add(sub: Any, _common: Callable[..., None], _view: Callable[[str], Any]) -> 
     q.add_argument("--headline", action="store_true", help="the answer to the experiment's "
                    "exp.question(...)")
     p.add_argument("--level", type=float, default=0.95, help="confidence level of the CI")
-    p.add_argument("--format", choices=["table", "csv", "parquet", "json"], default="table")
+    p.add_argument("--format", choices=["table", "csv", "parquet", "json"], default="table",
+                   help="table (aligned text, the default), csv, json (exact numbers) or "
+                   "parquet (needs -o FILE and pyarrow)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     p.set_defaults(func=_view("cmd_results"))
 
