@@ -168,7 +168,7 @@ def test_a_deleted_output_reruns_its_task_and_stale_outputs_go_first(cli, write_
     assert "2 done" in res.stderr
     # a changed training: every owned folder is removed before its task runs again
     (tmp_path / "shared/0/stale.txt").write_text("old")
-    res = run(path, "--config", "v=2", check=True)
+    res = run(path, "--config", "v=2", "--yes", check=True)  # (replaces v=1's results)
     assert "3 done" in res.stderr
     assert not (tmp_path / "shared/0/stale.txt").exists()
     assert (tmp_path / "shared/0/features.txt").read_text() == "0 2"
@@ -324,7 +324,7 @@ def test_a_task_whose_outputs_changed_removes_what_it_owned_before(cli, write_ex
     """)
     run(path, check=True)
     assert (tmp_path / "res/old_0.txt").exists()
-    run(path, "--config", "name=new", check=True)
+    run(path, "--config", "name=new", "--yes", check=True)  # (replaces name=old's results)
     assert (tmp_path / "res/new_0.txt").exists()
     assert not (tmp_path / "res/old_0.txt").exists()
     assert not (tmp_path / "keep/old").exists()

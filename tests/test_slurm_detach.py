@@ -93,6 +93,12 @@ def test_run_attaches_to_a_detached_submission_without_submitting_again(
     (tmp_path / "fixed").write_text("")
     path = write_exp(PIPELINE.format(tmp=str(tmp_path)))
     assert shoal("run", str(path), "--backend", "slurm", "--detach").returncode == 0
+    from shoal.api.dashboard import Dashboard
+    from shoal.spec.loader import load_experiment
+
+    seen = Dashboard(load_experiment(str(path))).state()  # (shoal serve's, read-only)
+    assert seen["controller"] == "none" and seen["detached"]["elements"] > 0
+    assert set(seen["detached"]["steps"]) <= {"prep", "train", "combine", "echo"}
     again = shoal("run", str(path), "--backend", "slurm", "--detach")
     assert again.returncode == 2 and "still queued or running" in again.stderr
     local = shoal("run", str(path), "--progress", "none")  # would race it for the folders

@@ -73,7 +73,7 @@ def test_trak_rerun_after_retraining_equals_a_fresh_run(tmp_path: Path) -> None:
     assert plan(exp)["run"] == 0
 
     # retrained: featurize and the gather rerun in the same save_dir (b), and from scratch (c)
-    b, c = run_side_by_side([exp, copy_example(tmp_path / "c")], "epochs=7")
+    b, c = run_side_by_side([exp, copy_example(tmp_path / "c")], "epochs=7", "--yes")
     assert np.allclose(b, c, rtol=1e-4, atol=1e-5), float(np.abs(b - c).max())
     assert not np.allclose(a, b, rtol=1e-2, atol=1e-2), "retraining changed nothing"
 

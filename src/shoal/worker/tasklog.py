@@ -73,11 +73,10 @@ class TaskLog:
         self._header = len(header.encode())
         if not new_folder and os.path.exists(path):
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-            os.write(fd, header.encode())
+            _write(fd, header)
             return fd, False
         fd, fresh = self._open_fresh(out, path, defer)
-        if header:
-            os.write(fd, header.encode())
+        _write(fd, header)
         return fd, fresh
 
     def _open_fresh(self, out: str, path: str, defer: bool) -> tuple[int, bool]:
@@ -161,6 +160,14 @@ class TaskLog:
             with contextlib.suppress(OSError):
                 os.rename(f"{out}/{resultfile.LOG}", self.scratch)
                 os.truncate(self.scratch, 0)
+
+
+def _write(fd: int, header: str) -> None:
+    """The attempt's header, best effort: a full disk fails the task's own writes, with
+    their error, not this line."""
+    if header:
+        with contextlib.suppress(OSError):
+            os.write(fd, header.encode())
 
 
 def _move_into(scratch: str, fd: int, path: str) -> None:
