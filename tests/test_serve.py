@@ -159,3 +159,23 @@ def test_the_dashboard_follows_a_real_run_in_chromium(write_exp, tmp_path: Path)
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_on_every_address_any_host_name_is_answered_but_the_token_still_needed(
+        write_exp, load) -> None:
+    """--host 0.0.0.0: reached by the machine's name (Host: node17:PORT), so the loopback
+    Host check is off there; the token is not."""
+    from shoal.api.dashboard import Dashboard
+    from shoal.api.serve import Server
+
+    path = write_exp(EXP)
+    server = Server(Dashboard(load(path)), "0.0.0.0", 0, "tok")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        host = {"Host": f"node17:{server.server_address[1]}"}
+        assert _get(f"{base}/?token=tok", host)[0] == 200
+        assert _get(f"{base}/", host)[0] == 401
+    finally:
+        server.shutdown()
+        server.server_close()

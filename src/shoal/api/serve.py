@@ -38,13 +38,15 @@ class Server(ThreadingHTTPServer):
     def __init__(self, dashboard: Dashboard, host: str, port: int, token: str) -> None:
         self.dashboard = dashboard
         self.token = token
-        self.hosts = {host, f"{host}:{port}"}
-        if host in ("127.0.0.1", "localhost", "::1"):
-            self.hosts |= {"localhost", "127.0.0.1", "[::1]"}
+        #: Host headers answered (loopback only: a page elsewhere that resolves its own
+        #: name to 127.0.0.1 must not reach it); empty: any (--host 0.0.0.0 and the like)
+        self.hosts: set[str] = set()
         self.lock = threading.Lock()  # (one state at a time: the caches are shared)
         super().__init__((host, port), Handler)
-        actual = self.server_address[1]
-        self.hosts |= {f"{h}:{actual}" for h in list(self.hosts)}
+        if host in ("127.0.0.1", "localhost", "::1"):
+            actual = self.server_address[1]
+            names = ("localhost", "127.0.0.1", "[::1]")
+            self.hosts = {*names, *(f"{h}:{actual}" for h in names)}
 
 
 class Handler(BaseHTTPRequestHandler):
