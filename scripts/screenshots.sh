@@ -24,8 +24,17 @@ server=
 trap 'rm -rf "$page" "$profile" "$log"; [ -z "$server" ] || kill "$server" 2>/dev/null || true' EXIT
 "$SHOAL" report examples/streamflow -o "$page"
 shoot "file://$page" docs/report.png 1300
-"$SHOAL" serve examples/streamflow --port 0 2>"$log" &
+# the dashboard during a run: a fresh root with more seeds, shot while it trains
+live=$(mktemp -d)
+trap 'rm -rf "$page" "$profile" "$log" "$live"; [ -z "$server" ] || kill "$server" 2>/dev/null || true; [ -z "${runner:-}" ] || kill "$runner" 2>/dev/null || true' EXIT
+"$SHOAL" run examples/streamflow --root "$live" --config seeds=6 --progress none &
+runner=$!
+"$SHOAL" serve examples/streamflow --root "$live" --config seeds=6 --port 0 2>"$log" &
 server=$!
 for _ in $(seq 100); do grep -q "token=" "$log" && break; sleep 0.1; done
 url=$(grep -o "http://127.0.0.1:[0-9]*/?token=[A-Za-z0-9_-]*" "$log")
-shoot "$url" docs/dashboard.png 1150
+sleep "${SHOT_AFTER:-40}"  # (some evaluations done: the headline has numbers)
+shoot "$url" docs/dashboard.png 1300
+kill -INT "$runner" 2>/dev/null || true
+wait "$runner" 2>/dev/null || true
+runner=
