@@ -182,3 +182,32 @@ def test_split_compares_each_value_of_the_split_dimension_on_its_own() -> None:
     assert t.loc[("mae", 1), "diff"] == pytest.approx(2 * alone.loc[1, "diff"])
     assert t.loc[("mse", 1), "p_t_holm"] == pytest.approx(alone.loc[1, "p_t_holm"])
     assert any("(loss=mae)" in s for s in a.sentences)
+
+
+def test_the_verdict_follows_the_holm_adjusted_test_not_the_raw_interval() -> None:
+    """Review: an unadjusted CI that excluded 0 made "improves" beside a Holm p of 0.16."""
+    from shoal.results.compare import Answer, sentence
+
+    q = Question("ev", "m", "factor", ("seed",), ("site",), 0, None, True)
+    a = Answer(q, "m", pd.DataFrame(), "sites", "")
+    row = {"factor": 3, "diff": 0.21, "diff_low": 0.027, "diff_high": 0.39, "p_t_holm": 0.16,
+           "p_wilcoxon_holm": 0.31, "better": 5, "pairs": 6}
+    assert sentence(a, row).startswith("factor 3: no clear difference in m from factor 0")
+    row["p_t_holm"] = 0.01
+    assert sentence(a, row).startswith("factor 3 improves m by 0.21")
+
+
+def test_what_is_left_out_of_an_answer_is_said_first() -> None:
+    """Review: NaN metrics (a method that diverged on some seeds) were dropped silently."""
+    frame = _frame()
+    frame.loc[(frame.factor == 5) & (frame.seed == 1), "nse"] = float("nan")
+    frame.loc[(frame.factor == 1) & (frame.site == "a") & (frame.seed == 0), "nse"] = math.inf
+    frame.loc[(frame.factor == 0) & (frame.site == "b") & (frame.seed == 0), "status"] = "failed"
+    q = Question("ev", "nse", "factor", ("seed",), ("site",), 0, None, True)
+    a = answer(frame, q, order=[0, 1, 5])
+    assert a.left_out == {"done without a finite value": 5, "failed": 1}
+    assert a.sentences[0] == ("Left out of this answer: 5 done without a finite value; "
+                              "1 failed (of 24 tasks of ev); it covers the rest only.")
+    t = a.table.set_index("factor")
+    assert t.loc[5, "n"] == 4  # (seed 0 only, per site)
+    assert t.loc[5, "pairs"] == 3  # (site b: its factor-0 seed 0 failed, seed 1 is NaN)

@@ -119,3 +119,53 @@ def test_bands_average_replicates_within_blocks_first() -> None:
     assert (got.loc[2, "low"], got.loc[2, "high"]) == pytest.approx((lo, hi))
     one = bands(hist[hist.site == "a"], "loss", None, ["site"])
     assert math.isnan(one["low"].iloc[0])  # one block: no interval
+
+
+def test_values_logged_in_separate_calls_merge_and_names_like_dimensions_are_kept() -> None:
+    """Review: two calls at one epoch (loss, then val) kept only the second record; a logged
+    name that is also a dimension (lr) crashed the report and the export."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from shoal.results.history import read_histories
+
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "t"
+        out.mkdir()
+        lines = [{"_fingerprint": "f"}]
+        for e in (1, 2):
+            lines += [{"epoch": e, "loss": 1.0 / e, "lr": 0.1 / e}, {"epoch": e, "val": e * 2}]
+            lines += [{"step": 10 * e + k, "epoch": e, "batch_loss": k} for k in range(3)]
+        lines.append({"test_acc": 0.9})  # (no x: not on a curve)
+        (out / ".shoal-history.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+        frame = pd.DataFrame({"lr": [1], "status": ["done"], "out": [str(out)]})
+        hist = read_histories(frame, ["lr"])
+    from shoal.results.history import points, x_of
+
+    assert hist.attrs["x"] == "step"  # (the finest key)
+    assert set(hist.columns) >= {"lr", "log_lr", "loss", "val", "batch_loss"}
+    assert len(hist) == 6 + 2 + 1  # 6 steps, 2 epochs (loss and val merged), test_acc
+    assert x_of(hist, "batch_loss") == "step" and x_of(hist, "loss") == "epoch"
+    got = points(hist.drop(columns=["lr", "_task"]))
+    assert got["loss"] == [(1, 1.0), (2, 0.5)] and got["val"] == [(1, 2.0), (2, 4.0)]
+    assert got["batch_loss"][:2] == [(10, 0.0), (11, 1.0)] and "test_acc" not in got
+
+
+def test_epoch_level_values_logged_in_two_calls_are_one_row(tmp_path) -> None:
+    import json
+
+    from shoal.results.history import curve_metrics, read_histories
+
+    out = tmp_path / "t"
+    out.mkdir()
+    lines = [{"_fingerprint": "f"}]
+    for e in (1, 2, 3):
+        lines += [{"epoch": e, "loss": 1.0 / e}, {"epoch": e, "val": e * 2.0}]
+    (out / ".shoal-history.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    frame = pd.DataFrame({"k": [1], "status": ["done"], "out": [str(out)]})
+    hist = read_histories(frame, ["k"])
+    assert list(hist["epoch"]) == [1, 2, 3]
+    assert list(hist["loss"]) == pytest.approx([1.0, 0.5, 1 / 3])
+    assert list(hist["val"]) == [2.0, 4.0, 6.0]
+    assert curve_metrics(hist, ["k"]) == ["loss", "val"]

@@ -135,8 +135,10 @@ class Dashboard:
 
         try:
             a = headline(self.exp, self.plan())
-        except ShoalError as exc:
-            self._headline = {"error": str(exc)}
+        except Exception as exc:  # (a user's question that cannot be answered yet, or
+            # shoal's own failure: said on the page, tried again when the store changes)
+            text = str(exc) if isinstance(exc, ShoalError) else f"{type(exc).__name__}: {exc}"
+            self._headline = {"error": text}
         else:
             assert a is not None
             has = int(a.table["n"].sum()) > 0

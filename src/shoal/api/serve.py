@@ -1,9 +1,11 @@
 """``shoal serve EXP``: the dashboard over HTTP, safe on a shared login node.
 
 - It binds ``127.0.0.1`` by default (``ssh -L 8765:127.0.0.1:8765 login-node`` shows it on
-  a laptop), and answers only requests whose ``Host`` is that address (no DNS rebinding).
+  a laptop), and answers only requests whose ``Host`` is a loopback name, on any port (no
+  DNS rebinding).
 - Every request needs the random token printed with the URL (``?token=...``, as Jupyter
-  does; the page then keeps it in a same-site cookie): none is 401, a wrong one 403.
+  does; the page carries it on to its requests and links, never in a cookie, which would
+  go to every port of localhost): none is 401, a wrong one 403.
 - It reads files only through task ids of the plan (``/log?task=STEP/KEY``), never a path
   from the request, and never follows a link out of the run root.
 - Read-only: no lock, no writes (:mod:`shoal.api.dashboard`).
@@ -17,9 +19,9 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import socket
 import sys
 import threading
-from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,7 +30,7 @@ from shoal.api.dashboard import Dashboard
 from shoal.api.dashboard_page import PAGE
 from shoal.errors import ShoalError
 
-COOKIE = "shoal_token"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_LOG = 20 * 1024 * 1024  # bytes of a log sent (its end)
 
 
@@ -38,15 +40,15 @@ class Server(ThreadingHTTPServer):
     def __init__(self, dashboard: Dashboard, host: str, port: int, token: str) -> None:
         self.dashboard = dashboard
         self.token = token
-        #: Host headers answered (loopback only: a page elsewhere that resolves its own
-        #: name to 127.0.0.1 must not reach it); empty: any (--host 0.0.0.0 and the like)
+        #: Host names answered, whatever the port (``ssh -L 9000:...`` sends :9000):
+        #: loopback only, so that a page elsewhere that resolves its own name to 127.0.0.1
+        #: cannot reach it; empty: any (--host 0.0.0.0 and the like)
         self.hosts: set[str] = set()
+        if host in LOOPBACK:
+            self.hosts = {"localhost", "127.0.0.1", "[::1]"}
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.lock = threading.Lock()  # (one state at a time: the caches are shared)
         super().__init__((host, port), Handler)
-        if host in ("127.0.0.1", "localhost", "::1"):
-            actual = self.server_address[1]
-            names = ("localhost", "127.0.0.1", "[::1]")
-            self.hosts = {*names, *(f"{h}:{actual}" for h in names)}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -59,19 +61,15 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query)
-        host = (self.headers.get("Host") or "").lower()
-        if self.server.hosts and host not in self.server.hosts:
+        if self.server.hosts and _hostname(self.headers.get("Host")) not in self.server.hosts:
             return self._send(403, "text/plain", b"forbidden host\n")
-        in_url = query.get("token", [""])[0]
-        given = in_url or self._cookie()
-        if not given:
+        given = query.get("token", [""])[0]  # (in the URL only: a cookie would go to every
+        if not given:  # port of localhost, other users' servers too)
             return self._send(401, "text/plain", b"a token is needed: open the URL that "
                               b"shoal serve printed (?token=...)\n")
         if not hmac.compare_digest(given.encode(), self.server.token.encode()):
             return self._send(403, "text/plain", b"wrong token\n")
-        extra = {}
-        if in_url:
-            extra["Set-Cookie"] = (f"{COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/")
+        extra: dict[str, str] = {}
         try:
             if url.path == "/":
                 return self._send(200, "text/html; charset=utf-8", PAGE.encode(), extra)
@@ -86,6 +84,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(404, "text/plain", f"{exc}\n".encode())
         except PermissionError as exc:
             return self._send(403, "text/plain", f"{exc}\n".encode())
+        except Exception as exc:  # (shoal's own failure: said, and the next poll tries again)
+            print(f"shoal: serve: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return self._send(500, "text/plain", f"{type(exc).__name__}: {exc}\n".encode())
         return self._send(404, "text/plain", b"not found\n")
 
     def _log(self, task: str, extra: dict[str, str]) -> None:
@@ -101,18 +102,6 @@ class Handler(BaseHTTPRequestHandler):
             body = b"(this task wrote no log yet)\n"
         self._send(200, "text/plain; charset=utf-8", body, extra)
 
-    def _cookie(self) -> str | None:
-        raw = self.headers.get("Cookie")
-        if not raw:
-            return None
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(raw)
-        except Exception:
-            return None
-        got = jar.get(COOKIE)
-        return got.value if got else None
-
     def _send(self, code: int, kind: str, body: bytes,
               extra: dict[str, str] | None = None) -> None:
         self.send_response(code)
@@ -125,6 +114,14 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
+
+
+def _hostname(header: str | None) -> str:
+    """The name in a Host header, without its port (``[::1]`` kept in brackets)."""
+    host = (header or "").strip().lower()
+    if host.startswith("["):
+        return host[:host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if ":" in host else host
 
 
 def serve(exp: Any, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,

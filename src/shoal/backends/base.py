@@ -68,9 +68,10 @@ class Backend(abc.ABC):
     def shutdown(self) -> None:
         """Start nothing more; end what runs; free the engine's resources."""
 
-    def grown(self) -> tuple[int, list[str]] | None:
+    def grown(self) -> tuple[int, list[str], int | None] | None:
         """The engine's capacity now where it can grow while a run goes on (nodes join a
-        Ray cluster): CPUs and device names, looked at every few seconds; None: fixed."""
+        Ray cluster): CPUs, device names and memory (MiB; None: not limited), looked at
+        every few seconds; None: fixed."""
         return None
 
     def bundle_size(self, step: str, time_s: float | None, queued: int) -> int | None:

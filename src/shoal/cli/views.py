@@ -78,10 +78,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
 
     def ready(url: str) -> None:
+        import re
+
+        port = re.search(r":(\d+)/", url).group(1)  # type: ignore[union-attr]
         print(f"shoal: dashboard of {exp.name} at\n    {url}\n"
-              f"  from another machine: ssh -L {url.split(':')[2].split('/')[0]}:"
-              f"127.0.0.1:{url.split(':')[2].split('/')[0]} {os.uname().nodename}, then "
-              "open the URL there; Ctrl-C stops", file=sys.stderr, flush=True)
+              f"  from another machine: ssh -L {port}:127.0.0.1:{port} "
+              f"{os.uname().nodename}, then open the URL there; Ctrl-C stops",
+              file=sys.stderr, flush=True)
 
     serve(exp, host=args.host, port=args.port, ready=ready)
     return 0

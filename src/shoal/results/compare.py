@@ -37,6 +37,8 @@ class Answer:
     method: str  # how the CI and the tests were made, one line
     sentences: list[str] = field(default_factory=list)
     info: MetricInfo = field(default_factory=MetricInfo)
+    level: float = 0.95
+    left_out: dict[str, int] = field(default_factory=dict)  # why -> tasks not in the answer
 
 
 def answer(frame: pd.DataFrame, q: Question, order: list[Any] | None = None,
@@ -53,7 +55,11 @@ def answer(frame: pd.DataFrame, q: Question, order: list[Any] | None = None,
                          f"--step {q.step} shows its columns)")
     done = frame[frame["status"] == "done"].copy()
     done[metric] = pd.to_numeric(done[metric], errors="coerce")
-    done = done.dropna(subset=[metric])
+    finite = np.isfinite(done[metric].to_numpy(dtype=float))
+    left_out = {"done without a finite value": int((~finite).sum()),
+                "failed": int((frame["status"] == "failed").sum()),
+                "not done yet": int((~frame["status"].isin(["done", "failed"])).sum())}
+    done = done[finite]
     blocks, reps = list(q.blocks or ()), list(q.replicates)
     units, averaged = (blocks, reps) if blocks else (reps, [])
     levels = order if order is not None else sorted(done[q.x].unique())
@@ -95,10 +101,15 @@ def answer(frame: pd.DataFrame, q: Question, order: list[Any] | None = None,
             table["better"] = table["better"].astype("Int64")
             table["pairs"] = table["pairs"].astype("Int64")
     out = Answer(q, metric, table, _units(done, units, averaged),
-                 _method(q, units, averaged, level), info=info or MetricInfo())
+                 _method(q, units, averaged, level), info=info or MetricInfo(), level=level,
+                 left_out={k: n for k, n in left_out.items() if n})
     if base is not None:
         out.sentences = [sentence(out, r) for r in rows if not math.isnan(r.get("diff",
                                                                                  math.nan))]
+    if out.left_out:  # (never silently: a method that diverged on some seeds shows here)
+        what = "; ".join(f"{n:,} {k}" for k, n in out.left_out.items())
+        out.sentences.insert(0, f"Left out of this answer: {what} (of {len(frame):,} tasks "
+                                f"of {q.step}); it covers the rest only.")
     return out
 
 
@@ -138,7 +149,9 @@ def _method(q: Question, units: list[str], averaged: list[str], level: float) ->
     if q.baseline is not None and units:
         how += (f"; each level against {q.x}={q.baseline} paired on "
                 f"{' × '.join([*units, *averaged])}: paired t test and Wilcoxon signed-rank "
-                f"test over {unit}, Holm-corrected across the levels")
+                f"test over {unit}, Holm-corrected across the levels; a level improves or "
+                f"worsens where the Holm-adjusted paired t test gives p < {1 - level:.2g} "
+                f"(the intervals shown are not adjusted)")
     return how
 
 
@@ -160,7 +173,9 @@ def sentence(a: Answer, row: dict[str, Any]) -> str:
     diff, lo, hi = row["diff"], row["diff_low"], row["diff_high"]
     where = f" ({q.split}={row[q.split]})" if q.split else ""
     unit = (q.blocks or q.replicates or ("tasks",))[0]
-    if not math.isnan(lo) and (lo > 0 or hi < 0):
+    p = row["p_t_holm"]  # (the verdict: the Holm-adjusted paired t test, as printed; the
+    # interval shown is the level's own, unadjusted)
+    if not math.isnan(p) and p < 1 - a.level and diff != 0:
         gain = diff > 0 if q.higher_is_better else diff < 0
         verb = "improves" if gain else "worsens"
         head = (f"{q.x} {row[q.x]}{where} {verb} {name} by {_fmt(abs(diff))} "

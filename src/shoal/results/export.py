@@ -90,17 +90,21 @@ def export(exp: Any, to: str, dest: str, steps: list[str] | None = None,
     ledger = _load(ledger_path)
     book = ledger.setdefault(f"{to}:{where}", {"steps": {}, "tasks": {}})
     report = ExportReport(dest=where)
+
+    def save() -> None:  # (what went out is remembered even if the tracker fails later)
+        write_json_atomic(ledger_path, ledger)
+
     try:
         for name in names:
-            _export_step(exp, plan, name, writer, book, report)
-            write_json_atomic(ledger_path, ledger)
+            _export_step(exp, plan, name, writer, book, report, save)
     finally:
+        save()
         writer.close()
     return report
 
 
 def _export_step(exp: Any, plan: Any, name: str, writer: Writer, book: dict[str, Any],
-                 report: ExportReport) -> None:
+                 report: ExportReport, save: Any) -> None:
     import pandas as pd
 
     sp = plan.steps[name]
@@ -136,6 +140,8 @@ def _export_step(exp: Any, plan: Any, name: str, writer: Writer, book: dict[str,
         got = writer.task(row, parent, book["tasks"].get(keys[i], {}).get("ref"))
         book["tasks"][keys[i]] = {"stamp": stamps[i], "ref": got}
         report.exported[name] = report.exported.get(name, 0) + 1
+        if report.exported[name] % 200 == 0:
+            save()
 
 
 def _plain(v: Any) -> Any:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.errors import ShoalError
+from shoal.results.history import points
 
 BATCH = 900  # (MLflow takes at most 1,000 metrics in one log_batch)
 
@@ -78,19 +79,12 @@ class MlflowWriter:
         run = self.client.create_run(self.experiment_id, start_time=start, tags=tags,
                                      run_name=row.label)
         rid = run.info.run_id
-        last = 0  # (final metrics at the history's last step: MLflow's latest value)
-        if row.history is not None and row.x is not None and len(row.history):
-            last = int(row.history[row.x].max())
+        series = points(row.history) if row.history is not None else {}
+        # (final metrics at the history's last step: MLflow's latest value)
+        last = max((x for pts in series.values() for x, _ in pts), default=0)
         metrics = [Metric(k, v, end, last) for k, v in row.metrics.items()
                    if math.isfinite(v)]
-        if row.history is not None and row.x is not None:
-            for col in row.history.columns:
-                if col == row.x:
-                    continue
-                for xv, v in zip(row.history[row.x], row.history[col]):
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) \
-                            and math.isfinite(v):
-                        metrics.append(Metric(col, float(v), end, int(xv)))
+        metrics += [Metric(name, v, end, x) for name, pts in series.items() for x, v in pts]
         params = [Param(k, str(v)) for k, v in row.params.items()]
         for k in range(0, max(len(metrics), 1), BATCH):
             self.client.log_batch(rid, metrics=metrics[k:k + BATCH],

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.errors import ShoalError
+from shoal.results.history import points
 
 
 class TensorBoardWriter:
@@ -50,15 +51,9 @@ class TensorBoardWriter:
                   for k, v in row.params.items()}
         events: list[tuple[Any, int]] = [(hp.hparams_pb(params, trial_id=row.label,
                                                         start_time_secs=row.started), 0)]
-        last = 0
-        if row.history is not None and row.x is not None:
-            for col in row.history.columns:
-                if col == row.x:
-                    continue
-                for xv, v in zip(row.history[row.x], row.history[col]):
-                    if _number(v):
-                        events.append((_scalar(col, float(v)), int(xv)))
-                        last = max(last, int(xv))
+        series = points(row.history) if row.history is not None else {}
+        last = max((x for pts in series.values() for x, _ in pts), default=0)
+        events += [(_scalar(name, v), x) for name, pts in series.items() for x, v in pts]
         for k, v in row.metrics.items():
             if _number(v):
                 events.append((_scalar(f"final/{k}", v), last))

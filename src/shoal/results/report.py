@@ -25,7 +25,7 @@ from shoal.errors import ShoalError
 from shoal.plan.build import build_plan
 from shoal.results import figures, page
 from shoal.results.compare import Answer, headline
-from shoal.results.history import bands, curve_metrics, read_histories
+from shoal.results.history import bands, curve_metrics, read_histories, x_of
 from shoal.results.states import STATES
 from shoal.results.states import counts as state_counts
 from shoal.results.table import metric_columns, results, summarise
@@ -132,8 +132,8 @@ def _curves(p: _Page, exp: Experiment, plan: Plan, frames: dict[str, pd.DataFram
     first = True
     for name, frame in frames.items():
         done = frame[frame["status"] == "done"]
-        if done.empty or not (Path(done["out"].iloc[0]) / HISTORY).exists():
-            continue  # (histories are per step: the first done task tells)
+        if not any((Path(out) / HISTORY).exists() for out in done["out"]):
+            continue  # (stops at the first task that has one)
         dims = plan.steps[name].dims
         hist = read_histories(frame, dims)
         metrics = curve_metrics(hist, dims)[:MAX_CURVES]
@@ -151,7 +151,7 @@ def _curves(p: _Page, exp: Experiment, plan: Plan, frames: dict[str, pd.DataFram
         p.section(f"{name}: learning curves", depth=2)
         for m in metrics:
             band = bands(hist, m, by, units)
-            p.add(figures.curves(name, m, band, by, hist.attrs["x"], _info(exp, m), what))
+            p.add(figures.curves(name, m, band, by, x_of(hist, m), _info(exp, m), what))
 
 
 def _durations(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:

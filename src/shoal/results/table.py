@@ -15,6 +15,7 @@ from shoal.errors import ShoalError
 from shoal.plan.build import Plan, build_plan
 from shoal.results.states import STATES, task_states
 from shoal.results.stats import t_ppf
+from shoal.state.lock import RootLock
 from shoal.state.store import Store
 
 if TYPE_CHECKING:
@@ -64,7 +65,8 @@ def results(exp: Experiment, step: str | None = None, plan: Plan | None = None) 
     host: list[Any] = [None] * n
     metric_text: list[str] = ["{}"] * n
     base = f"{plan.root}/{name}"
-    status = task_states(sp, {k: r[0] for k, r in rows.items()})
+    live = RootLock(plan.root).held_by_other()  # (a dead controller's "running": interrupted)
+    status = task_states(sp, {k: r[0] for k, r in rows.items()}, live)
     for i, key in enumerate(sp.keys):
         row = rows.get(key)
         adopted = sp.adopted.get(i)

@@ -68,6 +68,7 @@ class Controller:
         self.sps: list[StepPlan] = list(plan.steps.values())
         self.index = {sp.name: k for k, sp in enumerate(self.sps)}
         self.total_cpus = slots.cpus
+        self._total_mem = slots.mem_mb  # (what the slots were made with: grows with grown())
         self.ready: list[deque[int]] = [deque() for _ in self.sps]
         self.waiting: dict[TaskId, int] = {}
         self.children: dict[TaskId, list[TaskId]] = {}
@@ -263,12 +264,18 @@ class Controller:
         got = self.backend.grown()
         if got is None:
             return
-        cpus, devices = got
+        cpus, devices, mem = got
         if cpus > self.total_cpus:
             self.slots.cpus += cpus - self.total_cpus
             self.total_cpus = cpus
         for d in devices:
             self.slots.gpus.setdefault(d, 1.0)
+        if mem is None:
+            self.slots.mem_mb = None  # (no longer limited here: the engine places by it)
+        elif self.slots.mem_mb is not None and self._total_mem is not None \
+                and mem > self._total_mem:
+            self.slots.mem_mb += mem - self._total_mem
+            self._total_mem = mem
 
     def _note_long_runs(self, now: float) -> None:
         """A member of a bundle that has run a second is stored as running too (its

@@ -32,7 +32,14 @@ class RootLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for tries in range(20):  # (a reader's held_by_other() holds it shared for an
+                try:  # instant: `shoal status`, `shoal serve` polling; not a controller)
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if tries == 19:
+                        raise
+                    time.sleep(0.025)
         except BlockingIOError:
             holder = self._holder(fd)
             os.close(fd)

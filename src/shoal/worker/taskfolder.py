@@ -56,13 +56,17 @@ def prepare_task(spec: TaskSpec) -> bool:
 
 def _drop_foreign_history(path: str, fingerprint: str) -> None:
     """A history is kept across attempts of one definition of the task; one that another
-    fingerprint (or a command, without the heading line) left is removed."""
+    fingerprint left is removed. A command's (no heading line) is kept only where the task
+    resumes from its checkpoints (their own fingerprint check drops another definition's)."""
     try:
         with open(path, encoding="utf-8") as fh:
             head = fh.readline()
     except OSError:
         return
-    if f'"_fingerprint": "{fingerprint}"' not in head:
+    if f'"_fingerprint": "{fingerprint}"' in head:
+        return
+    resumes = os.path.isdir(os.path.join(os.path.dirname(path), resultfile.CHECKPOINTS))
+    if '"_fingerprint"' in head or not resumes:
         with contextlib.suppress(OSError):
             os.unlink(path)
 

@@ -131,15 +131,15 @@ class RayBackend(Backend):
         return cpus, [f"ray-gpu{k}" for k in range(gpus)], (
             int(mem // (1024 * 1024)) if mem and not self.options.cpus else None)
 
-    def grown(self) -> tuple[int, list[str]] | None:
-        """The cluster's CPUs and GPUs now (nodes join: an autoscaler, ``ray start``)."""
+    def grown(self) -> tuple[int, list[str], int | None] | None:
+        """The cluster's CPUs, GPUs and memory now (nodes join: an autoscaler, ``ray
+        start``)."""
         if not self.grows:
             return None
         try:
-            cpus, devices, _ = self.capacity()
+            return self.capacity()
         except Exception:  # (Ray's own errors: the next look)
             return None
-        return cpus, devices
 
     # ---------------------------------------------------------------- running
     @property
