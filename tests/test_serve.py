@@ -179,3 +179,23 @@ def test_on_every_address_any_host_name_is_answered_but_the_token_still_needed(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_reader_s_instant_shared_lock_does_not_fail_a_starting_run(tmp_path: Path) -> None:
+    """Review: `shoal serve` (and `status`) probe the controller's lock with a shared flock
+    every poll; a `shoal run` starting in that instant failed with "another controller"."""
+    import fcntl
+
+    from shoal.state.lock import RootLock
+
+    (tmp_path / ".shoal").mkdir()
+    probe = os.open(tmp_path / ".shoal" / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(probe, fcntl.LOCK_SH)  # (what held_by_other() takes, for an instant)
+    release = threading.Timer(0.15, lambda: os.close(probe))
+    release.start()
+    lock = RootLock(tmp_path).acquire()  # waits the instant out
+    try:
+        assert RootLock(tmp_path).held_by_other()
+    finally:
+        lock.release()
+        release.join()
