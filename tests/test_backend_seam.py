@@ -80,3 +80,39 @@ def test_a_backend_is_a_subclass_of_the_seam_and_any_subclass_runs_a_plan(write_
     doc = json.loads((tmp_path / "runs/total/.shoal-result.json").read_text())
     assert doc["metrics"] == {"sum": 30}
     assert build_plan(exp, exp.root).summary()["run"] == 0
+
+
+def test_an_engine_that_grows_hands_the_controller_more_cpus_gpus_and_memory(
+        write_exp) -> None:
+    """Backend.grown() (nodes joining a Ray cluster): the controller adds what joined to
+    its slots — CPUs, devices and memory, or lifts the memory limit where the engine has
+    none (review: memory stayed at the head node's)."""
+    import time
+
+    path = write_exp("""
+        exp = shoal.Experiment("grow", grid=shoal.Grid(i=range(3)))
+
+        @exp.step(per=["i"])
+        def square(ctx, i):
+            return {"v": i * i}
+    """)
+    exp = load_experiment(str(path), {})
+
+    class Growing(InProcess):
+        cap: tuple[int, list[str], int | None] = (2, [], 4000)
+
+        def grown(self) -> tuple[int, list[str], int | None]:
+            return self.cap
+
+    be = Growing(exp)
+    with Store.open(exp.root, create=True) as store:
+        plan = build_plan(exp, exp.root, store=store)
+        ctl = Controller(plan, store, be, Slots.local(2, [], 4000), RunOptions())
+        be.cap = (6, ["ray-gpu0"], 10000)
+        ctl._grow(time.time() + 60)
+        assert (ctl.total_cpus, ctl.slots.cpus, ctl.slots.mem_mb) == (6, 6, 10000)
+        assert ctl.slots.gpus == {"ray-gpu0": 1.0}
+        be.cap = (6, ["ray-gpu0"], None)  # (the engine no longer limits memory)
+        ctl._grow(time.time() + 120)
+        assert ctl.slots.mem_mb is None
+        assert ctl.run().done == 3
