@@ -63,11 +63,11 @@ class Dashboard:
                     steps[name] = {"total": len(sp.state), **c}
                 if live:
                     for r in store.records(status="running"):
-                        running.append({"task": f"{r.step}/{r.key}", "label": _label(r),
+                        running.append({"task": f"{r.step}/{r.key}", "label": r.label,
                                         "elapsed_s": now - r.started if r.started else None,
                                         "host": r.host, "attempt": r.attempts})
                 for r in store.records(status="failed"):
-                    failures.append({"task": f"{r.step}/{r.key}", "label": _label(r),
+                    failures.append({"task": f"{r.step}/{r.key}", "label": r.label,
                                      "error": r.error, "log_tail": r.log_tail})
         else:
             for name, sp in plan.steps.items():
@@ -166,7 +166,3 @@ class Dashboard:
         if not real.startswith(top + os.sep):
             raise PermissionError(f"the log of {task} leads outside the run root")
         return Path(real)
-
-
-def _label(r: Any) -> str:
-    return f"{r.step}[{r.key.replace('/', ',')}]" if r.key else r.step

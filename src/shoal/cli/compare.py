@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,13 @@ from typing import Any
 from shoal.errors import ShoalError
 from shoal.plan.build import pick_values
 from shoal.results.compare import Answer, headline
-from shoal.results.table import default_step, metric_columns, results, write_table
+from shoal.results.table import (
+    default_step,
+    json_rows,
+    metric_columns,
+    results,
+    write_table,
+)
 from shoal.spec.question import Question
 
 
@@ -97,18 +102,8 @@ def cmd_compare(exp: Any, plan: Any, args: argparse.Namespace) -> int:
 
 def _doc(a: Answer) -> dict[str, Any]:
     q = a.question
-
-    def plain(v: Any) -> Any:
-        item = getattr(v, "item", None)
-        if callable(item):
-            v = item()
-        if v is None or (isinstance(v, float) and not math.isfinite(v)):
-            return None
-        return None if str(v) == "<NA>" else v
-
     return {"step": q.step, "metric": q.metric, "x": q.x, "baseline": q.baseline,
             "replicates": list(q.replicates), "blocks": list(q.blocks or ()),
             "split": q.split, "higher_is_better": q.higher_is_better, "n_counts": a.units,
             "method": a.method, "sentences": a.sentences,
-            "rows": [{str(k): plain(v) for k, v in r.items()}
-                     for r in a.table.to_dict(orient="records")]}
+            "rows": json_rows(a.table)}

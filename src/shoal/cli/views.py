@@ -12,6 +12,7 @@ from typing import Any
 from shoal.cli.common import _load, _table
 from shoal.errors import ShoalError
 from shoal.plan.build import build_plan
+from shoal.state.status import task_label
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -258,11 +259,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         with Store.open(exp.root) as store:
             chained = store.chained()
         for step, key, k, n in chained[:10]:
-            label = f"{step}[{key.replace('/', ',')}]" if key else step
-            print(f"running: {label}: segment {k} of {n}")
+            print(f"running: {task_label(step, key)}: segment {k} of {n}")
     for r in failures:
-        label = f"{r.step}[{r.key.replace('/', ',')}]" if r.key else r.step
-        print(f"\nfailed: {label}: {r.error}")
+        print(f"\nfailed: {r.label}: {r.error}")
         for line in (r.log_tail or "").splitlines()[-8:]:
             print(f"  | {line}")
     return 0

@@ -16,6 +16,7 @@ from shoal.plan.taskfiles import StepFiles
 from shoal.spec.experiment import Experiment, Step
 from shoal.spec.grid import Point, Value
 from shoal.spec.resources import Resources, for_task
+from shoal.state.status import task_label
 
 DONE, MISSING, FAILED, CHANGED, BLOCKED = 0, 1, 2, 3, 4
 REASONS = ("done", "missing", "failed", "changed", "blocked")  # blocked: an input is missing
@@ -88,8 +89,7 @@ class StepPlan:
 
     def label(self, i: int) -> str:
         """``train[site=a,seed=1]``: how task ``i`` is named to the user."""
-        key = self.keys[i]
-        return f"{self.name}[{key.replace('/', ',')}]" if key else self.name
+        return task_label(self.name, self.keys[i])
 
     def param_dict(self, i: int) -> dict[str, Value]:
         return dict(zip(self.dims, self.params[i]))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ShoalError
 from shoal.results.stats import holm, mean_ci, paired_tests
-from shoal.spec.question import MetricInfo, Question
+from shoal.spec.question import MetricInfo, Question, match_level
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,7 +64,9 @@ def answer(frame: pd.DataFrame, q: Question, order: list[Any] | None = None,
     units, averaged = (blocks, reps) if blocks else (reps, [])
     levels = order if order is not None else sorted(done[q.x].unique())
     levels = [v for v in levels if (done[q.x] == v).any()] or levels
-    base = _match(levels, q.baseline)
+    base = None if q.baseline is None else match_level(levels, q.baseline)
+    if base is None:  # (a baseline that no done task has: no comparison)
+        base = q.baseline
     splits = [None] if q.split is None else list(dict.fromkeys(done[q.split]))
     rows: list[dict[str, Any]] = []
     for s in splits:
@@ -111,15 +113,6 @@ def answer(frame: pd.DataFrame, q: Question, order: list[Any] | None = None,
         out.sentences.insert(0, f"Left out of this answer: {what} (of {len(frame):,} tasks "
                                 f"of {q.step}); it covers the rest only.")
     return out
-
-
-def _match(levels: list[Any], value: Any) -> Any:
-    if value is None:
-        return None
-    for v in levels:
-        if v == value or str(v) == str(value):
-            return v
-    return value
 
 
 def _unit_values(sub: pd.DataFrame, x: str, units: list[str], metric: str) -> dict[Any, Any]:

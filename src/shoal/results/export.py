@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shoal.errors import ShoalError
 from shoal.results.history import read_histories
-from shoal.results.table import metric_columns, results
+from shoal.results.table import json_value, metric_columns, results
 from shoal.state.resultfile import write_json_atomic
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def _export_step(exp: Any, plan: Any, name: str, writer: Writer, book: dict[str,
         h = by_task.get(i)
         row = TaskRow(
             step=name, key=sp.keys[i], label=plan.task_label(sp, i),
-            params={d: _plain(r[d]) for d in dims},
+            params={d: json_value(r[d]) for d in dims},
             metrics={m: float(r[m]) for m in metrics if pd.notna(r[m])},
             history=None if h is None else h.drop(columns=[*dims, "_task"]), x=x,
             status=str(r["status"]), started=_ts(r["started"]), ended=_ts(r["ended"]),
@@ -142,11 +142,6 @@ def _export_step(exp: Any, plan: Any, name: str, writer: Writer, book: dict[str,
         report.exported[name] = report.exported.get(name, 0) + 1
         if report.exported[name] % 200 == 0:
             save()
-
-
-def _plain(v: Any) -> Any:
-    item = getattr(v, "item", None)
-    return item() if callable(item) else v
 
 
 def _ts(v: Any) -> float | None:

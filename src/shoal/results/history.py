@@ -98,7 +98,7 @@ def bands(hist: pd.DataFrame, metric: str, by: str | None, units: Sequence[str],
     from scipy import stats
 
     x = x_of(hist, metric)
-    keys = [k for k in ([by] if by else []) + [x]]
+    keys = [by, x] if by else [x]
     data = hist[[*dict.fromkeys([*keys, *units, "_task"]), metric]].dropna(
         subset=[metric, x])
     per_unit = data.groupby([*keys, *units] if units else [*keys, "_task"],

@@ -233,8 +233,7 @@ def _failures(root: Path, p: _Page) -> str:
         return "<p>none</p>"
     out = []
     for r in failed[:50]:
-        label = f"{r.step}[{r.key.replace('/', ',')}]" if r.key else r.step
-        out.append(f"<h4 class='fail'>{esc(label)}</h4><p>{esc(r.error or '')}</p>")
+        out.append(f"<h4 class='fail'>{esc(r.label)}</h4><p>{esc(r.error or '')}</p>")
         if r.log_tail:
             out.append(f"<pre>{esc(r.log_tail)}</pre>")
     if len(failed) > 50:

@@ -246,29 +246,36 @@ def write_table(frame: pd.DataFrame, fmt: str, path: Path | None) -> str | None:
     return text
 
 
-def _json_records(frame: pd.DataFrame) -> str:
-    """The rows as a JSON list of objects, numbers exact (Python's shortest round-trip
-    repr; pandas' to_json keeps 10 significant digits: 1e-12 became 0.0), times as ISO
-    8601, missing values (NaN, NA, NaT) as null."""
+def json_value(v: Any) -> Any:
+    """One cell as JSON takes it: numbers exact (numpy scalars as Python's), times as ISO
+    8601, missing values (None, NaN, NA, NaT, inf) as null."""
     import math
 
     import pandas as pd
 
-    def plain(v: Any) -> Any:
-        if v is None or v is pd.NaT or v is pd.NA:
-            return None
-        if isinstance(v, pd.Timestamp):
-            return v.isoformat()
-        item = getattr(v, "item", None)  # numpy scalars
-        if callable(item) and not isinstance(v, (str, bytes)):
-            v = item()
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        return v
+    if v is None or v is pd.NaT or v is pd.NA:
+        return None
+    if isinstance(v, pd.Timestamp):
+        return v.isoformat()
+    item = getattr(v, "item", None)  # numpy scalars
+    if callable(item) and not isinstance(v, (str, bytes)):
+        v = item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
-    rows = [{str(k): plain(v) for k, v in row.items()}
+
+def json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of ``frame`` as JSON-able dicts (:func:`json_value` per cell)."""
+    return [{str(k): json_value(v) for k, v in row.items()}
             for row in frame.to_dict(orient="records")]
-    return json.dumps(rows, default=str)
+
+
+def _json_records(frame: pd.DataFrame) -> str:
+    """The rows as a JSON list of objects, numbers exact (Python's shortest round-trip
+    repr; pandas' to_json keeps 10 significant digits: 1e-12 became 0.0), times as ISO
+    8601, missing values (NaN, NA, NaT) as null."""
+    return json.dumps(json_rows(frame), default=str)
 
 
 class _pd_options:

@@ -68,7 +68,7 @@ class Question:
             raise SpecError(
                 f"{where}: dimension '{rest[0]}' is neither x, split, a replicate nor a "
                 f"block; add it to replicates= (averaged) or blocks= (paired on)")
-        if self.baseline is not None and not _among(self.baseline, values.get(self.x, [])):
+        if self.baseline is not None and match_level(values.get(self.x, []), self.baseline) is None:
             shown = ", ".join(map(str, values.get(self.x, [])[:10]))
             raise SpecError(f"{where}: baseline={self.baseline!r} is not a value of "
                             f"'{self.x}' ({shown}); give one of them")
@@ -80,8 +80,10 @@ class Question:
                         self.baseline, self.split, hib)
 
 
-def _among(value: Any, values: list[Any]) -> bool:
-    return any(v == value or str(v) == str(value) for v in values)
+def match_level(values: Sequence[Any], value: Any) -> Any:
+    """The one of ``values`` that ``value`` names (equal, or equal as text: ``0`` and
+    ``"0"``), or None."""
+    return next((v for v in values if v == value or str(v) == str(value)), None)
 
 
 def make(step: Any, metric: str, x: str, replicates: str | Sequence[str] | None,

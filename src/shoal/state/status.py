@@ -29,6 +29,11 @@ class TaskStatus(str, Enum):
         return format(str(self.value), spec)
 
 
+def task_label(step: str, key: str) -> str:
+    """``train[site=a,seed=1]``: how a task is named to the user."""
+    return f"{step}[{key.replace('/', ',')}]" if key else step
+
+
 #: What the store may hold.
 STORED = tuple(s for s in TaskStatus if s is not TaskStatus.UNSTARTED)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.state import resultfile
-from shoal.state.status import STORED, TaskStatus
+from shoal.state.status import STORED, TaskStatus, task_label
 
 SCHEMA_VERSION = 1
 STATE_DIR = ".shoal"
@@ -124,6 +124,10 @@ class TaskRecord:
             None if self.outputs is None else json.dumps(self.outputs),
             self.segment, self.segments,
         )
+
+    @property
+    def label(self) -> str:
+        return task_label(self.step, self.key)
 
     @classmethod
     def from_result(cls, data: dict[str, Any], status: str = TaskStatus.DONE) -> TaskRecord:

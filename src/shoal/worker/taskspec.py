@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoal.state.status import task_label
+
 #: Thread-pool sizes a task gets (= its cpus), so that tasks side by side never oversubscribe:
 #: OpenMP, BLAS and numexpr, TensorFlow's intra-op pool, numba, BLIS, Rayon (polars).
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -80,7 +82,7 @@ class TaskSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.step}[{self.key.replace('/', ',')}]" if self.key else self.step
+        return task_label(self.step, self.key)
 
     @property
     def device(self) -> str:

@@ -19,7 +19,6 @@ The same profile files as Slurm's (``--profile NAME``: ``NAME.toml`` beside the 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,15 +54,9 @@ class RayOptions:
 def load(path: Path) -> dict[str, Any]:
     """The ``[ray]`` table of the profile at ``path``, checked (every error names the key
     and the file)."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # Python 3.10
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as fh:
-            table = tomllib.load(fh).get("ray", {})
-    except (OSError, ValueError) as exc:
-        raise ShoalError(f"profile {path}: {exc}") from None
+    from shoal.backends.slurm.profile import read
+
+    table = read(path).get("ray", {})
     if not isinstance(table, dict):
         raise ShoalError(f"profile {path}: 'ray' must be a table ([ray])")
     out: dict[str, Any] = {}

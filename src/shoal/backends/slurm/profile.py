@@ -127,17 +127,22 @@ def target(name: str, exp_dir: Path | None) -> Path:
         return (exp_dir or Path.cwd()) / f"{name}.toml"
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Read and check a profile: ``{"defaults": {...}, "steps": {step: {...}}}``."""
+def read(path: Path) -> dict[str, Any]:
+    """The profile file's TOML, unchecked (one error naming the file if it cannot be read)."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # Python 3.10
         import tomli as tomllib
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
         raise ShoalError(f"profile {path}: {exc}") from None
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read and check a profile: ``{"defaults": {...}, "steps": {step: {...}}}``."""
+    data = read(path)
     steps = data.pop("steps", {})
     data.pop("ray", None)  # (--backend ray's table: shoal.backends.ray.options)
     backend = data.pop("backend", "slurm")
